@@ -1,0 +1,48 @@
+/**
+ * The one catalogue of errors Slipway reports to clients. Each has a stable code that
+ * scripts may match on, an HTTP status, and a message that says what could not be done
+ * and why. Nothing else ever reaches a client: unknown errors become a bare 500.
+ */
+
+export const ErrorCodes = {
+  BAD_REQUEST: { status: 400, message: "The request is malformed" },
+  VALIDATION: { status: 400, message: "The request body is not valid" },
+  BODY_TOO_LARGE: { status: 413, message: "The request body is too large" },
+  UNSUPPORTED_MEDIA_TYPE: { status: 415, message: "The request body must be JSON" },
+  UNAUTHENTICATED: { status: 401, message: "Sign in first: no valid session or API token" },
+  LOGIN_FAILED: { status: 401, message: "Cannot sign in: wrong username or password" },
+  ACCOUNT_LOCKED: { status: 423, message: "Cannot sign in: the account is locked after repeated failures" },
+  PASSWORD_CHANGE_REQUIRED: { status: 403, message: "Change the one-time password before doing anything else" },
+  RATE_LIMITED: { status: 429, message: "Too many requests; try again later" },
+  FORBIDDEN: { status: 403, message: "Not allowed: your role lacks the permission" },
+  OUT_OF_SCOPE: { status: 403, message: "Not allowed: the object is outside your security scopes" },
+  NOT_FOUND: { status: 404, message: "Not found" },
+  METHOD_NOT_ALLOWED: { status: 405, message: "Method not allowed" },
+  CONFLICT: { status: 409, message: "Conflicts with an existing object" },
+  IN_USE: { status: 409, message: "Cannot delete: the object is still referenced" },
+  TASK_SEQUENCE_INVALID: { status: 422, message: "The task sequence document is not valid" },
+  RULE_INVALID: { status: 422, message: "The collection rule is not valid" },
+  WEAK_PASSWORD: { status: 422, message: "The password is too weak" },
+  INTERNAL: { status: 500, message: "Internal error" },
+} as const;
+
+export type ErrorCode = keyof typeof ErrorCodes;
+
+/** An expected failure with a stable code; the API turns it into `{ code, message, details }`. */
+export class SlipwayError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly details: unknown;
+
+  constructor(code: ErrorCode, message?: string, details?: unknown) {
+    super(message ?? ErrorCodes[code].message);
+    this.name = "SlipwayError";
+    this.code = code;
+    this.status = ErrorCodes[code].status;
+    this.details = details;
+  }
+
+  toJSON(): { code: string; message: string; details: unknown } {
+    return { code: `SLIPWAY_${this.code}`, message: this.message, details: this.details ?? null };
+  }
+}
