@@ -1,0 +1,132 @@
+/** Commands that act on a site's data folder: init, up, audit verify. */
+import fs from "node:fs";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import { initSite, openSite, siteExists, type OpenSiteOptions } from "../roles/site/site.ts";
+import { startSiteServer } from "../roles/site/server.ts";
+import { ensureServerCertificate } from "../security/site-keys.ts";
+import { readHead, verifyAuditLog } from "../storage/audit-store.ts";
+import { createLogger } from "../log.ts";
+import { CliError, ExitCode, type Command } from "./command.ts";
+
+export const DEFAULT_LISTEN = "127.0.0.1:8443";
+
+function dataOption(v: string | undefined): string {
+  return path.resolve(v ?? process.env.SLIPWAY_DATA ?? "./var");
+}
+
+function siteOptions(dataDir: string): OpenSiteOptions {
+  return { dataDir, databaseUrl: process.env.SLIPWAY_DATABASE_URL || undefined, log: createLogger({ level: (process.env.SLIPWAY_LOG_LEVEL as never) ?? "info" }) };
+}
+
+type Options = Record<string, { type: "string" | "boolean"; multiple?: boolean; short?: string }>;
+type Parsed = { values: Record<string, string | boolean | string[] | boolean[] | undefined>; positionals: string[] };
+
+export function parse(args: string[], options: Options): Parsed {
+  try {
+    return parseArgs({ args, options: { ...options, help: { type: "boolean", short: "h" } }, allowPositionals: true, strict: true }) as Parsed;
+  } catch (err) {
+    throw new CliError((err as Error).message, ExitCode.USAGE);
+  }
+}
+
+/** `HOST:PORT`, `[v6]:PORT` or `:PORT`. */
+export function parseListen(text: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new CliError(`--listen must be HOST:PORT, not "${text}"`, ExitCode.USAGE);
+  return { host: m[1] ?? (m[2] || "0.0.0.0"), port };
+}
+
+async function runInit(dataDir: string, quietIfExists: boolean): Promise<void> {
+  if (siteExists(dataDir)) {
+    if (quietIfExists) return;
+    throw new CliError(`Cannot initialize ${dataDir}: a site already exists there`, ExitCode.CONFLICT);
+  }
+  const { site, adminPassword, generated } = await initSite({ ...siteOptions(dataDir), adminPassword: process.env.SLIPWAY_ADMIN_PASSWORD || undefined });
+  await site.close();
+  process.stdout.write(`Created a Slipway site in ${dataDir}\n`);
+  if (generated) {
+    process.stdout.write(`First administrator: admin\nOne-time password:   ${adminPassword}\n(shown once; you must change it when you first sign in)\n`);
+  } else {
+    process.stdout.write(`First administrator: admin (password from SLIPWAY_ADMIN_PASSWORD; change it when you first sign in)\n`);
+  }
+}
+
+const init: Command = {
+  summary: "Create a site in a data folder (keys, database, first administrator)",
+  async run(args) {
+    const { values } = parse(args, { data: { type: "string" } });
+    if (values.help) {
+      process.stdout.write("Usage: slipway init [--data DIR]\n  Reads SLIPWAY_ADMIN_PASSWORD and SLIPWAY_DATABASE_URL when set.\n");
+      return ExitCode.OK;
+    }
+    await runInit(dataOption(values.data as string | undefined), false);
+    return ExitCode.OK;
+  },
+};
+
+const up: Command = {
+  summary: "Start the site server (initializes an empty data folder first)",
+  async run(args) {
+    const { values } = parse(args, {
+      data: { type: "string" }, listen: { type: "string" }, "tls-cert": { type: "string" }, "tls-key": { type: "string" },
+      "public-name": { type: "string", multiple: true },
+    });
+    if (values.help) {
+      process.stdout.write(`Usage: slipway up [--data DIR] [--listen HOST:PORT] [--tls-cert FILE --tls-key FILE] [--public-name NAME]...\n  Default listen address ${DEFAULT_LISTEN}.\n`);
+      return ExitCode.OK;
+    }
+    const dataDir = dataOption(values.data as string | undefined);
+    const listen = parseListen((values.listen as string | undefined) ?? process.env.SLIPWAY_LISTEN ?? DEFAULT_LISTEN);
+    await runInit(dataDir, true);
+    const site = await openSite(siteOptions(dataDir));
+    let tls: { certPem: string; keyPem: string };
+    if (values["tls-cert"] || values["tls-key"]) {
+      if (!values["tls-cert"] || !values["tls-key"]) throw new CliError("--tls-cert and --tls-key go together", ExitCode.USAGE);
+      tls = { certPem: fs.readFileSync(values["tls-cert"] as string, "utf8"), keyPem: fs.readFileSync(values["tls-key"] as string, "utf8") };
+    } else {
+      const names = ["localhost", "127.0.0.1", "::1", ...((values["public-name"] as string[] | undefined) ?? [])];
+      if (!["0.0.0.0", "::"].includes(listen.host)) names.push(listen.host);
+      tls = await ensureServerCertificate(site.keys, dataDir, [...new Set(names)]);
+    }
+    const server = await startSiteServer({ site, host: listen.host, port: listen.port, tls });
+    // Tells local CLI invocations where the server is; holds nothing secret.
+    const connectHost = ["0.0.0.0", "::"].includes(listen.host) ? "127.0.0.1" : server.host;
+    const url = `https://${connectHost.includes(":") ? `[${connectHost}]` : connectHost}:${server.port}`;
+    fs.writeFileSync(path.join(dataDir, "server.json"), JSON.stringify({ url, pid: process.pid }) + "\n");
+    process.stderr.write(`Slipway is listening on ${server.url} (data in ${dataDir}, database ${site.db.dialect})\n`);
+    const stop = async () => {
+      await server.close();
+      await site.close();
+      process.exit(0);
+    };
+    process.once("SIGINT", stop);
+    process.once("SIGTERM", stop);
+    return ExitCode.RUNNING;
+  },
+};
+
+const auditVerify: Command = {
+  summary: "Verify the audit log offline: the hash chain, signatures and head checkpoint",
+  async run(args) {
+    const { values, positionals } = parse(args, { data: { type: "string" }, json: { type: "boolean" } });
+    if (values.help || positionals[0] !== "verify") {
+      throw new CliError("Usage: slipway audit verify [--data DIR] [--json]  (slipway audit list talks to the server)", ExitCode.USAGE);
+    }
+    const dataDir = dataOption(values.data as string | undefined);
+    if (!siteExists(dataDir)) throw new CliError(`No site in ${dataDir}`, ExitCode.NOT_FOUND);
+    const site = await openSite({ ...siteOptions(dataDir), log: createLogger({ level: "warn", write: (l) => process.stderr.write(l + "\n") }) });
+    try {
+      const r = await verifyAuditLog(site.db, site.keys.verifyKey, readHead(dataDir));
+      if (values.json) process.stdout.write(JSON.stringify(r) + "\n");
+      else if (r.ok) process.stdout.write(`Audit log intact: ${r.count} entries, last #${r.lastSeq}\n`);
+      else process.stdout.write(`Audit log TAMPERED at entry #${r.seq}: ${r.reason}\n`);
+      return r.ok ? ExitCode.OK : ExitCode.VERIFY_FAILED;
+    } finally {
+      await site.close();
+    }
+  },
+};
+
+export const serverCommands: Record<string, Command> = { init, up, "audit-verify": auditVerify };

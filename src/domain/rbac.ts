@@ -1,0 +1,98 @@
+/**
+ * Permissions and the built-in roles. Every API route names one permission; a caller's
+ * roles grant permissions; the default is deny. Identities (administrators, roles, device
+ * approval, certificates, enrollment and media credentials) are the Security
+ * Administrator's alone: unlike Configuration Manager's OS deployment role, a Deployment
+ * Administrator cannot mint anything that lets a client or a person impersonate another.
+ */
+
+export const permissions = {
+  "site.read": "See site settings and status",
+  "site.write": "Change site settings",
+  "device.read": "See devices",
+  "device.write": "Create, rename and delete devices (new devices are pending)",
+  "device.approve": "Approve and block devices",
+  "collection.read": "See collections and their members",
+  "collection.write": "Create, change and delete collections",
+  "variable.read": "See variables (never secret values)",
+  "variable.write": "Create, change and delete variables, including secret ones",
+  "ts.read": "See task sequences",
+  "ts.write": "Create task sequences and publish versions",
+  "deployment.read": "See deployments",
+  "deployment.write": "Create, change and delete deployments",
+  "admin.read": "See administrators and their API tokens",
+  "admin.write": "Create, change and delete administrators",
+  "role.read": "See roles",
+  "role.write": "Create, change and delete custom roles",
+  "audit.read": "Read and verify the audit log",
+  "keys.rotate": "Rotate the site master key",
+  "certificate.read": "See issued certificates",
+  "certificate.issue": "Issue certificates",
+  "certificate.revoke": "Block and revoke certificates",
+  "enrollment.write": "Create and revoke enrollment and media credentials",
+  "recovery.read": "Read recovery information (user-state keys, disk-encryption recovery keys)",
+} as const;
+
+export type Permission = keyof typeof permissions;
+export const allPermissions = Object.keys(permissions) as Permission[];
+
+export function isPermission(p: string): p is Permission {
+  return Object.hasOwn(permissions, p);
+}
+
+export type BuiltinRole = { id: string; name: string; description: string; permissions: Permission[] };
+
+const reads = allPermissions.filter((p) => p.endsWith(".read") && p !== "recovery.read");
+
+export const builtinRoles: BuiltinRole[] = [
+  {
+    id: "full-administrator",
+    name: "Full Administrator",
+    description: "Every permission",
+    permissions: allPermissions,
+  },
+  {
+    id: "infrastructure-administrator",
+    name: "Infrastructure Administrator",
+    description: "Runs the site and its distribution points",
+    permissions: ["site.read", "site.write", "device.read", "collection.read", "ts.read", "deployment.read"],
+  },
+  {
+    id: "deployment-administrator",
+    name: "Deployment Administrator",
+    description: "Builds and deploys task sequences; cannot create identities, certificates or media credentials",
+    permissions: [
+      "site.read", "device.read", "device.write", "collection.read", "collection.write",
+      "variable.read", "variable.write", "ts.read", "ts.write", "deployment.read", "deployment.write",
+    ],
+  },
+  {
+    id: "security-administrator",
+    name: "Security Administrator",
+    description: "Administrators, roles, certificates, device approval, audit and keys",
+    permissions: [
+      "site.read", "device.read", "device.approve", "collection.read", "admin.read", "admin.write",
+      "role.read", "role.write", "audit.read", "keys.rotate", "certificate.read", "certificate.issue",
+      "certificate.revoke", "enrollment.write",
+    ],
+  },
+  {
+    id: "recovery-agent",
+    name: "Recovery Agent",
+    description: "Reads recovery information; every read is audited",
+    permissions: ["device.read", "recovery.read"],
+  },
+  {
+    id: "read-only-analyst",
+    name: "Read-only Analyst",
+    description: "Sees everything except recovery information; changes nothing",
+    permissions: reads,
+  },
+];
+
+/** The union of the permissions of the given roles. */
+export function permissionsOf(roles: readonly { permissions: readonly string[] }[]): Set<Permission> {
+  const out = new Set<Permission>();
+  for (const r of roles) for (const p of r.permissions) if (isPermission(p)) out.add(p);
+  return out;
+}

@@ -1,0 +1,23 @@
+/** Shared pieces of the route modules: schemas for ids and names, and the audit actor. */
+import { z } from "zod";
+import type { Principal, RequestContext } from "../http.ts";
+import { SlipwayError } from "../../../errors.ts";
+
+export const Name = z.string().trim().min(1).max(200).regex(/^[^\u0000-\u001f\u007f]+$/, "must not contain control characters");
+export const Description = z.string().max(2000);
+export const Id = z.string().min(1).max(200);
+export const IsoTime = z.iso.datetime({ offset: true });
+export const VariableName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_.]{0,127}$/, "must start with a letter or _ and hold only letters, digits, _ and .");
+
+export function actor(ctx: RequestContext): string {
+  return ctx.principal ? `admin:${ctx.principal.username}` : "anonymous";
+}
+
+export function principal(ctx: RequestContext): Principal {
+  if (!ctx.principal) throw new SlipwayError("UNAUTHENTICATED");
+  return ctx.principal;
+}
+
+export function notFound(what: string, id: string): SlipwayError {
+  return new SlipwayError("NOT_FOUND", `Cannot find ${what} "${id}"`);
+}

@@ -1,0 +1,158 @@
+/** Devices. New devices are pending; only `device.approve` approves or blocks them. */
+import { z } from "zod";
+import type { Route } from "../http.ts";
+import type { Site } from "../site.ts";
+import { stores } from "../../../storage/stores.ts";
+import { normalizeMac, normalizeUuid, deviceStates, type Device } from "../../../domain/device.ts";
+import { SlipwayError } from "../../../errors.ts";
+import { computeMembership, collectionsOf, deviceInScope } from "../membership.ts";
+import { actor, Name, notFound, principal } from "./common.ts";
+
+const Mac = z.string().max(32).transform((s, c) => normalizeMac(s) ?? (c.addIssue({ code: "custom", message: "not a MAC address" }), z.NEVER));
+const Uuid = z.string().max(64).transform((s, c) => normalizeUuid(s) ?? (c.addIssue({ code: "custom", message: "not a UUID" }), z.NEVER));
+const AttrKey = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/, "letters, digits and _");
+const Attributes = z.record(AttrKey, z.union([z.string().max(1000), z.number(), z.boolean()]))
+  .refine((r) => Object.keys(r).length <= 200, "at most 200 attributes");
+
+const deviceView = (d: Device, collections?: string[]) => ({ ...d, ...(collections ? { collections } : {}) });
+
+export function deviceRoutes(site: Site): Route[] {
+  async function loadInScope(ctx: Parameters<Route["handler"]>[0]) {
+    const s = stores(site.db);
+    const d = (await s.devices.byId(ctx.params.id)) ?? (await s.devices.byName(ctx.params.id));
+    if (!d) throw notFound("device", ctx.params.id);
+    const m = await computeMembership(s);
+    if (!deviceInScope(principal(ctx), m, d.id)) throw notFound("device", ctx.params.id);
+    return { d, m };
+  }
+  async function assertUnique(macs: string[], uuid: string | null, self?: string) {
+    const s = stores(site.db);
+    for (const mac of macs) {
+      const other = await s.devices.byMac(mac);
+      if (other && other.id !== self) throw new SlipwayError("CONFLICT", `MAC ${mac} already belongs to device "${other.name}"`);
+    }
+    if (uuid) {
+      const other = await s.devices.bySmbiosUuid(uuid);
+      if (other && other.id !== self) throw new SlipwayError("CONFLICT", `SMBIOS UUID ${uuid} already belongs to device "${other.name}"`);
+    }
+  }
+  const setState = (state: "approved" | "blocked" | "pending", action: string): Route => ({
+    method: "POST", path: `/api/v1/devices/:id/${action}`, access: "device.approve", tag: "devices",
+    summary: `${action[0].toUpperCase()}${action.slice(1)} a device`,
+    handler: async (ctx) => {
+      const { d } = await loadInScope(ctx);
+      const updated = await site.db.transaction(async (tx) => {
+        const u = await stores(tx).devices.update(d.id, { state }, site.now().toISOString());
+        await site.audit.append({ actor: actor(ctx), action: `device.${action}`, object: `device:${d.id}`, details: { name: d.name, from: d.state, to: state } }, tx);
+        return u!;
+      });
+      return { body: deviceView(updated) };
+    },
+  });
+
+  return [
+    {
+      method: "GET", path: "/api/v1/devices", access: "device.read", tag: "devices", summary: "List devices (filter by state, MAC or name)",
+      query: z.object({ state: z.enum(deviceStates).optional(), mac: Mac.optional(), name: z.string().max(200).optional() }),
+      handler: async (ctx) => {
+        const s = stores(site.db);
+        const m = await computeMembership(s);
+        const p = principal(ctx);
+        const q = ctx.query as { state?: string; mac?: string; name?: string };
+        const list = m.devices.filter((d) => deviceInScope(p, m, d.id) && (!q.state || d.state === q.state)
+          && (!q.mac || d.macs.includes(q.mac)) && (!q.name || d.name === q.name));
+        return { body: list.map((d) => deviceView(d)) };
+      },
+    },
+    {
+      method: "GET", path: "/api/v1/devices/:id", access: "device.read", tag: "devices", summary: "One device (by id or name) and its collections",
+      handler: async (ctx) => {
+        const { d, m } = await loadInScope(ctx);
+        return { body: deviceView(d, collectionsOf(m, d.id)) };
+      },
+    },
+    {
+      method: "POST", path: "/api/v1/devices", access: "device.write", tag: "devices",
+      summary: "Record a device; it is pending unless you hold device.approve and ask for another state",
+      body: z.strictObject({
+        name: Name, macs: z.array(Mac).max(16).default([]), smbiosUuid: Uuid.nullable().optional(),
+        serial: z.string().max(200).nullable().optional(), attributes: Attributes.default({}),
+        state: z.enum(deviceStates).default("pending"), collections: z.array(z.string().max(200)).max(50).default([]),
+      }),
+      handler: async (ctx) => {
+        const p = principal(ctx);
+        const b = ctx.body;
+        if (b.state !== "pending" && !p.permissions.has("device.approve")) {
+          throw new SlipwayError("FORBIDDEN", `Not allowed: creating a device as ${b.state} needs the device.approve permission`);
+        }
+        const macs = [...new Set<string>(b.macs)];
+        const s = stores(site.db);
+        if (await s.devices.byName(b.name)) throw new SlipwayError("CONFLICT", `Cannot create device "${b.name}": the name is taken`);
+        await assertUnique(macs, b.smbiosUuid ?? null);
+        const colls: string[] = [];
+        for (const c of b.collections) {
+          const coll = (await s.collections.byId(c)) ?? (await s.collections.byName(c));
+          if (!coll) throw new SlipwayError("VALIDATION", `Cannot add the device to collection "${c}": it does not exist`);
+          colls.push(coll.id);
+        }
+        // A scoped administrator must place the device where they can still see it.
+        if (p.scopes !== null && !colls.some((c) => p.scopes!.includes(c))) {
+          throw new SlipwayError("OUT_OF_SCOPE", "Not allowed: add the device to one of your scoped collections");
+        }
+        if (p.scopes !== null && colls.some((c) => !p.scopes!.includes(c))) throw new SlipwayError("OUT_OF_SCOPE");
+        const d = await site.db.transaction(async (tx) => {
+          const t = stores(tx);
+          const dev = await t.devices.create({ name: b.name, macs, smbiosUuid: b.smbiosUuid ?? null, serial: b.serial ?? null,
+            state: b.state, attributes: b.attributes }, site.now().toISOString());
+          for (const c of colls) await t.collections.addMember(c, dev.id);
+          await site.audit.append({ actor: actor(ctx), action: "device.create", object: `device:${dev.id}`,
+            details: { name: dev.name, macs, smbiosUuid: dev.smbiosUuid, state: dev.state } }, tx);
+          return dev;
+        });
+        return { status: 201, body: deviceView(d, colls) };
+      },
+    },
+    {
+      method: "PATCH", path: "/api/v1/devices/:id", access: "device.write", tag: "devices", summary: "Change a device's name, identifiers or attributes",
+      body: z.strictObject({
+        name: Name.optional(), macs: z.array(Mac).max(16).optional(), smbiosUuid: Uuid.nullable().optional(),
+        serial: z.string().max(200).nullable().optional(), attributes: Attributes.optional(),
+      }),
+      handler: async (ctx) => {
+        const { d } = await loadInScope(ctx);
+        const b = ctx.body;
+        const p = principal(ctx);
+        // Changing what identifies an approved device would hand its approval to another machine.
+        if ((b.macs || b.smbiosUuid !== undefined) && d.state !== "pending" && !p.permissions.has("device.approve")) {
+          throw new SlipwayError("FORBIDDEN", "Not allowed: changing the MAC or UUID of an approved or blocked device needs device.approve");
+        }
+        const s = stores(site.db);
+        if (b.name && b.name !== d.name && (await s.devices.byName(b.name))) throw new SlipwayError("CONFLICT", `Cannot rename to "${b.name}": the name is taken`);
+        const macs = b.macs ? [...new Set<string>(b.macs)] : undefined;
+        await assertUnique(macs ?? [], b.smbiosUuid ?? null, d.id);
+        const u = await site.db.transaction(async (tx) => {
+          const r = await stores(tx).devices.update(d.id, { ...b, macs }, site.now().toISOString());
+          await site.audit.append({ actor: actor(ctx), action: "device.update", object: `device:${d.id}`, details: { changed: Object.keys(b) } }, tx);
+          return r!;
+        });
+        return { body: deviceView(u) };
+      },
+    },
+    {
+      method: "DELETE", path: "/api/v1/devices/:id", access: "device.write", tag: "devices", summary: "Delete a device and its device-scope variables",
+      handler: async (ctx) => {
+        const { d } = await loadInScope(ctx);
+        await site.db.transaction(async (tx) => {
+          const t = stores(tx);
+          await t.variables.deleteScope("device", d.id);
+          await t.devices.delete(d.id);
+          await site.audit.append({ actor: actor(ctx), action: "device.delete", object: `device:${d.id}`, details: { name: d.name } }, tx);
+        });
+        return {};
+      },
+    },
+    setState("approved", "approve"),
+    setState("blocked", "block"),
+    setState("pending", "unapprove"),
+  ];
+}

@@ -1,0 +1,91 @@
+/**
+ * The site server's composition: every route module, the request pipeline and the HTTPS
+ * listener. Reading this file shows the whole site API's wiring.
+ */
+import https from "node:https";
+import type { AddressInfo } from "node:net";
+import { createPipeline, type Route, type RequestContext } from "./http.ts";
+import type { Site } from "./site.ts";
+import { authenticate, RateLimiter } from "./auth.ts";
+import { openApiDocument } from "./openapi.ts";
+import { SlipwayError } from "../../errors.ts";
+import { sessionRoutes } from "./routes/sessions.ts";
+import { adminRoutes } from "./routes/admins.ts";
+import { deviceRoutes } from "./routes/devices.ts";
+import { collectionRoutes } from "./routes/collections.ts";
+import { variableRoutes } from "./routes/variables.ts";
+import { taskSequenceRoutes } from "./routes/task-sequences.ts";
+import { deploymentRoutes } from "./routes/deployments.ts";
+import { auditRoutes } from "./routes/audit.ts";
+import { keyRoutes } from "./routes/keys.ts";
+import { siteInfoRoutes, VERSION } from "./routes/site-info.ts";
+
+export function siteRoutes(site: Site, opts: { loginLimiter?: RateLimiter } = {}): Route[] {
+  const routes: Route[] = [];
+  routes.push(
+    ...siteInfoRoutes(site, () => routes, (r) => openApiDocument(r, VERSION)),
+    ...sessionRoutes(site, opts),
+    ...adminRoutes(site),
+    ...deviceRoutes(site),
+    ...collectionRoutes(site),
+    ...variableRoutes(site),
+    ...taskSequenceRoutes(site),
+    ...deploymentRoutes(site),
+    ...auditRoutes(site),
+    ...keyRoutes(site),
+  );
+  return routes;
+}
+
+/** Unique and foreign-key violations that slipped past a handler's own checks (a race). */
+function constraintError(err: unknown): SlipwayError | null {
+  const e = err as { code?: string; message?: string };
+  if (e?.code === "23505" || /UNIQUE constraint failed/.test(e?.message ?? "")) return new SlipwayError("CONFLICT", "Conflicts with an object that was just created");
+  if (e?.code === "23503" || /FOREIGN KEY constraint failed/.test(e?.message ?? "")) return new SlipwayError("IN_USE");
+  return null;
+}
+
+export type SiteServer = { url: string; port: number; host: string; routes: readonly Route[]; close(): Promise<void>; rejected: Map<string, number> };
+
+export async function startSiteServer(opts: {
+  site: Site; host: string; port: number; tls: { certPem: string; keyPem: string }; loginLimiter?: RateLimiter;
+}): Promise<SiteServer> {
+  const { site } = opts;
+  const routes = siteRoutes(site, { loginLimiter: opts.loginLimiter });
+  const rejected = new Map<string, number>();
+  // Denied requests are audited; unauthenticated ones at most 60 a minute per address so a
+  // flood of anonymous requests cannot fill the audit log.
+  const anonAudit = new RateLimiter(60, 60_000, () => site.now().getTime());
+  const pipeline = createPipeline(routes, {
+    log: site.log,
+    authenticate: (req) => authenticate(site, req),
+    async onDenied(ctx: RequestContext, code: string) {
+      if (code === "UNAUTHENTICATED" && !anonAudit.hit(ctx.ip)) return;
+      await site.audit.append({
+        actor: ctx.principal ? `admin:${ctx.principal.username}` : "anonymous", action: "request.denied", outcome: "denied",
+        object: `${ctx.method} ${ctx.path}`, details: { code: `SLIPWAY_${code}`, ip: ctx.ip },
+      });
+    },
+    onRejected: (code) => rejected.set(code, (rejected.get(code) ?? 0) + 1),
+    mapError: constraintError,
+  });
+  const server = https.createServer({
+    cert: opts.tls.certPem, key: opts.tls.keyPem, minVersion: "TLSv1.2",
+    requestTimeout: 30_000, headersTimeout: 15_000, keepAliveTimeout: 5_000, maxHeaderSize: 16 * 1024,
+  }, pipeline.handle);
+  server.on("clientError", (_err, socket) => socket.destroy());
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port, opts.host, () => resolve());
+  });
+  const addr = server.address() as AddressInfo;
+  const hostPart = addr.address.includes(":") ? `[${addr.address}]` : addr.address;
+  site.log.info("site server listening", { url: `https://${hostPart}:${addr.port}`, database: site.db.description });
+  return {
+    url: `https://${hostPart}:${addr.port}`, port: addr.port, host: addr.address, routes, rejected,
+    close: () => new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    }),
+  };
+}

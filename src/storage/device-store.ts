@@ -1,0 +1,83 @@
+/** Devices and the MAC addresses that identify them. */
+import { randomUUID } from "node:crypto";
+import type { Sql } from "./db.ts";
+import { parseJson } from "./json-column.ts";
+import type { Device, DeviceState } from "../domain/device.ts";
+
+type R = Record<string, unknown>;
+
+export class DeviceStore {
+  readonly #db: Sql;
+  constructor(db: Sql) {
+    this.#db = db;
+  }
+
+  async #withMacs(rows: R[]): Promise<Device[]> {
+    if (rows.length === 0) return [];
+    const macs = new Map<string, string[]>();
+    const ids = rows.map((r) => String(r.id));
+    // Chunk so no statement exceeds SQLite's parameter limit.
+    for (let i = 0; i < ids.length; i += 500) {
+      const part = ids.slice(i, i + 500);
+      const ms = await this.#db.all<{ mac: string; device_id: string }>(
+        `SELECT mac, device_id FROM device_macs WHERE device_id IN (${part.map(() => "?").join(",")}) ORDER BY mac`, part);
+      for (const m of ms) macs.set(m.device_id, [...(macs.get(m.device_id) ?? []), m.mac]);
+    }
+    return rows.map((r) => ({
+      id: String(r.id), name: String(r.name), macs: macs.get(String(r.id)) ?? [],
+      smbiosUuid: (r.smbios_uuid as string | null) ?? null, serial: (r.serial as string | null) ?? null,
+      state: String(r.state) as DeviceState, attributes: parseJson(r.attributes, {}),
+      lastSeenAt: (r.last_seen_at as string | null) ?? null, createdAt: String(r.created_at), updatedAt: String(r.updated_at),
+    }));
+  }
+
+  async create(d: Omit<Device, "id" | "createdAt" | "updatedAt" | "lastSeenAt">, now: string): Promise<Device> {
+    const id = randomUUID();
+    await this.#db.run(
+      `INSERT INTO devices (id, name, smbios_uuid, serial, state, attributes, last_seen_at, created_at, updated_at)
+       VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?)`,
+      [id, d.name, d.smbiosUuid, d.serial, d.state, JSON.stringify(d.attributes), now, now],
+    );
+    for (const mac of d.macs) await this.#db.run(`INSERT INTO device_macs (mac, device_id) VALUES (?, ?)`, [mac, id]);
+    return (await this.byId(id))!;
+  }
+
+  async byId(id: string): Promise<Device | undefined> {
+    const r = await this.#db.get<R>(`SELECT * FROM devices WHERE id = ?`, [id]);
+    return r ? (await this.#withMacs([r]))[0] : undefined;
+  }
+  async byName(name: string): Promise<Device | undefined> {
+    const r = await this.#db.get<R>(`SELECT * FROM devices WHERE name = ?`, [name]);
+    return r ? (await this.#withMacs([r]))[0] : undefined;
+  }
+  async byMac(mac: string): Promise<Device | undefined> {
+    const r = await this.#db.get<R>(`SELECT d.* FROM devices d JOIN device_macs m ON m.device_id = d.id WHERE m.mac = ?`, [mac]);
+    return r ? (await this.#withMacs([r]))[0] : undefined;
+  }
+  async bySmbiosUuid(uuid: string): Promise<Device | undefined> {
+    const r = await this.#db.get<R>(`SELECT * FROM devices WHERE smbios_uuid = ?`, [uuid]);
+    return r ? (await this.#withMacs([r]))[0] : undefined;
+  }
+  async list(): Promise<Device[]> {
+    return this.#withMacs(await this.#db.all<R>(`SELECT * FROM devices ORDER BY name`));
+  }
+
+  async update(id: string, patch: Partial<Pick<Device, "name" | "macs" | "smbiosUuid" | "serial" | "state" | "attributes" | "lastSeenAt">>, now: string): Promise<Device | undefined> {
+    const cur = await this.byId(id);
+    if (!cur) return undefined;
+    const n = { ...cur, ...patch };
+    await this.#db.run(
+      `UPDATE devices SET name = ?, smbios_uuid = ?, serial = ?, state = ?, attributes = ?, last_seen_at = ?, updated_at = ? WHERE id = ?`,
+      [n.name, n.smbiosUuid, n.serial, n.state, JSON.stringify(n.attributes), n.lastSeenAt, now, id],
+    );
+    if (patch.macs) {
+      await this.#db.run(`DELETE FROM device_macs WHERE device_id = ?`, [id]);
+      for (const mac of patch.macs) await this.#db.run(`INSERT INTO device_macs (mac, device_id) VALUES (?, ?)`, [mac, id]);
+    }
+    return this.byId(id);
+  }
+
+  async delete(id: string): Promise<number> {
+    return (await this.#db.run(`DELETE FROM devices WHERE id = ?`, [id])).changes;
+  }
+}

@@ -1,0 +1,106 @@
+/**
+ * Versioned schema migrations, portable between SQLite and PostgreSQL. They run at
+ * start-up inside one locked transaction, so two processes starting at once on the same
+ * PostgreSQL database apply each migration exactly once. A migration is never edited
+ * after it ships; changes come as a new version.
+ */
+import type { Db } from "./db.ts";
+
+export type Migration = { version: number; name: string; statements: string[] };
+
+const MIGRATION_LOCK = 0x5119_0001;
+
+export const migrations: Migration[] = [
+  {
+    version: 1,
+    name: "site control plane",
+    statements: [
+      `CREATE TABLE site_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)`,
+      `CREATE TABLE roles (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, description TEXT NOT NULL,
+        builtin INTEGER NOT NULL, permissions TEXT NOT NULL,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL)`,
+      `CREATE TABLE admins (
+        id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE, display_name TEXT NOT NULL,
+        password_hash TEXT NOT NULL, must_change_password INTEGER NOT NULL,
+        roles TEXT NOT NULL, scopes TEXT, disabled INTEGER NOT NULL,
+        failed_logins INTEGER NOT NULL, locked_until TEXT, last_login_at TEXT,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL)`,
+      `CREATE TABLE sessions (
+        id TEXT PRIMARY KEY, admin_id TEXT NOT NULL REFERENCES admins(id) ON DELETE CASCADE,
+        created_at TEXT NOT NULL, expires_at TEXT NOT NULL, last_used_at TEXT NOT NULL)`,
+      `CREATE TABLE api_tokens (
+        id TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE,
+        admin_id TEXT NOT NULL REFERENCES admins(id) ON DELETE CASCADE,
+        name TEXT NOT NULL, role_id TEXT NOT NULL REFERENCES roles(id),
+        created_at TEXT NOT NULL, expires_at TEXT NOT NULL, last_used_at TEXT)`,
+      `CREATE TABLE devices (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, smbios_uuid TEXT UNIQUE, serial TEXT,
+        state TEXT NOT NULL, attributes TEXT NOT NULL, last_seen_at TEXT,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL)`,
+      `CREATE TABLE device_macs (
+        mac TEXT PRIMARY KEY, device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE)`,
+      `CREATE INDEX device_macs_device ON device_macs(device_id)`,
+      `CREATE TABLE collections (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, description TEXT NOT NULL, rule TEXT,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL)`,
+      `CREATE TABLE collection_members (
+        collection_id TEXT NOT NULL REFERENCES collections(id) ON DELETE CASCADE,
+        device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+        PRIMARY KEY (collection_id, device_id))`,
+      `CREATE TABLE variables (
+        id TEXT PRIMARY KEY, scope TEXT NOT NULL, scope_id TEXT NOT NULL, name TEXT NOT NULL,
+        secret INTEGER NOT NULL, value TEXT, sealed TEXT, key_id TEXT,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+        UNIQUE (scope, scope_id, name))`,
+      `CREATE INDEX variables_key ON variables(key_id)`,
+      `CREATE TABLE task_sequences (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, description TEXT NOT NULL,
+        latest_version INTEGER NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL)`,
+      `CREATE TABLE task_sequence_versions (
+        task_sequence_id TEXT NOT NULL REFERENCES task_sequences(id) ON DELETE CASCADE,
+        version INTEGER NOT NULL, document TEXT NOT NULL, digest TEXT NOT NULL,
+        signature TEXT NOT NULL, published_by TEXT NOT NULL, published_at TEXT NOT NULL,
+        PRIMARY KEY (task_sequence_id, version))`,
+      `CREATE TABLE deployments (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+        task_sequence_id TEXT NOT NULL REFERENCES task_sequences(id),
+        task_sequence_version INTEGER NOT NULL,
+        collection_id TEXT NOT NULL REFERENCES collections(id),
+        purpose TEXT NOT NULL, boot_paths TEXT NOT NULL,
+        available_from TEXT, available_until TEXT, enabled INTEGER NOT NULL,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL)`,
+      `CREATE TABLE audit_log (
+        seq BIGINT PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+        object TEXT, outcome TEXT NOT NULL, details TEXT,
+        prev_hash TEXT NOT NULL, hash TEXT NOT NULL, signature TEXT NOT NULL)`,
+    ],
+  },
+];
+
+/** Applies every migration newer than the database's version; returns the versions applied. */
+export async function migrate(db: Db, list: Migration[] = migrations): Promise<number[]> {
+  return db.transaction(
+    async (tx) => {
+      await tx.run(
+        `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)`,
+      );
+      const done = new Set(
+        (await tx.all<{ version: number }>(`SELECT version FROM schema_migrations`)).map((r) => Number(r.version)),
+      );
+      const applied: number[] = [];
+      for (const m of [...list].sort((a, b) => a.version - b.version)) {
+        if (done.has(m.version)) continue;
+        for (const s of m.statements) await tx.run(s);
+        await tx.run(`INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`, [
+          m.version,
+          m.name,
+          new Date().toISOString(),
+        ]);
+        applied.push(m.version);
+      }
+      return applied;
+    },
+    { lockKey: MIGRATION_LOCK },
+  );
+}

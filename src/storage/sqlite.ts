@@ -1,0 +1,89 @@
+/**
+ * SQLite through node:sqlite (the SQLite built into Node 24, so there is no native addon to
+ * compile). The connection is synchronous; a mutex keeps a transaction's statements from
+ * interleaving with other requests' statements while the transaction awaits.
+ */
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import type { Db, Row, Sql } from "./db.ts";
+import { Mutex } from "./mutex.ts";
+
+type Param = null | number | bigint | string | Uint8Array;
+
+function toParam(v: unknown): Param {
+  if (v === undefined || v === null) return null;
+  if (typeof v === "boolean") return v ? 1 : 0;
+  if (typeof v === "number" || typeof v === "bigint" || typeof v === "string") return v;
+  if (v instanceof Uint8Array) return v;
+  throw new TypeError(`Cannot bind a ${typeof v} as an SQL parameter`);
+}
+
+export function openSqlite(path: string): Db {
+  const conn = new DatabaseSync(path);
+  // WAL for concurrent readers; synchronous=FULL so an acknowledged write survives a power cut.
+  conn.exec("PRAGMA journal_mode = WAL");
+  conn.exec("PRAGMA synchronous = FULL");
+  conn.exec("PRAGMA foreign_keys = ON");
+  conn.exec("PRAGMA busy_timeout = 10000");
+  conn.exec("PRAGMA secure_delete = ON");
+
+  const cache = new Map<string, StatementSync>();
+  const prepare = (sql: string): StatementSync => {
+    let st = cache.get(sql);
+    if (!st) {
+      st = conn.prepare(sql);
+      cache.set(sql, st);
+    }
+    return st;
+  };
+  const direct: Sql = {
+    async all<T>(sql: string, params: readonly unknown[] = []) {
+      return prepare(sql).all(...params.map(toParam)) as T[];
+    },
+    async get<T>(sql: string, params: readonly unknown[] = []) {
+      return prepare(sql).get(...params.map(toParam)) as T | undefined;
+    },
+    async run(sql: string, params: readonly unknown[] = []) {
+      const r = prepare(sql).run(...params.map(toParam));
+      return { changes: Number(r.changes) };
+    },
+  };
+
+  const mutex = new Mutex();
+  const locked = async <T>(fn: () => Promise<T>): Promise<T> => {
+    const release = await mutex.lock();
+    try {
+      return await fn();
+    } finally {
+      release();
+    }
+  };
+
+  let closed = false;
+  return {
+    dialect: "sqlite",
+    description: `sqlite:${path}`,
+    all: <T = Row>(sql: string, p?: readonly unknown[]) => locked(() => direct.all<T>(sql, p)),
+    get: <T = Row>(sql: string, p?: readonly unknown[]) => locked(() => direct.get<T>(sql, p)),
+    run: (sql: string, p?: readonly unknown[]) => locked(() => direct.run(sql, p)),
+    transaction: <T>(fn: (tx: Sql) => Promise<T>) =>
+      locked(async () => {
+        conn.exec("BEGIN IMMEDIATE");
+        try {
+          const result = await fn(direct);
+          conn.exec("COMMIT");
+          return result;
+        } catch (err) {
+          conn.exec("ROLLBACK");
+          throw err;
+        }
+      }),
+    async close() {
+      if (closed) return;
+      closed = true;
+      await locked(async () => {
+        cache.clear();
+        conn.close();
+      });
+    },
+  };
+}

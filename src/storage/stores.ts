@@ -1,0 +1,20 @@
+/** Every store over one connection or transaction: `stores(tx).devices.byMac(…)`. */
+import type { Sql } from "./db.ts";
+import { AdminStore } from "./admin-store.ts";
+import { DeviceStore } from "./device-store.ts";
+import { CollectionStore } from "./collection-store.ts";
+import { VariableStore } from "./variable-store.ts";
+import { TaskSequenceStore } from "./task-sequence-store.ts";
+import { DeploymentStore } from "./deployment-store.ts";
+
+export type Stores = {
+  admins: AdminStore; devices: DeviceStore; collections: CollectionStore; variables: VariableStore;
+  taskSequences: TaskSequenceStore; deployments: DeploymentStore;
+};
+
+export function stores(sql: Sql): Stores {
+  return {
+    admins: new AdminStore(sql), devices: new DeviceStore(sql), collections: new CollectionStore(sql),
+    variables: new VariableStore(sql), taskSequences: new TaskSequenceStore(sql), deployments: new DeploymentStore(sql),
+  };
+}
