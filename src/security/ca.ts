@@ -10,6 +10,9 @@ import * as x509 from "@peculiar/x509";
 
 x509.cryptoProvider.set(globalThis.crypto);
 
+type CryptoKey = crypto.webcrypto.CryptoKey;
+type CryptoKeyPair = crypto.webcrypto.CryptoKeyPair;
+
 /** A PEM certificate and its PKCS#8 PEM private key. */
 export type CertificateAndKey = { certPem: string; keyPem: string };
 

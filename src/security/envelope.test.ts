@@ -113,7 +113,9 @@ test("rotate, rewrap every row, retire the old key: the secret still opens", (t)
   assert.equal(rewrapped.nonce, sealed.nonce);
   assert.equal(rewrapped.tag, sealed.tag);
 
+  assert.deepEqual(ring.kids(), [oldKid, newKid].sort());
   ring.retire(oldKid);
+  assert.deepEqual(ring.kids(), [newKid]);
   assert.equal(fs.existsSync(path.join(dir, `master-${oldKid}.key`)), false);
   assert.equal(ring.open(rewrapped, AAD), SECRET);
   assert.equal(Keyring.open(dir).open(rewrapped, AAD), SECRET);
@@ -134,6 +136,19 @@ test("a second instance opens a secret sealed after the first one rotated", (t) 
   assert.notEqual(second.currentKid, sealed.kid);
   assert.equal(second.open(sealed, AAD), SECRET);
   assert.equal(second.currentKid, sealed.kid, "the reload also picked up the new current key");
+});
+
+test("a second instance seals under the key another instance rotated to", (t) => {
+  const dir = tempDir(t);
+  const first = Keyring.create(dir);
+  const second = Keyring.open(dir);
+  const oldKid = first.currentKid;
+  const newKid = first.rotate();
+  first.retire(oldKid); // the rotating process finished its rewrap pass
+  const sealed = second.seal(SECRET, AAD);
+  assert.equal(sealed.kid, newKid);
+  assert.equal(Keyring.open(dir).open(sealed, AAD), SECRET);
+  assert.equal(second.rewrap(first.seal(SECRET, AAD)).kid, newKid);
 });
 
 test("key files are 0600 and the directory 0700; create refuses an existing keyring", (t) => {

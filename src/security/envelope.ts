@@ -12,7 +12,7 @@
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { fsyncDir, makePrivateDir, writeFileAtomic } from "./atomic-file.ts";
+import { assertPrivate, fsyncDir, makePrivateDir, writeFileAtomic } from "./key-files.ts";
 
 /** A sealed secret: JSON-serializable, every binary field base64. */
 export type Sealed = {
@@ -81,11 +81,17 @@ export class Keyring {
     return this.#current;
   }
 
+  /** Ids of the master keys this instance holds, current included (for deciding what to retire). */
+  kids(): string[] {
+    return [...this.#keys.keys()].sort();
+  }
+
   /** Encrypt `plaintext` under a fresh data key, bound to `aad` (e.g. `variable:site::DomainPassword`). */
   seal(plaintext: string, aad: string): Sealed {
     if (typeof plaintext !== "string" || typeof aad !== "string") {
       throw new TypeError("Cannot seal: plaintext and aad must be strings");
     }
+    this.#followRotation();
     const dataKey = crypto.randomBytes(KEY_BYTES);
     try {
       const nonce = crypto.randomBytes(NONCE_BYTES);
@@ -127,6 +133,7 @@ export class Keyring {
   /** Re-wrap the data key under the current master key; the ciphertext is copied unchanged. */
   rewrap(sealed: Sealed): Sealed {
     const s = parseSealed(sealed);
+    this.#followRotation();
     const dataKey = this.#unwrap(s.kid, s.wrappedKey);
     try {
       return {
@@ -164,6 +171,18 @@ export class Keyring {
     this.#keys.delete(kid);
   }
 
+  /** If another process rotated, wrap under its new key rather than ours, which it may retire
+   *  once its rewrap pass is done. One small file read per seal; secrets are written rarely. */
+  #followRotation(): void {
+    if (readCurrent(this.dir) !== this.#current) this.#reload();
+  }
+
+  #reload(): void {
+    const fresh = readKeyring(this.dir);
+    this.#keys = fresh.keys;
+    this.#current = fresh.current;
+  }
+
   #wrap(dataKey: Buffer): Buffer {
     const nonce = crypto.randomBytes(NONCE_BYTES);
     const cipher = crypto.createCipheriv("aes-256-gcm", this.#keys.get(this.#current)!, nonce, {
@@ -177,9 +196,7 @@ export class Keyring {
     let master = this.#keys.get(kid);
     if (!master) {
       // Another process may have rotated since we loaded; look once more before giving up.
-      const fresh = readKeyring(this.dir);
-      this.#keys = fresh.keys;
-      this.#current = fresh.current;
+      this.#reload();
       master = this.#keys.get(kid);
     }
     if (!master) {
@@ -237,7 +254,7 @@ function writeNewMasterKey(dir: string): string {
 }
 
 function readKeyring(dir: string): { keys: Map<string, crypto.KeyObject>; current: string } {
-  assertPrivate(dir, fs.statSync(dir));
+  assertPrivate(dir, "open keyring");
   const keys = new Map<string, crypto.KeyObject>();
   for (const name of fs.readdirSync(dir)) {
     const m = KEY_FILE.exec(name);
@@ -260,7 +277,7 @@ function readCurrent(dir: string): string {
 function loadKeyFile(file: string): crypto.KeyObject {
   const fd = fs.openSync(file, "r");
   try {
-    assertPrivate(file, fs.fstatSync(fd));
+    assertPrivate(file, "open keyring", fs.fstatSync(fd));
     const bytes = fs.readFileSync(fd);
     if (bytes.length !== KEY_BYTES) {
       throw new Error(`Cannot open keyring: ${file} is ${bytes.length} bytes, not ${KEY_BYTES}`);
@@ -270,15 +287,5 @@ function loadKeyFile(file: string): crypto.KeyObject {
     return key;
   } finally {
     fs.closeSync(fd);
-  }
-}
-
-function assertPrivate(file: string, st: fs.Stats): void {
-  if (process.platform === "win32") return; // POSIX modes do not describe Windows ACLs
-  if ((st.mode & 0o077) !== 0) {
-    const mode = (st.mode & 0o777).toString(8).padStart(4, "0");
-    throw new Error(
-      `Cannot open keyring: ${file} has mode ${mode}; group and others must have no access (chmod ${st.isDirectory() ? "700" : "600"})`,
-    );
   }
 }

@@ -107,6 +107,10 @@ test("the password policy explains each problem and accepts a long passphrase", 
       obvious,
     );
   }
+  // Ambiguous look-alikes ("7357" is "test" or four digits) are checked in linear time.
+  const started = performance.now();
+  assert.equal(passwordProblems("7357".repeat(255) + "x").length, 0);
+  assert.ok(performance.now() - started < 500);
   // Length counts characters, not UTF-16 units.
   assert.deepEqual(passwordProblems("🔑🔑🔑🔑🔑🔒"), ["must be at least 12 characters long"]);
 });

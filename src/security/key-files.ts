@@ -1,6 +1,8 @@
 /**
- * Writing key files so that a crash never leaves a half-written key behind: write a temporary
- * file beside the target, fsync it, rename it over the target, fsync the directory.
+ * How key files live on disk: written atomically (temporary file beside the target, fsync,
+ * rename, fsync the directory) so a crash never leaves a half-written key, in directories only
+ * the owner can enter, and refused when group or others can read them — as ssh does, because
+ * such a key may already have been copied.
  */
 import crypto from "node:crypto";
 import fs from "node:fs";
@@ -43,4 +45,15 @@ export function fsyncDir(dir: string): void {
 export function makePrivateDir(dir: string): void {
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   fs.chmodSync(dir, 0o700);
+}
+
+/** Throw if group or others have any access to `file` (a file or directory). `what` names the
+ *  operation for the message, e.g. "open keyring". No-op on Windows, where modes are not ACLs. */
+export function assertPrivate(file: string, what: string, st: fs.Stats = fs.statSync(file)): void {
+  if (process.platform === "win32") return;
+  if ((st.mode & 0o077) !== 0) {
+    const mode = (st.mode & 0o777).toString(8).padStart(4, "0");
+    const fix = st.isDirectory() ? "chmod 700" : "chmod 600";
+    throw new Error(`Cannot ${what}: ${file} has mode ${mode}; group and others must have no access (${fix})`);
+  }
 }

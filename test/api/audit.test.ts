@@ -1,0 +1,107 @@
+/**
+ * The audit log is append-only in effect: any single edited, deleted, inserted or
+ * reordered row makes `slipway audit verify` fail and name the first bad entry.
+ */
+import { describe, it, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import path from "node:path";
+import { startTestSite, type TestSite } from "../support/site.ts";
+import { databasesUnderTest } from "../support/postgres.ts";
+
+const bin = path.resolve(import.meta.dirname, "../../bin/slipway");
+
+type Row = Record<string, unknown> & { seq: number };
+
+for (const database of databasesUnderTest()) {
+  describe(`audit verify on ${database}`, () => {
+    let t: TestSite;
+    let rows: Row[];
+    const verify = () => new Promise<{ code: number; out: string }>((resolve) => {
+      const env = { ...process.env, SLIPWAY_DATABASE_URL: t.databaseUrl ?? "" };
+      execFile(bin, ["audit", "verify", "--data", t.dataDir, "--json"], { env }, (err, stdout, stderr) => {
+        resolve({ code: err ? (err as { code?: number }).code ?? 1 : 0, out: stdout + stderr });
+      });
+    });
+
+    before(async () => {
+      t = await startTestSite({ database });
+      for (let i = 0; i < 6; i++) await t.request("POST", "/api/v1/devices", { token: t.adminToken, body: { name: `pc-${i}` } });
+      await t.request("GET", "/api/v1/admins", { token: null }); // a denied request is audited too
+      rows = (await t.site.db.all<Row>(`SELECT * FROM audit_log ORDER BY seq`)).map((r) => ({ ...r, seq: Number(r.seq) }));
+      assert.ok(rows.length >= 10, `only ${rows.length} audit rows`);
+    });
+    after(() => t.close());
+
+    const insert = (r: Row) => t.site.db.run(
+      `INSERT INTO audit_log (seq, at, actor, action, object, outcome, details, prev_hash, hash, signature) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      [r.seq, r.at, r.actor, r.action, r.object, r.outcome, r.details, r.prev_hash, r.hash, r.signature]);
+
+    async function expectBad(seq: number) {
+      const r = await verify();
+      assert.equal(r.code, 9, `verify should fail: ${r.out}`);
+      assert.equal(JSON.parse(r.out).seq, seq, r.out);
+    }
+    async function expectGood() {
+      const r = await verify();
+      assert.equal(r.code, 0, r.out);
+      assert.equal(JSON.parse(r.out).ok, true);
+    }
+
+    it("passes on the untouched log", expectGood);
+
+    it("an edited row fails at that row", async () => {
+      const r = rows[4];
+      await t.site.db.run(`UPDATE audit_log SET actor = ? WHERE seq = ?`, ["admin:someone-else", r.seq]);
+      await expectBad(r.seq);
+      await t.site.db.run(`UPDATE audit_log SET actor = ? WHERE seq = ?`, [r.actor, r.seq]);
+      await expectGood();
+    });
+
+    it("a deleted middle row fails where the gap is", async () => {
+      const r = rows[3];
+      await t.site.db.run(`DELETE FROM audit_log WHERE seq = ?`, [r.seq]);
+      await expectBad(r.seq + 1);
+      await insert(r);
+      await expectGood();
+    });
+
+    it("deleting the newest row fails against the head checkpoint", async () => {
+      const last = (await t.site.db.all<Row>(`SELECT * FROM audit_log ORDER BY seq DESC LIMIT 1`))[0];
+      const lastRow = { ...last, seq: Number(last.seq) };
+      await t.site.db.run(`DELETE FROM audit_log WHERE seq = ?`, [lastRow.seq]);
+      await expectBad(lastRow.seq);
+      await insert(lastRow);
+      await expectGood();
+    });
+
+    it("an inserted row fails", async () => {
+      const fake = { ...rows[2], seq: 100_000, action: "device.delete" };
+      await insert(fake);
+      await expectBad(100_000);
+      await t.site.db.run(`DELETE FROM audit_log WHERE seq = ?`, [100_000]);
+      await expectGood();
+    });
+
+    it("two reordered rows fail at the first of them", async () => {
+      const [a, b] = [rows[5], rows[6]];
+      const swap = async (x: Row, y: Row) => {
+        await t.site.db.run(`DELETE FROM audit_log WHERE seq IN (?, ?)`, [x.seq, y.seq]);
+        await insert({ ...x, seq: y.seq });
+        await insert({ ...y, seq: x.seq });
+      };
+      await swap(a, b);
+      await expectBad(a.seq);
+      await t.site.db.run(`DELETE FROM audit_log WHERE seq IN (?, ?)`, [a.seq, b.seq]);
+      await insert(a);
+      await insert(b);
+      await expectGood();
+    });
+
+    it("the API reports the same verdict", async () => {
+      const r = await t.request("POST", "/api/v1/audit/verify", { token: t.adminToken });
+      assert.equal(r.status, 200);
+      assert.equal(r.body.ok, true);
+    });
+  });
+}

@@ -1,0 +1,115 @@
+/**
+ * One contract suite for the storage port, run unchanged against SQLite and a real
+ * PostgreSQL server: migrations, every store, transactions, constraints and the audit chain.
+ */
+import { describe, it, before, after } from "node:test";
+import assert from "node:assert/strict";
+import path from "node:path";
+import fs from "node:fs";
+import { randomBytes, generateKeyPairSync } from "node:crypto";
+import { openDb, type Db } from "../../src/storage/db.ts";
+import { migrate, migrations } from "../../src/storage/migrations.ts";
+import { stores } from "../../src/storage/stores.ts";
+import { AuditStore, verifyAuditLog } from "../../src/storage/audit-store.ts";
+import { createSchema, dropSchema, databasesUnderTest } from "../support/postgres.ts";
+import { tempDir } from "../support/site.ts";
+
+const now = "2026-11-25T12:00:00.000Z";
+
+for (const kind of databasesUnderTest()) {
+  describe(`storage contract on ${kind}`, () => {
+    let db: Db;
+    let dir: string;
+    let schema = "";
+    before(async () => {
+      dir = tempDir();
+      if (kind === "postgres") {
+        schema = `c_${randomBytes(6).toString("hex")}`;
+        db = await openDb({ url: await createSchema(process.env.SLIPWAY_TEST_DATABASE_URL!, schema), sqlitePath: "" });
+      } else {
+        db = await openDb({ sqlitePath: path.join(dir, "test.db") });
+      }
+    });
+    after(async () => {
+      await db.close();
+      if (schema) await dropSchema(process.env.SLIPWAY_TEST_DATABASE_URL!, schema);
+      fs.rmSync(dir, { recursive: true, force: true });
+    });
+
+    it("applies every migration once, and a second run applies none", async () => {
+      assert.deepEqual(await migrate(db), migrations.map((m) => m.version));
+      assert.deepEqual(await migrate(db), []);
+    });
+
+    it("stores devices with their MACs and finds them by MAC and UUID", async () => {
+      const s = stores(db);
+      const d = await s.devices.create({ name: "lab-01", macs: ["52:54:00:00:00:01", "52:54:00:00:00:02"], smbiosUuid: "0e5d3c4a-1111-4a2b-8c3d-000000000001", serial: "SN1", state: "pending", attributes: { vendor: "QEMU", cores: 2 } }, now);
+      assert.equal((await s.devices.byMac("52:54:00:00:00:02"))?.id, d.id);
+      assert.equal((await s.devices.bySmbiosUuid("0e5d3c4a-1111-4a2b-8c3d-000000000001"))?.name, "lab-01");
+      assert.deepEqual(d.attributes, { vendor: "QEMU", cores: 2 });
+      const u = await s.devices.update(d.id, { macs: ["52:54:00:00:00:03"], state: "approved" }, now);
+      assert.deepEqual(u?.macs, ["52:54:00:00:00:03"]);
+      assert.equal(await s.devices.byMac("52:54:00:00:00:01"), undefined);
+    });
+
+    it("refuses a MAC that already belongs to another device", async () => {
+      const s = stores(db);
+      await assert.rejects(s.devices.create({ name: "lab-02", macs: ["52:54:00:00:00:03"], smbiosUuid: null, serial: null, state: "pending", attributes: {} }, now));
+    });
+
+    it("rolls back a failed transaction completely", async () => {
+      await assert.rejects(db.transaction(async (tx) => {
+        await stores(tx).collections.create({ name: "will-vanish", description: "", rule: null }, now);
+        throw new Error("boom");
+      }));
+      assert.equal(await stores(db).collections.byName("will-vanish"), undefined);
+    });
+
+    it("keeps static collection members and cascades device deletion", async () => {
+      const s = stores(db);
+      const c = await s.collections.create({ name: "Lab A", description: "", rule: "attributes.vendor == 'QEMU'" }, now);
+      const d = await s.devices.create({ name: "lab-03", macs: [], smbiosUuid: null, serial: null, state: "pending", attributes: {} }, now);
+      await s.collections.addMember(c.id, d.id);
+      await s.collections.addMember(c.id, d.id); // idempotent
+      assert.deepEqual(await s.collections.staticMembers(c.id), [d.id]);
+      await s.devices.delete(d.id);
+      assert.deepEqual(await s.collections.staticMembers(c.id), []);
+    });
+
+    it("upserts variables per scope and finds secrets by wrapping key", async () => {
+      const s = stores(db);
+      await s.variables.put({ scope: "site", scopeId: "", name: "TimeZone", secret: false, value: "UTC", sealed: null, keyId: null }, now);
+      await s.variables.put({ scope: "site", scopeId: "", name: "TimeZone", secret: false, value: "Europe/Paris", sealed: null, keyId: null }, now);
+      assert.equal((await s.variables.byName("site", "", "TimeZone"))?.value, "Europe/Paris");
+      await s.variables.put({ scope: "site", scopeId: "", name: "Join", secret: true, value: null, sealed: { kid: "k1", c: "x" }, keyId: "k1" }, now);
+      assert.deepEqual((await s.variables.sealedNotUnder("k2", 10)).map((v) => v.name), ["Join"]);
+      const row = (await s.variables.byName("site", "", "Join"))!;
+      assert.equal(await s.variables.replaceSealed(row.id, "k1", { kid: "k2", c: "x" }, "k2"), 1);
+      assert.equal(await s.variables.replaceSealed(row.id, "k1", { kid: "k2", c: "x" }, "k2"), 0, "stale rewrap must not apply");
+      assert.deepEqual(await s.variables.countByKey(), { k2: 1 });
+    });
+
+    it("keeps task sequence versions immutable by primary key", async () => {
+      const s = stores(db);
+      const t = await s.taskSequences.create({ name: "Base", description: "" }, now);
+      const v = { taskSequenceId: t.id, version: 1, document: { a: 1 }, digest: "sha256:x", signature: "s", publishedBy: "admin:admin", publishedAt: now };
+      await s.taskSequences.addVersion(v, now);
+      await assert.rejects(s.taskSequences.addVersion({ ...v, document: { a: 2 } }, now));
+      assert.deepEqual((await s.taskSequences.version(t.id, 1))?.document, { a: 1 });
+      assert.equal((await s.taskSequences.byId(t.id))?.latestVersion, 1);
+    });
+
+    it("appends a verifiable audit chain, also from concurrent writers", async () => {
+      const { privateKey, publicKey } = generateKeyPairSync("ed25519");
+      const audit = new AuditStore({ db, signingKey: privateKey, dataDir: null, now: () => new Date(now) });
+      await Promise.all(Array.from({ length: 25 }, (_, i) => audit.append({ actor: "test", action: "thing.happened", object: `n:${i}` })));
+      const r = await verifyAuditLog(db, publicKey);
+      assert.equal(r.ok, true);
+      assert.equal(r.ok && r.count, 25);
+      await db.run(`UPDATE audit_log SET object = ? WHERE seq = ?`, ["n:edited", 7]);
+      const bad = await verifyAuditLog(db, publicKey);
+      assert.equal(bad.ok, false);
+      assert.equal(!bad.ok && bad.seq, 7);
+    });
+  });
+}
