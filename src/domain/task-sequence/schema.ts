@@ -87,8 +87,10 @@ export const stepTypes = {
       label: line(32).optional(),
     })
     .superRefine((w, ctx) => {
+      // Zod may call this on a partly invalid object, so check what it relies on.
+      if (typeof w.label !== "string" || !Object.hasOwn(LABEL_LIMITS, w.filesystem)) return;
       const max = LABEL_LIMITS[w.filesystem];
-      if (w.label !== undefined && new TextEncoder().encode(w.label).length > max) {
+      if (new TextEncoder().encode(w.label).length > max) {
         ctx.addIssue({ code: "custom", path: ["label"], message: `Must be at most ${max} bytes for ${w.filesystem}` });
       }
     }),

@@ -228,7 +228,7 @@ function checkSteps(value: unknown, path: Path, depth: number, issues: Issues): 
     return [];
   }
   const steps: Step[] = [];
-  const seen = new Map<string, number>();
+  const seen = new Map<string, { index: number; name: string }>();
   value.forEach((raw, i) => {
     const name = isRecord(raw) && fields.stepName.safeParse(raw.name).success ? (raw.name as string) : null;
     const here = [...path, { key: i, step: name }];
@@ -238,8 +238,11 @@ function checkSteps(value: unknown, path: Path, depth: number, issues: Issues): 
       // Case-insensitively: "Join domain" and "Join Domain" read as the same step in a log.
       const key = name.toLowerCase();
       const first = seen.get(key);
-      if (first === undefined) seen.set(key, i);
-      else issues.add([...here, { key: "name" }], `Duplicate step name: steps[${first}] in the same list is also called ${JSON.stringify(name)}`);
+      if (first === undefined) {
+        seen.set(key, { index: i, name });
+      } else {
+        issues.add([...here, { key: "name" }], `Duplicate step name: steps[${first.index}] ${JSON.stringify(first.name)} in the same list has the same name`);
+      }
     }
   });
   return steps;
@@ -285,7 +288,7 @@ function checkStep(raw: unknown, path: Path, depth: number, issues: Issues): Ste
 
   if (has(raw, "runAs")) {
     if (!RUN_AS_TYPES.has(type)) {
-      issues.add(at("runAs"), `A ${type} step runs no program, so it cannot run as another account; only ${runAsStepTypeNames.join(" and ")} take runAs`);
+      issues.add(at("runAs"), `Step type "${type}" runs no program, so it cannot run as another account; only ${runAsStepTypeNames.join(" and ")} take runAs`);
     } else {
       common.runAs = check(fields.runAs, raw.runAs, at("runAs"), issues);
     }
@@ -304,7 +307,7 @@ function checkStep(raw: unknown, path: Path, depth: number, issues: Issues): Ste
     return issues.count === before ? ({ ...common, type, steps } as Step) : undefined;
   }
 
-  if (has(raw, "steps")) issues.add(at("steps"), `Only a group holds "steps"; a ${type} step does not`);
+  if (has(raw, "steps")) issues.add(at("steps"), `Only a group holds "steps"; this step's type is "${type}"`);
   const schema = stepTypes[type as ActionStepType] as z.ZodType;
   const parameters = check(schema, has(raw, "with") ? raw.with : {}, at("with"), issues);
   return issues.count === before ? ({ ...common, type, with: parameters } as Step) : undefined;
