@@ -4,6 +4,11 @@
  * approval, certificates, enrollment and media credentials) are the Security
  * Administrator's alone: unlike Configuration Manager's OS deployment role, a Deployment
  * Administrator cannot mint anything that lets a client or a person impersonate another.
+ *
+ * Granting: whoever holds admin.write may grant roles whose permissions they hold themselves;
+ * admin.grant-any (the Security Administrator) lifts that for every role except one carrying
+ * every permission, which only a Full Administrator may grant. Nobody changes their own
+ * roles or scopes.
  */
 
 export const permissions = {
@@ -21,7 +26,8 @@ export const permissions = {
   "deployment.read": "See deployments",
   "deployment.write": "Create, change and delete deployments",
   "admin.read": "See administrators and their API tokens",
-  "admin.write": "Create, change and delete administrators",
+  "admin.write": "Create, change and delete administrators (granting only permissions you hold)",
+  "admin.grant-any": "Grant any role but Full Administrator, including permissions you do not hold yourself",
   "role.read": "See roles",
   "role.write": "Create, change and delete custom roles",
   "audit.read": "Read and verify the audit log",
@@ -71,7 +77,7 @@ export const builtinRoles: BuiltinRole[] = [
     name: "Security Administrator",
     description: "Administrators, roles, certificates, device approval, audit and keys",
     permissions: [
-      "site.read", "device.read", "device.approve", "collection.read", "admin.read", "admin.write",
+      "site.read", "device.read", "device.approve", "collection.read", "admin.read", "admin.write", "admin.grant-any",
       "role.read", "role.write", "audit.read", "keys.rotate", "certificate.read", "certificate.issue",
       "certificate.revoke", "enrollment.write",
     ],
@@ -95,4 +101,19 @@ export function permissionsOf(roles: readonly { permissions: readonly string[] }
   const out = new Set<Permission>();
   for (const r of roles) for (const p of r.permissions) if (isPermission(p)) out.add(p);
   return out;
+}
+
+/** True when a set of permissions is everything there is (a Full Administrator's power). */
+export function isEverything(perms: Iterable<string>): boolean {
+  const have = new Set(perms);
+  return allPermissions.every((p) => have.has(p));
+}
+
+/** Which of `wanted` the holder of `held` may not grant; empty when the grant is allowed. */
+export function ungrantable(held: ReadonlySet<Permission>, wanted: Iterable<Permission>): Permission[] {
+  const want = [...new Set(wanted)];
+  const missing = want.filter((p) => !held.has(p));
+  // A role with every permission is a Full Administrator, whatever it is called.
+  if (isEverything(want) || !held.has("admin.grant-any")) return missing;
+  return [];
 }

@@ -1,7 +1,7 @@
 /** Administrators, roles, sessions and API tokens. */
 import { randomUUID } from "node:crypto";
 import type { Db, Sql } from "./db.ts";
-import { parseJson } from "./json-column.ts";
+import { defined, parseJson } from "./json-column.ts";
 import { builtinRoles } from "../domain/rbac.ts";
 
 export type RoleRecord = {
@@ -125,7 +125,7 @@ export class AdminStore {
     "displayName" | "passwordHash" | "mustChangePassword" | "roles" | "scopes" | "disabled" | "failedLogins" | "lockedUntil" | "lastLoginAt">>, now: string): Promise<void> {
     const cur = await this.adminById(id);
     if (!cur) return;
-    const n = { ...cur, ...patch };
+    const n = { ...cur, ...defined(patch) };
     await this.#db.run(
       `UPDATE admins SET display_name = ?, password_hash = ?, must_change_password = ?, roles = ?, scopes = ?,
          disabled = ?, failed_logins = ?, locked_until = ?, last_login_at = ?, updated_at = ? WHERE id = ?`,

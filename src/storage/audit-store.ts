@@ -88,7 +88,8 @@ export class AuditStore {
         action: event.action,
         object: event.object ?? null,
         outcome: event.outcome ?? "success",
-        details: event.details ?? null,
+        // Through JSON once, as it will be stored: undefined fields drop out, dates become text.
+        details: event.details ? (JSON.parse(JSON.stringify(event.details)) as Record<string, unknown>) : null,
       },
       this.#key,
     );

@@ -1,7 +1,7 @@
 /** Deployments: a task sequence version targeted at a collection. */
 import { randomUUID } from "node:crypto";
 import type { Sql } from "./db.ts";
-import { parseJson } from "./json-column.ts";
+import { defined, parseJson } from "./json-column.ts";
 
 export type BootPath = "pxe" | "media";
 export type Deployment = {
@@ -50,7 +50,7 @@ export class DeploymentStore {
   async update(id: string, patch: Partial<DeploymentInput>, now: string): Promise<Deployment | undefined> {
     const cur = await this.byId(id);
     if (!cur) return undefined;
-    const n = { ...cur, ...patch };
+    const n = { ...cur, ...defined(patch) };
     await this.#db.run(
       `UPDATE deployments SET name = ?, task_sequence_version = ?, collection_id = ?, purpose = ?, boot_paths = ?,
          available_from = ?, available_until = ?, enabled = ?, updated_at = ? WHERE id = ?`,

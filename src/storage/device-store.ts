@@ -1,7 +1,7 @@
 /** Devices and the MAC addresses that identify them. */
 import { randomUUID } from "node:crypto";
 import type { Sql } from "./db.ts";
-import { parseJson } from "./json-column.ts";
+import { defined, parseJson } from "./json-column.ts";
 import type { Device, DeviceState } from "../domain/device.ts";
 
 type R = Record<string, unknown>;
@@ -65,7 +65,7 @@ export class DeviceStore {
   async update(id: string, patch: Partial<Pick<Device, "name" | "macs" | "smbiosUuid" | "serial" | "state" | "attributes" | "lastSeenAt">>, now: string): Promise<Device | undefined> {
     const cur = await this.byId(id);
     if (!cur) return undefined;
-    const n = { ...cur, ...patch };
+    const n = { ...cur, ...defined(patch) };
     await this.#db.run(
       `UPDATE devices SET name = ?, smbios_uuid = ?, serial = ?, state = ?, attributes = ?, last_seen_at = ?, updated_at = ? WHERE id = ?`,
       [n.name, n.smbiosUuid, n.serial, n.state, JSON.stringify(n.attributes), n.lastSeenAt, now, id],

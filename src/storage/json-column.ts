@@ -7,3 +7,8 @@ export function parseJson<T>(text: unknown, fallback: T): T {
     return fallback;
   }
 }
+
+/** A patch without its undefined fields, so `{ ...current, ...defined(patch) }` keeps what was not given. */
+export function defined<T extends object>(patch: T): Partial<T> {
+  return Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

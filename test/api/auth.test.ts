@@ -1,7 +1,7 @@
 /** Sign-in, one-time passwords, lockout, rate limiting, session expiry and API tokens. */
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startTestSite, adminWithRoles, ADMIN_PASSWORD, type TestSite } from "../support/site.ts";
+import { startTestSite, adminWithRoles, adminPassword, ADMIN_PASSWORD, type TestSite } from "../support/site.ts";
 import { hashToken } from "../../src/security/password.ts";
 
 describe("administrator authentication", () => {
@@ -34,7 +34,7 @@ describe("administrator authentication", () => {
 
   it("five wrong passwords lock the account for 15 minutes, even against the right password", async () => {
     await adminWithRoles(t, "victim", ["read-only-analyst"]);
-    const right = "pw-victim-Long-Enough-1-new";
+    const right = adminPassword("victim", true);
     for (let i = 0; i < 5; i++) assert.equal((await signIn("victim", "wrong-guess-" + i)).status, 401);
     const locked = await signIn("victim", right);
     assert.equal(locked.status, 423);
@@ -64,6 +64,7 @@ describe("administrator authentication", () => {
   });
 
   it("an API token is limited to its role, stored hashed, and shown once", async () => {
+    t.adminToken = await fresh();
     const token = await adminWithRoles(t, "automation", ["deployment-administrator", "security-administrator"]);
     const created = await t.request("POST", "/api/v1/me/tokens", { token, body: { name: "ci", role: "deployment-administrator", expiresInDays: 7 } });
     assert.equal(created.status, 201);
@@ -84,17 +85,21 @@ describe("administrator authentication", () => {
   });
 
   it("a disabled administrator's sessions end and sign-in fails", async () => {
+    t.adminToken = await fresh();
     const token = await adminWithRoles(t, "leaver", ["read-only-analyst"]);
     const id = (await t.request("GET", "/api/v1/admins/leaver", { token: await fresh() })).body.id;
     assert.equal((await t.request("PATCH", `/api/v1/admins/${id}`, { token: await fresh(), body: { disabled: true } })).status, 200);
     assert.equal((await t.request("GET", "/api/v1/me", { token })).status, 401);
-    assert.equal((await signIn("leaver", "pw-leaver-Long-Enough-1-new")).status, 401);
+    assert.equal((await signIn("leaver", adminPassword("leaver", true))).status, 401);
   });
 
-  it("the last Full Administrator cannot be disabled or deleted", async () => {
-    const me = (await t.request("GET", "/api/v1/me", { token: await fresh() })).body.id;
-    const r = await t.request("PATCH", `/api/v1/admins/${me}`, { token: await fresh(), body: { disabled: true } });
-    assert.equal(r.status, 409);
+  it("nobody disables, demotes or deletes themselves, so the last Full Administrator stays", async () => {
+    const token = await fresh();
+    const me = (await t.request("GET", "/api/v1/me", { token })).body.id;
+    assert.equal((await t.request("PATCH", `/api/v1/admins/${me}`, { token, body: { disabled: true } })).status, 403);
+    assert.equal((await t.request("PATCH", `/api/v1/admins/${me}`, { token, body: { roles: ["read-only-analyst"] } })).status, 403);
+    assert.equal((await t.request("DELETE", `/api/v1/admins/${me}`, { token })).status, 409);
+    assert.equal((await t.request("GET", "/api/v1/me", { token })).body.roles[0], "full-administrator");
   });
 
   async function fresh(): Promise<string> {

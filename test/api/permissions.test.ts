@@ -92,13 +92,26 @@ describe("route permissions", () => {
     }
   });
 
-  it("a Security Administrator cannot create a Full Administrator (no escalation)", async () => {
+  it("a Security Administrator assigns roles but cannot make a Full Administrator or change itself", async () => {
     const token = tokens.get("security-administrator")!;
     const res = await t.request("POST", "/api/v1/admins", { token, body: { username: "escalated", roles: ["full-administrator"], password: "a-long-enough-password-1" } });
     assert.equal(res.status, 403);
+    const everything = await t.request("POST", "/api/v1/roles", { token, body: { id: "all-in-one", name: "All", permissions: builtinRoles[0].permissions } });
+    assert.equal(everything.status, 403, "a custom role with every permission is a Full Administrator too");
     const ok = await t.request("POST", "/api/v1/admins", { token, body: { username: "helper.desk", roles: ["read-only-analyst"] } });
     assert.equal(ok.status, 201);
     assert.match(ok.body.oneTimePassword, /^.{20}$/);
+    const me = (await t.request("GET", "/api/v1/me", { token })).body.id;
+    const self = await t.request("PATCH", `/api/v1/admins/${me}`, { token, body: { roles: ["security-administrator", "deployment-administrator"] } });
+    assert.equal(self.status, 403);
+  });
+
+  it("a Deployment Administrator with admin.write in a custom role still grants only what it holds", async () => {
+    const create = await t.request("POST", "/api/v1/roles", { token: t.adminToken, body: { id: "team-lead", name: "Team lead", permissions: ["admin.read", "admin.write", "device.read"] } });
+    assert.equal(create.status, 201, create.text);
+    const token = await adminWithRoles(t, "lead", ["team-lead"]);
+    assert.equal((await t.request("POST", "/api/v1/admins", { token, body: { username: "junior", roles: ["read-only-analyst"] } })).status, 403);
+    assert.equal((await t.request("POST", "/api/v1/admins", { token, body: { username: "junior", roles: ["team-lead"] } })).status, 201);
   });
 
   it("denied requests are audited", async () => {

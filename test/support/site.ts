@@ -8,7 +8,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import https from "node:https";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { initSite, type Site } from "../../src/roles/site/site.ts";
 import { startSiteServer, type SiteServer } from "../../src/roles/site/server.ts";
 import { ensureServerCertificate } from "../../src/security/site-keys.ts";
@@ -101,14 +101,20 @@ export async function startTestSite(opts: { database?: "sqlite" | "postgres"; no
   };
 }
 
+/** The password adminWithRoles gives an administrator (the changed one when `changed`). */
+export function adminPassword(username: string, changed = false): string {
+  const tag = createHash("sha256").update(username).digest("hex").slice(0, 8);
+  return `Tested-Passphrase-${tag}${changed ? "-renewed" : ""}`;
+}
+
 /** Signs in a new administrator holding the given roles; returns their session token. */
 export async function adminWithRoles(t: TestSite, username: string, roles: string[], scopes: string[] | null = null): Promise<string> {
-  const password = `pw-${username}-Long-Enough-1`;
+  const password = adminPassword(username);
   let r = await t.request("POST", "/api/v1/admins", { token: t.adminToken, body: { username, roles, scopes, password } });
   if (r.status !== 201) throw new Error(`create admin ${username}: ${r.status} ${r.text}`);
   r = await t.request("POST", "/api/v1/sessions", { body: { username, password } });
   const token = r.body.token as string;
-  const changed = `${password}-new`;
+  const changed = adminPassword(username, true);
   r = await t.request("POST", "/api/v1/me/password", { token, body: { currentPassword: password, newPassword: changed } });
   if (r.status !== 204) throw new Error(`password change ${username}: ${r.status} ${r.text}`);
   return token;

@@ -4,10 +4,10 @@
  * validate.ts checks what readTaskSequenceText returns and re-exports this module's API.
  */
 
-import { isMap, isScalar, parseDocument, visit } from "yaml";
+import { isNode, isScalar, parseDocument, visit } from "yaml";
 import { formatExpression, parseExpression } from "../expression.ts";
 import { MAX_DOCUMENT_BYTES, type Step, type TaskSequenceDocument } from "./schema.ts";
-import type { ValidationIssue } from "./validate.ts";
+import type { ValidationIssue } from "./issues.ts";
 
 /**
  * Alias expansions allowed while reading YAML, weighted by the size of what each expands to,
@@ -77,7 +77,8 @@ function readYaml(text: string): ReadResult {
     resolveKnownTags: false,
     merge: false,
     prettyErrors: false,
-    logLevel: "silent",
+    // "error" keeps the library quiet about warnings yet still reports a second document.
+    logLevel: "error",
   });
   const problems = [...doc.errors, ...doc.warnings]
     .slice(0, MAX_YAML_PROBLEMS)
@@ -89,7 +90,7 @@ function readYaml(text: string): ReadResult {
         for (const pair of map.items) {
           if (problems.length >= MAX_YAML_PROBLEMS) return visit.BREAK;
           const key = pair.key;
-          const at = isScalar(key) || isMap(key) ? key.range?.[0] ?? 0 : 0;
+          const at = isNode(key) ? (key.range?.[0] ?? 0) : 0;
           if (!isScalar(key) || (key.value !== null && typeof key.value === "object")) {
             problems.push(`Cannot read YAML at ${where(at)}: a key must be plain text`);
           } else if (keys.has(String(key.value))) {
@@ -106,9 +107,12 @@ function readYaml(text: string): ReadResult {
   }
   try {
     return { ok: true, value: doc.toJS({ maxAliasCount: MAX_YAML_ALIAS_COUNT }) };
-  } catch {
+  } catch (e) {
     // yaml throws a ReferenceError when aliases expand past maxAliasCount.
-    return failure(`Cannot read YAML: its aliases (*name) expand to too much data; at most ${MAX_YAML_ALIAS_COUNT} expansions`);
+    if (e instanceof ReferenceError) {
+      return failure(`Cannot read YAML: its aliases (*name) expand to too much data; at most ${MAX_YAML_ALIAS_COUNT} expansions`);
+    }
+    return failure(`Cannot read YAML: ${(e as Error).message}`);
   }
 }
 

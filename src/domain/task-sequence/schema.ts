@@ -42,7 +42,9 @@ export const variableName = z
   .string()
   .regex(variableNamePattern, {
     error: 'Must be a variable name: a letter or "_", then up to 127 letters, digits, "_" or "."',
-  });
+  })
+  // Copied into a plain object by assignment, this name would set the prototype instead.
+  .refine((name) => name !== "__proto__", { error: '"__proto__" is reserved' });
 
 /** A variable a document may give a literal value: anything but a password. */
 export const plainVariableName = variableName.refine((name) => !passwordLikeName.test(name), {

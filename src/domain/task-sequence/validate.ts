@@ -1,10 +1,10 @@
 /**
- * The public entry to task sequence documents: read them from text, check them, and (re-exported
- * from document.ts and schema.ts) canonicalize them and find the secrets they name.
+ * The public entry to task sequence documents: read them from text and check them here; the
+ * rest of their API (canonical form, secret references, types, JSON Schema) is re-exported.
  *
- * Checks a task sequence document and reports every problem at once, each with a path a person
- * can follow (`steps[2] "Install software" > steps[0] "Join domain" > with.command`) and a JSON
- * pointer a program can (`/steps/2/steps/0/with/command`).
+ * Checking reports every problem at once, each with a path a person can follow
+ * (`steps[2] "Install software" > steps[0] "Join domain" > with.command`) and a JSON pointer a
+ * program can (`/steps/2/steps/0/with/command`).
  *
  * The walk is by hand rather than one recursive zod schema so that paths can name steps, so that
  * the rules zod cannot say (sibling names, depth, step count, conditions) sit beside the shape
@@ -14,6 +14,7 @@
 import type { z } from "zod";
 import { ExpressionError, parseExpression } from "../expression.ts";
 import { readTaskSequenceText } from "./document.ts";
+import { Issues, check, kindOf, unknownKeyMessage, type Path, type ValidationIssue } from "./issues.ts";
 import {
   MAX_STEP_DEPTH,
   MAX_STEPS,
@@ -29,6 +30,7 @@ import {
   type TaskSequenceDocument,
 } from "./schema.ts";
 
+export { MAX_ISSUES, type ValidationIssue } from "./issues.ts";
 export { canonicalTaskSequence, secretReferences, readTaskSequenceText, MAX_YAML_ALIAS_COUNT } from "./document.ts";
 export {
   MAX_DOCUMENT_BYTES,
@@ -49,165 +51,31 @@ export {
   type TaskSequenceDocument,
 } from "./schema.ts";
 
-export type ValidationIssue = {
-  /** For people: `steps[2] "Install software" > with.command`; "" for the document itself. */
-  path: string;
-  /** RFC 6901 JSON pointer to the same place: `/steps/2/with/command`. */
-  pointer: string;
-  message: string;
-};
-
 export type TaskSequenceResult =
   | { ok: true; document: TaskSequenceDocument }
   | { ok: false; errors: ValidationIssue[] };
-
-/** A document this broken gets its first problems back, then a note that there are more. */
-export const MAX_ISSUES = 100;
 
 const DOCUMENT_KEYS: ReadonlySet<string> = new Set(["$schema", "name", "description", "variables", "steps"]);
 const STEP_KEYS: ReadonlySet<string> = new Set([
   "name", "type", "description", "condition", "continueOnError", "disabled", "timeoutSeconds", "runAs", "with", "steps",
 ]);
 const RUN_AS_TYPES: ReadonlySet<string> = new Set(runAsStepTypeNames);
-const SECRET_LIKE_KEY = /pass(?:word|wd|phrase)|secret|credential|token|private.?key/i;
-
-// ---------------------------------------------------------------------------------------------
-// Paths
-
-/** One step of a path; `step` is set on the index of a step: its name, or null if it has none. */
-type Segment = { key: string | number; step?: string | null };
-type Path = readonly Segment[];
-
-const IDENTIFIER = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
-
-function humanPath(path: Path): string {
-  let out = "";
-  let afterStep = false;
-  for (const { key, step } of path) {
-    if (typeof key === "number") {
-      out += `[${key}]`;
-    } else {
-      const plain = IDENTIFIER.test(key);
-      if (afterStep) out += " > ";
-      out += plain ? (out === "" || afterStep ? key : `.${key}`) : `[${JSON.stringify(key)}]`;
-      afterStep = false;
-    }
-    if (step !== undefined) {
-      if (step !== null) out += ` ${JSON.stringify(step)}`;
-      afterStep = true;
-    }
-  }
-  return out;
-}
-
-function pointer(path: Path): string {
-  return path.map(({ key }) => `/${String(key).replaceAll("~", "~0").replaceAll("/", "~1")}`).join("");
-}
-
-class Issues {
-  readonly list: ValidationIssue[] = [];
-
-  add(path: Path, message: string): void {
-    if (this.list.length < MAX_ISSUES) {
-      this.list.push({ path: humanPath(path), pointer: pointer(path), message });
-    } else if (this.list.length === MAX_ISSUES) {
-      this.list.push({ path: "", pointer: "", message: `Stopped after ${MAX_ISSUES} problems; fix these and check again` });
-    }
-  }
-
-  get count(): number {
-    return this.list.length;
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Turning zod's issues into ours
-
-function kindOf(v: unknown): string {
-  if (v === null) return "null";
-  if (Array.isArray(v)) return "a list";
-  if (typeof v === "object") return "an object";
-  if (typeof v === "string") return "text";
-  if (typeof v === "boolean") return v ? "true" : "false";
-  return `a ${typeof v}`;
-}
-
-const NOUNS: Record<string, string> = {
-  string: "text",
-  number: "a number",
-  int: "a whole number",
-  boolean: "true or false",
-  array: "a list",
-  object: "an object",
-};
-
-function unknownKeyMessage(key: string): string {
-  return SECRET_LIKE_KEY.test(key)
-    ? `Unknown field "${key}": a task sequence never holds a password or other secret; ` +
-        "store it as a secret variable and reference it with runAs: { secret: NAME }"
-    : `Unknown field "${key}"`;
-}
-
-function messageFor(issue: z.core.$ZodIssue & { input?: unknown }): string {
-  switch (issue.code) {
-    case "invalid_type": {
-      if (issue.input === undefined) return "Required";
-      const want = NOUNS[issue.expected] ?? issue.expected;
-      const hint = issue.expected === "string" && (typeof issue.input === "number" || typeof issue.input === "boolean")
-        ? " (in YAML, put it in quotes)"
-        : "";
-      return `Expected ${want}, got ${kindOf(issue.input)}${hint}`;
-    }
-    case "too_small": {
-      const n = Number(issue.minimum);
-      if (issue.origin === "string") return n === 1 ? "Must not be empty" : `Must be at least ${n} characters`;
-      if (issue.origin === "array") return n === 1 ? "Must list at least one item" : `Must list at least ${n} items`;
-      return issue.inclusive === false ? `Must be more than ${n}` : `Must be at least ${n}`;
-    }
-    case "too_big": {
-      const n = Number(issue.maximum);
-      if (issue.origin === "string") return `Must be at most ${n} characters`;
-      if (issue.origin === "array") return `Must list at most ${n} items`;
-      return issue.inclusive === false ? `Must be less than ${n}` : `Must be at most ${n}`;
-    }
-    case "invalid_value":
-      return issue.values.length === 1
-        ? `Must be ${JSON.stringify(issue.values[0])}`
-        : `Must be one of ${issue.values.map((v) => JSON.stringify(v)).join(", ")}`;
-    default:
-      return issue.message;
-  }
-}
-
-/** Checks `value` with `schema`, reporting under `path`; returns the parsed value or undefined. */
-function check<T>(schema: z.ZodType<T>, value: unknown, path: Path, issues: Issues): T | undefined {
-  const result = schema.safeParse(value, { reportInput: true });
-  if (result.success) return result.data;
-  for (const issue of result.error.issues) {
-    const at = [...path, ...issue.path.map((k) => ({ key: typeof k === "number" ? k : String(k) }))];
-    if (issue.code === "unrecognized_keys") {
-      for (const key of issue.keys) issues.add([...at, { key }], unknownKeyMessage(key));
-    } else {
-      issues.add(at, messageFor(issue));
-    }
-  }
-  return undefined;
-}
 
 // ---------------------------------------------------------------------------------------------
 // The walk
 
-type Record_ = Record<string, unknown>;
+/** A JSON object as read, nothing known about its fields yet. */
+type Fields = Record<string, unknown>;
 
-function isRecord(v: unknown): v is Record_ {
+function isRecord(v: unknown): v is Fields {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
-function has(o: Record_, key: string): boolean {
+function has(o: Fields, key: string): boolean {
   return Object.hasOwn(o, key) && o[key] !== undefined;
 }
 
-function reportUnknownKeys(o: Record_, allowed: ReadonlySet<string>, path: Path, issues: Issues): void {
+function reportUnknownKeys(o: Fields, allowed: ReadonlySet<string>, path: Path, issues: Issues): void {
   for (const key of Object.keys(o)) if (!allowed.has(key)) issues.add([...path, { key }], unknownKeyMessage(key));
 }
 
@@ -258,7 +126,7 @@ function checkStep(raw: unknown, path: Path, depth: number, issues: Issues): Ste
   reportUnknownKeys(raw, STEP_KEYS, path, issues);
 
   const name = check(fields.stepName, raw.name, at("name"), issues);
-  const common: Record_ = { name };
+  const common: Fields = { name };
   for (const key of ["description", "continueOnError", "disabled", "timeoutSeconds"] as const) {
     if (has(raw, key)) common[key] = check(fields[key] as z.ZodType, raw[key], at(key), issues);
   }
@@ -326,10 +194,11 @@ function checkVariables(value: unknown, path: Path, issues: Issues): Record<stri
   const out: [string, string][] = [];
   for (const [name, v] of entries) {
     const at = [...path, { key: name }];
-    if (!plainVariableName.safeParse(name).success) {
+    const checked = plainVariableName.safeParse(name);
+    if (!checked.success) {
       issues.add(at, passwordLikeName.test(name)
         ? `Variable "${name}" looks like a password: keep passwords in secret variables, not in the task sequence`
-        : `Not a variable name: a letter or "_", then up to 127 letters, digits, "_" or "."`);
+        : checked.error.issues[0].message);
       continue;
     }
     const text = check(fields.variableValue, v, at, issues);

@@ -9,7 +9,7 @@ import type { Site } from "../site.ts";
 import { stores } from "../../../storage/stores.ts";
 import type { AdminRecord } from "../../../storage/admin-store.ts";
 import { generatePassword, hashPassword, passwordProblems } from "../../../security/password.ts";
-import { allPermissions, isPermission, permissionsOf } from "../../../domain/rbac.ts";
+import { allPermissions, isPermission, permissionsOf, ungrantable, type Permission } from "../../../domain/rbac.ts";
 import { SlipwayError } from "../../../errors.ts";
 import { actor, Description, Id, Name, notFound, principal } from "./common.ts";
 
@@ -26,8 +26,8 @@ async function checkGrantable(site: Site, p: Principal, roleIds: string[], scope
   const roles = await s.admins.rolesByIds(roleIds);
   const missing = roleIds.filter((id) => !roles.some((r) => r.id === id));
   if (missing.length) throw new SlipwayError("VALIDATION", `Unknown role: ${missing.join(", ")}`, missing.map((m) => ({ path: "roles", message: `unknown role ${m}` })));
-  const beyond = [...permissionsOf(roles)].filter((perm) => !p.permissions.has(perm));
-  if (beyond.length) throw new SlipwayError("FORBIDDEN", `Not allowed: those roles carry permissions you do not hold (${beyond.join(", ")})`);
+  const beyond = ungrantable(p.permissions, permissionsOf(roles));
+  if (beyond.length) throw new SlipwayError("FORBIDDEN", `Not allowed: you cannot grant those roles (${beyond.join(", ")})`);
   if (p.scopes !== null && (scopes === null || scopes.some((c) => !p.scopes!.includes(c)))) {
     throw new SlipwayError("OUT_OF_SCOPE", "Not allowed: you can only grant security scopes you hold yourself");
   }
@@ -97,6 +97,9 @@ export function adminRoutes(site: Site): Route[] {
         const a = await s.admins.adminById(ctx.params.id);
         if (!a) throw notFound("administrator", ctx.params.id);
         const b = ctx.body;
+        if (a.id === p.adminId && (b.roles || b.scopes !== undefined || b.disabled !== undefined)) {
+          throw new SlipwayError("FORBIDDEN", "Not allowed: nobody changes their own roles, scopes or state; ask another administrator");
+        }
         // Changing someone who holds more than you would be a way to take over their account.
         await checkGrantable(site, p, a.roles, a.scopes);
         if (b.roles || b.scopes !== undefined) await checkGrantable(site, p, b.roles ?? a.roles, b.scopes === undefined ? a.scopes : b.scopes);
@@ -193,8 +196,8 @@ export function adminRoutes(site: Site): Route[] {
       }),
       handler: async (ctx) => {
         const p = principal(ctx);
-        const beyond = ctx.body.permissions.filter((x: string) => !p.permissions.has(x as never));
-        if (beyond.length) throw new SlipwayError("FORBIDDEN", `Not allowed: you cannot create a role with permissions you do not hold (${beyond.join(", ")})`);
+        const beyond = ungrantable(p.permissions, ctx.body.permissions as Permission[]);
+        if (beyond.length) throw new SlipwayError("FORBIDDEN", `Not allowed: you cannot create a role with those permissions (${beyond.join(", ")})`);
         const s = stores(site.db);
         if (await s.admins.roleById(ctx.body.id)) throw new SlipwayError("CONFLICT", `Cannot create role "${ctx.body.id}": it exists`);
         const r = await site.db.transaction(async (tx) => {
@@ -217,8 +220,8 @@ export function adminRoutes(site: Site): Route[] {
         const r = await s.admins.roleById(ctx.params.id);
         if (!r) throw notFound("role", ctx.params.id);
         if (r.builtin) throw new SlipwayError("CONFLICT", `Cannot change built-in role "${r.name}"`);
-        const beyond = [...r.permissions, ...(ctx.body.permissions ?? [])].filter((x) => !p.permissions.has(x as never));
-        if (beyond.length) throw new SlipwayError("FORBIDDEN", `Not allowed: the role carries permissions you do not hold (${beyond.join(", ")})`);
+        const beyond = [...ungrantable(p.permissions, r.permissions as Permission[]), ...ungrantable(p.permissions, (ctx.body.permissions ?? []) as Permission[])];
+        if (beyond.length) throw new SlipwayError("FORBIDDEN", `Not allowed: you cannot change a role to or from those permissions (${beyond.join(", ")})`);
         await site.db.transaction(async (tx) => {
           await stores(tx).admins.updateRole(r.id, ctx.body, site.now().toISOString());
           await site.audit.append({ actor: actor(ctx), action: "role.update", object: `role:${r.id}`, details: { permissions: ctx.body.permissions } }, tx);

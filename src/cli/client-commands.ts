@@ -1,0 +1,27 @@
+/**
+ * Every command that talks to the site API, by name. main.ts merges these with the
+ * server-side commands (init, up, audit verify); each group lives in its own module.
+ */
+import type { Command } from "./command.ts";
+import { accountCommands } from "./account-commands.ts";
+import { deviceCommand } from "./device-commands.ts";
+import { collectionCommand } from "./collection-commands.ts";
+import { variableCommand } from "./variable-commands.ts";
+import { taskSequenceCommand } from "./task-sequence-commands.ts";
+import { deploymentCommand } from "./deployment-commands.ts";
+import { adminCommand, roleCommand } from "./admin-commands.ts";
+import { auditCommand, keysCommand, siteCommand } from "./site-commands.ts";
+
+export const clientCommands: Record<string, Command> = {
+  ...accountCommands,
+  device: deviceCommand,
+  collection: collectionCommand,
+  variable: variableCommand,
+  ts: taskSequenceCommand,
+  deployment: deploymentCommand,
+  admin: adminCommand,
+  role: roleCommand,
+  audit: auditCommand,
+  keys: keysCommand,
+  site: siteCommand,
+};

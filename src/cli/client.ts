@@ -1,0 +1,248 @@
+/**
+ * How the CLI reaches the site API: which server, which CA its certificate must chain to,
+ * which token to send; one HTTPS request function; and the one mapping from HTTP status
+ * to exit code. TLS is always verified: there is no option to turn that off.
+ */
+import fs from "node:fs";
+import https from "node:https";
+import path from "node:path";
+import { CliError, ExitCode } from "./command.ts";
+import { profilePath, readProfile, type Profile } from "./profile.ts";
+
+export const CONNECTION_HELP = `Connection (first match wins, for each of server, CA and token):
+  server  --server URL, then $SLIPWAY_SERVER, then the saved profile, then
+          DIR/server.json (written by "slipway up"); DIR is --data, $SLIPWAY_DATA or ./var
+  CA      --ca FILE, then $SLIPWAY_CA (a PEM file), then the profile's CA (for its own
+          server), then DIR/keys/ca.crt, then the system's trusted CAs
+  token   $SLIPWAY_TOKEN, then the profile's token (only for the profile's own server).
+          There is no --token flag: command lines leak into ps and shell history.
+  The profile is $SLIPWAY_CONFIG or ~/.config/slipway/profile.json (mode 0600), written by
+  "slipway login". The server's certificate is always verified.`;
+
+export const USER_AGENT = "slipway-cli/0.1.0";
+const TIMEOUT_MS = 30_000;
+
+export type ConnectionFlags = { server?: string; ca?: string; data?: string };
+
+export type Connection = {
+  /** The server's origin, `https://host:port`. */
+  server: string;
+  /** PEM to trust instead of the system CAs; null means the system CAs. */
+  ca: string | null;
+  /** Where the CA came from, for error messages. */
+  caSource: string;
+  token: string | null;
+  profileFile: string;
+  profile: Profile;
+};
+
+/** Normalizes a server address to its origin; only https is accepted, since tokens travel in it. */
+export function serverOrigin(text: string, source: string): string {
+  let url: URL;
+  try {
+    url = new URL(text.includes("://") ? text : `https://${text}`);
+  } catch {
+    throw new CliError(`The server address from ${source} is not a URL: "${text}"`, ExitCode.USAGE);
+  }
+  if (url.protocol !== "https:") throw new CliError(`The server address from ${source} must use https, not ${url.protocol.replace(":", "")}`, ExitCode.USAGE);
+  return url.origin;
+}
+
+function readCa(file: string, source: string): string {
+  try {
+    return fs.readFileSync(file, "utf8");
+  } catch (err) {
+    throw new CliError(`Cannot read the CA certificate ${file} (from ${source}): ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, ExitCode.USAGE);
+  }
+}
+
+function dataServer(dataDir: string): string | undefined {
+  try {
+    const v = JSON.parse(fs.readFileSync(path.join(dataDir, "server.json"), "utf8")) as { url?: unknown };
+    return typeof v.url === "string" ? v.url : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Finds server, CA and token (see CONNECTION_HELP). `withToken: false` is for signing in,
+ * where no token is sent.
+ */
+export function resolveConnection(flags: ConnectionFlags, env: NodeJS.ProcessEnv = process.env, withToken = true): Connection {
+  const profileFile = profilePath(env);
+  const profile = readProfile(profileFile);
+  const dataDir = path.resolve(flags.data ?? env.SLIPWAY_DATA ?? "./var");
+  const profileServer = profile.server ? serverOrigin(profile.server, profileFile) : undefined;
+
+  let server: string;
+  if (flags.server) server = serverOrigin(flags.server, "--server");
+  else if (env.SLIPWAY_SERVER) server = serverOrigin(env.SLIPWAY_SERVER, "SLIPWAY_SERVER");
+  else if (profileServer) server = profileServer;
+  else {
+    const fromData = dataServer(dataDir);
+    if (!fromData) {
+      throw new CliError(`No server to talk to: give --server URL, set SLIPWAY_SERVER, run "slipway login --server URL", or run where the data folder is (no ${path.join(dataDir, "server.json")})`, ExitCode.USAGE);
+    }
+    server = serverOrigin(fromData, path.join(dataDir, "server.json"));
+  }
+  // The profile's CA and token belong to the profile's server; never hand them to another.
+  const ownProfile = profileServer === server;
+
+  let ca: string | null = null;
+  let caSource = "the system's trusted CAs";
+  const dataCa = path.join(dataDir, "keys", "ca.crt");
+  if (flags.ca) [ca, caSource] = [readCa(flags.ca, "--ca"), flags.ca];
+  else if (env.SLIPWAY_CA) [ca, caSource] = [readCa(env.SLIPWAY_CA, "SLIPWAY_CA"), env.SLIPWAY_CA];
+  else if (ownProfile && profile.ca) [ca, caSource] = [profile.ca, `the CA saved in ${profileFile}`];
+  else if (fs.existsSync(dataCa)) [ca, caSource] = [readCa(dataCa, "the data folder"), dataCa];
+
+  let token: string | null = null;
+  if (withToken) token = env.SLIPWAY_TOKEN || (ownProfile ? profile.token ?? null : null);
+  return { server, ca, caSource, token, profileFile, profile };
+}
+
+/** The exit code for an HTTP error status: the one place this mapping lives. */
+export function exitCodeForStatus(status: number): number {
+  if (status === 401) return ExitCode.UNAUTHENTICATED;
+  if (status === 403) return ExitCode.FORBIDDEN;
+  if (status === 404) return ExitCode.NOT_FOUND;
+  if (status === 409) return ExitCode.CONFLICT;
+  if (status === 400 || status === 413 || status === 415 || status === 422) return ExitCode.INVALID;
+  if (status >= 500) return ExitCode.UNAVAILABLE;
+  return ExitCode.FAILURE;
+}
+
+/** A refusal from the API, carrying its stable code and the details (e.g. each invalid field). */
+export class ApiError extends CliError {
+  readonly status: number;
+  readonly code: string;
+  readonly details: unknown;
+  /** Extra lines a command adds: what state things are in now, what to do next. */
+  readonly hints: string[] = [];
+  constructor(status: number, code: string, message: string, details: unknown) {
+    super(message, exitCodeForStatus(status));
+    this.status = status;
+    this.code = code;
+    this.details = details;
+  }
+}
+
+/** The lines that explain an error's details: one per invalid field or problem. */
+export function detailLines(details: unknown): string[] {
+  if (details === null || details === undefined) return [];
+  if (Array.isArray(details)) {
+    return details.map((d) => {
+      if (d && typeof d === "object" && "message" in d) {
+        const { path: where, message } = d as { path?: unknown; message: unknown };
+        return where ? `${String(where)}: ${String(message)}` : String(message);
+      }
+      return typeof d === "string" ? d : JSON.stringify(d);
+    });
+  }
+  if (typeof details === "object") {
+    const o = details as Record<string, unknown>;
+    if (Array.isArray(o.problems)) return o.problems.map(String);
+    if (typeof o.requestId === "string") return [`request id ${o.requestId} (for the server's log)`];
+    return [JSON.stringify(details)];
+  }
+  return [String(details)];
+}
+
+// Errors that mean the certificate could not be trusted: waiting will not fix them.
+const TLS_TRUST = /CERT|SIGNATURE|ISSUER|ALTNAME|SELF_SIGNED/;
+
+function transportError(err: NodeJS.ErrnoException, conn: Connection): CliError {
+  const code = err.code ?? "";
+  if (TLS_TRUST.test(code)) {
+    return new CliError(`Cannot trust ${conn.server}: ${err.message} (CA from ${conn.caSource}; give the site's CA with --ca FILE)`, ExitCode.FAILURE);
+  }
+  const why = code === "ECONNREFUSED" ? "connection refused (is \"slipway up\" running?)"
+    : code === "ENOTFOUND" || code === "EAI_AGAIN" ? "the host name does not resolve"
+    : code === "ETIMEDOUT" ? "no answer in time"
+    : err.message || code;
+  return new CliError(`Cannot reach ${conn.server}: ${why}`, ExitCode.UNAVAILABLE);
+}
+
+export type Query = Record<string, string | number | boolean | undefined>;
+
+/** Sends one request; resolves with the parsed JSON body (undefined for 204), rejects with ApiError or CliError. */
+export function apiRequest(conn: Connection, method: string, apiPath: string, opts: { body?: unknown; query?: Query; token?: string | null } = {}): Promise<unknown> {
+  const url = new URL(apiPath, conn.server);
+  for (const [k, v] of Object.entries(opts.query ?? {})) if (v !== undefined) url.searchParams.set(k, String(v));
+  const payload = opts.body === undefined ? undefined : JSON.stringify(opts.body);
+  const headers: Record<string, string> = { accept: "application/json", "user-agent": USER_AGENT };
+  if (payload !== undefined) headers["content-type"] = "application/json";
+  const token = opts.token === undefined ? conn.token : opts.token;
+  if (token) headers.authorization = `Bearer ${token}`;
+  return new Promise((resolve, reject) => {
+    const req = https.request(url, {
+      method, headers, agent: false,
+      // Explicit, so NODE_TLS_REJECT_UNAUTHORIZED=0 in the environment cannot turn checking off.
+      rejectUnauthorized: true,
+      ...(conn.ca ? { ca: conn.ca } : {}),
+    }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("error", (e) => reject(transportError(e, conn)));
+      res.on("end", () => {
+        const status = res.statusCode ?? 0;
+        const text = Buffer.concat(chunks).toString("utf8");
+        let body: unknown;
+        try {
+          body = text ? JSON.parse(text) : undefined;
+        } catch {
+          body = undefined;
+        }
+        if (status >= 200 && status < 300) return resolve(body);
+        const e = (body && typeof body === "object" ? body : {}) as { code?: unknown; message?: unknown; details?: unknown };
+        const message = typeof e.message === "string" ? e.message : `The server answered HTTP ${status}`;
+        reject(new ApiError(status, typeof e.code === "string" ? e.code : `HTTP_${status}`, message, e.details ?? null));
+      });
+    });
+    req.setTimeout(TIMEOUT_MS, () => req.destroy(Object.assign(new Error("timed out"), { code: "ETIMEDOUT" })));
+    req.on("error", (e) => reject(transportError(e, conn)));
+    if (payload !== undefined) req.write(payload);
+    req.end();
+  });
+}
+
+/** Builds an API path, encoding every interpolated value as one path segment. */
+export function apiPath(strings: TemplateStringsArray, ...values: (string | number)[]): string {
+  return strings.reduce((out, s, i) => out + s + (i < values.length ? encodeURIComponent(String(values[i])) : ""), "");
+}
+
+/** The API as commands use it: typed helpers over one connection. */
+export type Api = {
+  connection: Connection;
+  get<T = unknown>(p: string, query?: Query): Promise<T>;
+  post<T = unknown>(p: string, body?: unknown): Promise<T>;
+  patch<T = unknown>(p: string, body: unknown): Promise<T>;
+  delete(p: string): Promise<void>;
+};
+
+export function createApi(conn: Connection): Api {
+  return {
+    connection: conn,
+    get: (p, query) => apiRequest(conn, "GET", p, { query }) as Promise<never>,
+    post: (p, body) => apiRequest(conn, "POST", p, { body }) as Promise<never>,
+    patch: (p, body) => apiRequest(conn, "PATCH", p, { body }) as Promise<never>,
+    delete: async (p) => {
+      await apiRequest(conn, "DELETE", p);
+    },
+  };
+}
+
+/**
+ * id → name for a list endpoint, so tables can show names where the API gives ids. Best
+ * effort: without permission to read that list, the ids are shown instead.
+ */
+export async function namesById(api: Api, listPath: string): Promise<Map<string, string>> {
+  try {
+    const rows = await api.get<{ id: string; name: string }[]>(listPath);
+    return new Map(rows.map((r) => [r.id, r.name]));
+  } catch (err) {
+    if (err instanceof ApiError && (err.status === 403 || err.status === 404)) return new Map();
+    throw err;
+  }
+}

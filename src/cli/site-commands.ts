@@ -1,0 +1,107 @@
+/** `slipway audit list`, `slipway keys` and `slipway site`: the site itself. */
+import { CliError, ExitCode } from "./command.ts";
+import { commandGroup } from "./command-group.ts";
+import { integer, oneOf } from "./arguments.ts";
+import { serverCommands } from "./server-commands.ts";
+
+type AuditEntry = {
+  seq: number; at: string; actor: string; action: string; object: string | null; outcome: string;
+  details: Record<string, unknown> | null;
+};
+type Certificate = { role: string; subject: string; issuer: string; validFrom: string; validTo: string; fingerprint256: string; subjectAltName: string | null };
+
+export const auditCommand = commandGroup("audit", "The audit log: every change and every refused request, hash-chained and signed", {
+  list: {
+    summary: "List audit entries in order",
+    options: {
+      after: { type: "string", value: "SEQ", description: "Only entries after this sequence number (to page on)" },
+      limit: { type: "string", value: "N", description: "At most N entries, 1-1000" },
+      action: { type: "string", value: "ACTION", description: "Only this action, e.g. device.approve" },
+      actor: { type: "string", value: "ACTOR", description: "Only this actor, e.g. admin:alice" },
+      outcome: { type: "string", value: "OUTCOME", description: "Only success, denied or failure" },
+    },
+    notes: '"slipway audit verify [--data DIR]" checks the hash chain and signatures offline, on the server machine.',
+    async run(inv) {
+      const after = inv.str("after");
+      const limit = inv.str("limit");
+      const outcome = inv.str("outcome");
+      const rows = await inv.api().get<AuditEntry[]>("/api/v1/audit", {
+        after: after === undefined ? undefined : integer(after, "--after", 0),
+        limit: limit === undefined ? undefined : integer(limit, "--limit", 1, 1000),
+        action: inv.str("action"), actor: inv.str("actor"),
+        outcome: outcome === undefined ? undefined : oneOf(outcome, ["success", "denied", "failure"] as const, "--outcome"),
+      });
+      inv.out.result(rows, () => inv.out.table(rows, [
+        { header: "SEQ", value: (e) => e.seq, align: "right" },
+        { header: "AT", value: (e) => e.at },
+        { header: "ACTOR", value: (e) => e.actor, max: 28 },
+        { header: "ACTION", value: (e) => e.action, max: 28 },
+        { header: "OBJECT", value: (e) => e.object, max: 48 },
+        { header: "OUTCOME", value: (e) => e.outcome },
+        { header: "DETAILS", value: (e) => (e.details ? JSON.stringify(e.details) : ""), max: 60 },
+      ], "No audit entries."));
+    },
+  },
+  verify: {
+    // main.ts sends "audit verify" to the offline verifier; listed here so help shows it.
+    summary: "Verify the hash chain, signatures and head checkpoint offline, on the server machine",
+    args: "[...]",
+    connects: false,
+    run: (inv) => serverCommands["audit-verify"].run(["verify", ...inv.positionals]),
+  },
+});
+
+export const keysCommand = commandGroup("keys", "The site master key that wraps every secret variable's data key", {
+  status: {
+    summary: "Show the current master key and how many secrets each key wraps",
+    async run(inv) {
+      const r = await inv.api().get<{ current: string; secretsByKey: Record<string, number> }>("/api/v1/keys");
+      inv.out.result(r, () => inv.out.fields([["Current key", r.current], ["Secrets by key", Object.keys(r.secretsByKey).length ? r.secretsByKey : "none"]]));
+    },
+  },
+  rotate: {
+    summary: "Make a new master key, rewrap every secret under it and destroy the old key",
+    notes: "Secret values are not decrypted or re-encrypted; only their data keys are rewrapped. The site keeps serving.",
+    async run(inv) {
+      const r = await inv.api().post<{ from: string; to: string; rewrapped: number; retired: string[] }>("/api/v1/keys/rotate");
+      inv.out.result(r, () => inv.out.fields([["From", r.from], ["To", r.to], ["Rewrapped", r.rewrapped], ["Retired keys", r.retired.length ? r.retired : "none"]]));
+    },
+  },
+});
+
+export const siteCommand = commandGroup("site", "The site: version, database, key fingerprints and certificates", {
+  info: {
+    summary: "Show site facts (the default)",
+    async run(inv) {
+      const r = await inv.api().get<{ version: string; database: string; signingKeyFingerprint: string; caFingerprint256: string }>("/api/v1/site");
+      inv.out.result(r, () => inv.out.fields([
+        ["Server", inv.connection().server], ["Version", r.version], ["Database", r.database],
+        ["Signing key", r.signingKeyFingerprint], ["CA (SHA-256)", r.caFingerprint256],
+      ]));
+    },
+  },
+  certificates: {
+    summary: "List the certificates the site holds (CA and server)",
+    async run(inv) {
+      const rows = await inv.api().get<Certificate[]>("/api/v1/certificates");
+      inv.out.result(rows, () => inv.out.table(rows, [
+        { header: "ROLE", value: (c) => c.role },
+        { header: "SUBJECT", value: (c) => c.subject.replace(/\n/g, ", "), max: 40 },
+        { header: "VALID FROM", value: (c) => c.validFrom },
+        { header: "VALID TO", value: (c) => c.validTo },
+        { header: "SHA-256", value: (c) => c.fingerprint256, max: 100 },
+      ], "No certificates."));
+    },
+  },
+  "signing-key": {
+    summary: "Print the site's public signing key (PEM), which agents pin",
+    async run(inv) {
+      const r = await inv.api().get<{ pem: string; fingerprint: string }>("/api/v1/site/signing-key.pem");
+      if (typeof r?.pem !== "string") throw new CliError("The server sent no signing key", ExitCode.FAILURE);
+      inv.out.result(r, () => {
+        process.stderr.write(`Fingerprint: ${r.fingerprint}\n`);
+        inv.out.line(r.pem);
+      });
+    },
+  },
+}, { defaultSubcommand: "info" });
