@@ -5,13 +5,17 @@ const usage = (message: string) => new CliError(message, ExitCode.USAGE);
 
 /** A whole number within bounds, for options like --limit. */
 export function integer(text: string, option: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
-  if (!/^\d+$/.test(text) || Number(text) < min || Number(text) > max) throw usage(`${option} must be a whole number from ${min} to ${max}, not "${text}"`);
+  if (!/^\d+$/.test(text) || Number(text) < min || Number(text) > max) {
+    throw usage(`${option} must be a whole number ${max === Number.MAX_SAFE_INTEGER ? `from ${min} up` : `from ${min} to ${max}`}, not "${text}"`);
+  }
   return Number(text);
 }
 
 /** A task sequence version: a number from 1, or "latest". */
 export function version(text: string, option = "--version"): number | "latest" {
-  return text === "latest" ? "latest" : integer(text, option, 1);
+  if (text === "latest") return "latest";
+  if (!/^\d{1,9}$/.test(text) || Number(text) < 1) throw usage(`${option} must be a version number (1, 2, …) or "latest", not "${text}"`);
+  return Number(text);
 }
 
 /** Any date and time Date understands, as ISO 8601 UTC; "" means "none" (null). */

@@ -129,20 +129,23 @@ export class ApiError extends CliError {
 }
 
 /** The lines that explain an error's details: one per invalid field or problem. */
-export function detailLines(details: unknown): string[] {
+export function detailLines(details: unknown, message = ""): string[] {
   if (details === null || details === undefined) return [];
+  // A detail the message already says in full is left out rather than printed twice.
+  const news = (text: string) => !message.includes(text);
   if (Array.isArray(details)) {
-    return details.map((d) => {
+    return details.flatMap((d) => {
       if (d && typeof d === "object" && "message" in d) {
-        const { path: where, message } = d as { path?: unknown; message: unknown };
-        return where ? `${String(where)}: ${String(message)}` : String(message);
+        const { path: where, message: text } = d as { path?: unknown; message: unknown };
+        if (!news(String(text))) return [];
+        return [where ? `${String(where)}: ${String(text)}` : String(text)];
       }
-      return typeof d === "string" ? d : JSON.stringify(d);
+      return [typeof d === "string" ? d : JSON.stringify(d)];
     });
   }
   if (typeof details === "object") {
     const o = details as Record<string, unknown>;
-    if (Array.isArray(o.problems)) return o.problems.map(String);
+    if (Array.isArray(o.problems)) return o.problems.map(String).filter(news);
     if (typeof o.requestId === "string") return [`request id ${o.requestId} (for the server's log)`];
     return [JSON.stringify(details)];
   }

@@ -115,7 +115,7 @@ function createOutput(json: boolean): Output {
 function describeFailure(prefix: string, err: unknown): { text: string; code: number } {
   if (err instanceof ApiError) {
     // The server's words may quote what was stored; printable() keeps escapes off the terminal.
-    const lines = [`${prefix}: ${printable(err.message)}`, ...detailLines(err.details).map((l) => `  ${printable(l)}`)];
+    const lines = [`${prefix}: ${printable(err.message)}`, ...detailLines(err.details, err.message).map((l) => `  ${printable(l)}`)];
     if (err.code === "SLIPWAY_UNAUTHENTICATED") lines.push('  Sign in with "slipway login", or set SLIPWAY_TOKEN');
     if (err.code === "SLIPWAY_PASSWORD_CHANGE_REQUIRED") lines.push('  Change it with "slipway passwd"');
     lines.push(...err.hints.map((h) => `  ${h}`));
@@ -129,7 +129,9 @@ function describeFailure(prefix: string, err: unknown): { text: string; code: nu
 async function runSubcommand(command: string, sub: Subcommand, args: string[]): Promise<number> {
   try {
     const specs = allOptions(sub);
-    const { values, positionals } = parse(args, Object.fromEntries(Object.entries(specs).map(([k, o]) => [k, { type: o.type, multiple: o.multiple, short: o.short }])));
+    const parseSpecs = Object.fromEntries(Object.entries(specs).map(([k, o]) =>
+      [k, { type: o.type, ...(o.multiple ? { multiple: true } : {}), ...(o.short ? { short: o.short } : {}) }]));
+    const { values, positionals } = parse(args, parseSpecs);
     if (values.help) {
       process.stdout.write(subHelp(command, sub));
       return ExitCode.OK;
@@ -164,13 +166,13 @@ async function runSubcommand(command: string, sub: Subcommand, args: string[]): 
 
 /** `slipway NAME SUB ...`: a group of subcommands with generated help. */
 export function commandGroup(name: string, summary: string, subs: Record<string, Subcommand>, opts: { defaultSubcommand?: string } = {}): Command {
-  const help = () => {
+  const help = (full = true) => {
     const w = Math.max(...Object.keys(subs).map((s) => s.length));
     return [
       `Usage: slipway ${name} <subcommand> [arguments] [options]`, "", summary, "", "Subcommands:",
       ...Object.entries(subs).map(([s, c]) => `  ${s.padEnd(w)}  ${c.summary}`),
       "", `Run "slipway ${name} <subcommand> --help" for its options. Every subcommand takes --json.`,
-      "", CONNECTION_HELP, "",
+      ...(full ? ["", CONNECTION_HELP] : []), "",
     ].join("\n");
   };
   return {
@@ -186,7 +188,7 @@ export function commandGroup(name: string, summary: string, subs: Record<string,
       if ((first === undefined || first.startsWith("-")) && opts.defaultSubcommand) [subName, subArgs] = [opts.defaultSubcommand, args];
       const sub = subName === undefined ? undefined : Object.hasOwn(subs, subName) ? subs[subName] : undefined;
       if (!sub) {
-        process.stderr.write(`slipway ${name}: ${subName === undefined ? "missing subcommand" : `unknown subcommand "${subName}"`}\n\n${help()}`);
+        process.stderr.write(`slipway ${name}: ${subName === undefined ? "missing subcommand" : `unknown subcommand "${subName}"`}\n\n${help(false)}`);
         return ExitCode.USAGE;
       }
       return runSubcommand(`${name} ${subName}`, sub, subArgs);

@@ -38,18 +38,19 @@ export function parseListen(text: string): { host: string; port: number } {
   return { host: m[1] ?? (m[2] || "0.0.0.0"), port };
 }
 
-async function runInit(dataDir: string, quietIfExists: boolean): Promise<void> {
+/** Creates the site; human messages go to `out` (stderr for `up`, whose stdout is JSON logs). */
+async function runInit(dataDir: string, quietIfExists: boolean, out: NodeJS.WritableStream = process.stdout): Promise<void> {
   if (siteExists(dataDir)) {
     if (quietIfExists) return;
     throw new CliError(`Cannot initialize ${dataDir}: a site already exists there`, ExitCode.CONFLICT);
   }
   const { site, adminPassword, generated } = await initSite({ ...siteOptions(dataDir), adminPassword: process.env.SLIPWAY_ADMIN_PASSWORD || undefined });
   await site.close();
-  process.stdout.write(`Created a Slipway site in ${dataDir}\n`);
+  out.write(`Created a Slipway site in ${dataDir}\n`);
   if (generated) {
-    process.stdout.write(`First administrator: admin\nOne-time password:   ${adminPassword}\n(shown once; you must change it when you first sign in)\n`);
+    out.write(`First administrator: admin\nOne-time password:   ${adminPassword}\n(shown once; you must change it when you first sign in)\n`);
   } else {
-    process.stdout.write(`First administrator: admin (password from SLIPWAY_ADMIN_PASSWORD; change it when you first sign in)\n`);
+    out.write(`First administrator: admin (password from SLIPWAY_ADMIN_PASSWORD; change it when you first sign in)\n`);
   }
 }
 
@@ -79,7 +80,7 @@ const up: Command = {
     }
     const dataDir = dataOption(values.data as string | undefined);
     const listen = parseListen((values.listen as string | undefined) ?? process.env.SLIPWAY_LISTEN ?? DEFAULT_LISTEN);
-    await runInit(dataDir, true);
+    await runInit(dataDir, true, process.stderr);
     const site = await openSite(siteOptions(dataDir));
     let tls: { certPem: string; keyPem: string };
     if (values["tls-cert"] || values["tls-key"]) {
