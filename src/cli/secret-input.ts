@@ -17,6 +17,8 @@ export function canPrompt(): boolean {
 export function promptHidden(question: string): Promise<string> {
   const stdin = process.stdin;
   if (!stdin.isTTY) return Promise.reject(new CliError("Cannot ask for a secret: standard input is not a terminal", ExitCode.USAGE));
+  // Echo goes off before the prompt appears, so nothing typed after seeing it is shown.
+  stdin.setRawMode(true);
   process.stderr.write(question);
   return new Promise((resolve, reject) => {
     let value = "";
@@ -37,7 +39,6 @@ export function promptHidden(question: string): Promise<string> {
         else if (ch >= " ") value += ch;
       }
     };
-    stdin.setRawMode(true);
     stdin.setEncoding("utf8");
     stdin.on("data", onData);
     stdin.resume();

@@ -117,7 +117,7 @@ const auditVerify: Command = {
     }
     const dataDir = dataOption(values.data as string | undefined);
     if (!siteExists(dataDir)) throw new CliError(`No site in ${dataDir}`, ExitCode.NOT_FOUND);
-    const site = await openSite({ ...siteOptions(dataDir), log: createLogger({ level: "warn", write: (l) => process.stderr.write(l + "\n") }) });
+    const site = await openSite({ ...siteOptions(dataDir), maintain: false, log: createLogger({ level: "warn", write: (l) => process.stderr.write(l + "\n") }) });
     try {
       const r = await verifyAuditLog(site.db, site.keys.verifyKey, readHead(dataDir));
       if (values.json) process.stdout.write(JSON.stringify(r) + "\n");

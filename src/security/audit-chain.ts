@@ -70,27 +70,34 @@ export function sealEntry(
   return { ...hashed, prevHash, hash, signature };
 }
 
+type Failure = Extract<ChainVerdict, { ok: false }>;
+
 /**
- * Walk `entries` in the order given (callers read ORDER BY seq) holding only the previous one,
- * and name the first record where the chain breaks. `head` is a checkpoint kept outside the
+ * Checks entries one at a time, in seq order, holding only the previous one — so a log of
+ * millions streams through in constant memory. `head` is a checkpoint kept outside the
  * database; without it, records cut off the end cannot be noticed.
  */
-export function verifyChain(
-  entries: Iterable<AuditEntry>,
-  publicKey: crypto.KeyObject,
-  head?: { seq: number; hash: string },
-): ChainVerdict {
-  let count = 0;
-  let lastSeq = 0;
-  let lastHash = GENESIS_HASH;
-  for (const e of entries) {
-    const expected = lastSeq + 1;
+export class ChainVerifier {
+  readonly #publicKey: crypto.KeyObject;
+  readonly #head: { seq: number; hash: string } | undefined;
+  #count = 0;
+  #lastSeq = 0;
+  #lastHash = GENESIS_HASH;
+
+  constructor(publicKey: crypto.KeyObject, head?: { seq: number; hash: string }) {
+    this.#publicKey = publicKey;
+    this.#head = head;
+  }
+
+  /** The failure this entry shows, or null when it extends the chain. */
+  push(e: AuditEntry): Failure | null {
+    const expected = this.#lastSeq + 1;
     if (typeof e?.seq !== "number" || e.seq !== expected) {
       const found = typeof e?.seq === "number" ? e.seq : "none";
       const why = typeof found === "number" && found > expected ? "deleted or reordered" : "inserted or reordered";
       return { ok: false, seq: expected, reason: `expected seq ${expected}, found ${found}: a record was ${why}` };
     }
-    if (e.prevHash !== lastHash) {
+    if (e.prevHash !== this.#lastHash) {
       return { ok: false, seq: e.seq, reason: "prevHash does not match the previous record: records were removed or reordered" };
     }
     let hash: string;
@@ -102,18 +109,37 @@ export function verifyChain(
     if (e.hash !== hash) {
       return { ok: false, seq: e.seq, reason: "the hash does not match the record: it was edited" };
     }
-    if (!verifyBytes(publicKey, Buffer.from(SIGNATURE_CONTEXT + e.hash, "utf8"), e.signature)) {
+    if (!verifyBytes(this.#publicKey, Buffer.from(SIGNATURE_CONTEXT + e.hash, "utf8"), e.signature)) {
       return { ok: false, seq: e.seq, reason: "the signature is not the site signing key's: the chain was rebuilt or edited" };
     }
-    if (head && e.seq === head.seq && e.hash !== head.hash) {
+    if (this.#head && e.seq === this.#head.seq && e.hash !== this.#head.hash) {
       return { ok: false, seq: e.seq, reason: "the record differs from the checkpoint: the log was rewritten" };
     }
-    count++;
-    lastSeq = e.seq;
-    lastHash = e.hash;
+    this.#count++;
+    this.#lastSeq = e.seq;
+    this.#lastHash = e.hash;
+    return null;
   }
-  if (head && lastSeq < head.seq) {
-    return { ok: false, seq: lastSeq + 1, reason: `the log ends at seq ${lastSeq} but the checkpoint is at seq ${head.seq}: it was truncated` };
+
+  /** The verdict once every entry was pushed. */
+  finish(): ChainVerdict {
+    if (this.#head && this.#lastSeq < this.#head.seq) {
+      return { ok: false, seq: this.#lastSeq + 1, reason: `the log ends at seq ${this.#lastSeq} but the checkpoint is at seq ${this.#head.seq}: it was truncated` };
+    }
+    return { ok: true, count: this.#count, lastSeq: this.#lastSeq, lastHash: this.#lastHash };
   }
-  return { ok: true, count, lastSeq, lastHash };
+}
+
+/** Verifies a whole chain given in seq order; names the first record where it breaks. */
+export function verifyChain(
+  entries: Iterable<AuditEntry>,
+  publicKey: crypto.KeyObject,
+  head?: { seq: number; hash: string },
+): ChainVerdict {
+  const v = new ChainVerifier(publicKey, head);
+  for (const e of entries) {
+    const bad = v.push(e);
+    if (bad) return bad;
+  }
+  return v.finish();
 }

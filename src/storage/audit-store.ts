@@ -8,7 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import type { KeyObject } from "node:crypto";
 import type { Db, Sql } from "./db.ts";
-import { sealEntry, verifyChain, type AuditEntry } from "../security/audit-chain.ts";
+import { ChainVerifier, sealEntry, type AuditEntry, type ChainVerdict } from "../security/audit-chain.ts";
 
 export type AuditOutcome = AuditEntry["outcome"];
 export type AuditEvent = {
@@ -136,11 +136,12 @@ export async function* allEntries(db: Db, pageSize = 1000): AsyncGenerator<Audit
   }
 }
 
-export type VerifyResult = ReturnType<typeof verifyChain>;
-
-/** Verifies the whole chain against the site's public key and the head checkpoint. */
-export async function verifyAuditLog(db: Db, publicKey: KeyObject, head?: AuditHead): Promise<VerifyResult> {
-  const entries: AuditEntry[] = [];
-  for await (const e of allEntries(db)) entries.push(e);
-  return verifyChain(entries, publicKey, head);
+/** Verifies the whole chain against the site's public key and the head checkpoint, streaming. */
+export async function verifyAuditLog(db: Db, publicKey: KeyObject, head?: AuditHead): Promise<ChainVerdict> {
+  const v = new ChainVerifier(publicKey, head);
+  for await (const e of allEntries(db)) {
+    const bad = v.push(e);
+    if (bad) return bad;
+  }
+  return v.finish();
 }

@@ -9,6 +9,7 @@ import type { Site } from "./site.ts";
 import { authenticate, RateLimiter } from "./auth.ts";
 import { openApiDocument } from "./openapi.ts";
 import { SlipwayError } from "../../errors.ts";
+import { stores } from "../../storage/stores.ts";
 import { sessionRoutes } from "./routes/sessions.ts";
 import { adminRoutes } from "./routes/admins.ts";
 import { deviceRoutes } from "./routes/devices.ts";
@@ -74,6 +75,11 @@ export async function startSiteServer(opts: {
     requestTimeout: 30_000, headersTimeout: 15_000, keepAliveTimeout: 5_000, maxHeaderSize: 16 * 1024,
   }, pipeline.handle);
   server.on("clientError", (_err, socket) => socket.destroy());
+  // Expired sessions are refused on use anyway; this keeps the table from growing.
+  const sweep = setInterval(() => {
+    stores(site.db).admins.deleteExpiredSessions(site.now().toISOString()).catch((err) => site.log.warn("session sweep failed", { err }));
+  }, 10 * 60_000);
+  sweep.unref();
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(opts.port, opts.host, () => resolve());
@@ -84,6 +90,7 @@ export async function startSiteServer(opts: {
   return {
     url: `https://${hostPart}:${addr.port}`, port: addr.port, host: addr.address, routes, rejected,
     close: () => new Promise<void>((resolve) => {
+      clearInterval(sweep);
       server.close(() => resolve());
       server.closeAllConnections();
     }),

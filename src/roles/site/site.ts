@@ -31,6 +31,8 @@ export type OpenSiteOptions = {
   log?: Logger;
   now?: () => Date;
   passwordCost?: { memoryKiB: number; passes: number };
+  /** false: change nothing in the database (no migrations, no role refresh) — for offline checks. */
+  maintain?: boolean;
 };
 
 export function siteExists(dataDir: string): boolean {
@@ -48,9 +50,11 @@ export async function openSite(opts: OpenSiteOptions): Promise<Site> {
   const keys = await loadSiteKeys(opts.dataDir);
   const db = await openDb(databaseTarget(opts));
   try {
-    const applied = await migrate(db);
-    if (applied.length) log.info("database migrated", { versions: applied, database: db.description });
-    await stores(db).admins.syncBuiltinRoles(now().toISOString());
+    if (opts.maintain !== false) {
+      const applied = await migrate(db);
+      if (applied.length) log.info("database migrated", { versions: applied, database: db.description });
+      await stores(db).admins.syncBuiltinRoles(now().toISOString());
+    }
   } catch (err) {
     await db.close();
     throw err;
