@@ -87,7 +87,7 @@ function subHelp(command: string, sub: Subcommand): string {
   const parts = [usage, "", sub.summary];
   if (sub.notes) parts.push("", sub.notes);
   parts.push("", "Options:", ...optionHelp({ ...allOptions(sub), help: { type: "boolean", short: "h", description: "Show this help" } }));
-  if (sub.connects !== false) parts.push("", 'Connection: see "slipway login --help".');
+  if (sub.connects !== false && !sub.notes?.includes(CONNECTION_HELP)) parts.push("", 'Connection: see "slipway login --help".');
   return parts.join("\n") + "\n";
 }
 
@@ -127,6 +127,11 @@ function describeFailure(prefix: string, err: unknown): { text: string; code: nu
 
 /** Runs one subcommand: parses, shows help, checks argument counts, reports failures. */
 async function runSubcommand(command: string, sub: Subcommand, args: string[]): Promise<number> {
+  // `slipway audit list | head` closes the pipe early; that is not an error worth a stack trace.
+  process.stdout.once("error", (e: NodeJS.ErrnoException) => {
+    if (e.code === "EPIPE") process.exit(ExitCode.OK);
+    throw e;
+  });
   try {
     const specs = allOptions(sub);
     const parseSpecs = Object.fromEntries(Object.entries(specs).map(([k, o]) =>
