@@ -40,7 +40,7 @@ const stateChange = (action: "approve" | "block" | "unapprove", summary: string)
   },
 });
 
-export const deviceCommand = commandGroup("device", "Devices: the machines Slipway may deploy (new ones are pending until approved)", {
+const deviceSubcommands: Record<string, Subcommand> = {
   list: {
     summary: "List devices",
     options: {
@@ -137,4 +137,10 @@ export const deviceCommand = commandGroup("device", "Devices: the machines Slipw
   approve: stateChange("approve", "Approve a device so it may be deployed"),
   block: stateChange("block", "Block a device: it gets nothing from the site"),
   unapprove: stateChange("unapprove", "Put a device back to pending"),
-});
+};
+
+// `device add` is the name the network-boot documentation uses; it is `create` by another name.
+deviceSubcommands.add = { ...deviceSubcommands.create, summary: "Same as create: record a device by MAC/UUID and name" };
+
+export const deviceCommand = commandGroup("device", "Devices: the machines Slipway may deploy (new ones are pending until approved)", deviceSubcommands);
+
