@@ -160,3 +160,118 @@ function normalizeDnsName(name: string): string {
   }
   return lower;
 }
+
+/** What the CA says about a certificate it issued, for the inventory. */
+export type IssuedCertificate = {
+  certPem: string;
+  serial: string;
+  /** SHA-256 of the DER, lower-case hex: how a TLS peer's certificate is looked up. */
+  fingerprint: string;
+  notBefore: Date;
+  notAfter: Date;
+};
+
+const CLIENT_DEFAULT_DAYS = 7;
+
+/** Thrown when a certificate request is malformed or its signature does not prove the key. */
+export class CertificateRequestError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "CertificateRequestError";
+  }
+}
+
+/**
+ * Issues a short-lived TLS client certificate for the key in a PKCS#10 request. The request's
+ * own signature must verify (the requester holds the private key, which never leaves it); its
+ * subject is ignored — the CA names the holder (`commonName`, e.g. `device:<id>`) and binds it
+ * with a URI SAN (`urn:slipway:device:<id>`).
+ */
+export async function issueClientCertificate(
+  ca: CertificateAndKey,
+  opts: { csrPem: string; commonName: string; uri: string; validDays?: number },
+): Promise<IssuedCertificate> {
+  let csr: x509.Pkcs10CertificateRequest;
+  try {
+    csr = new x509.Pkcs10CertificateRequest(opts.csrPem.trim());
+  } catch {
+    throw new CertificateRequestError("The certificate request is not a PEM or DER PKCS#10 request");
+  }
+  let ok = false;
+  try {
+    ok = await csr.verify();
+  } catch {
+    ok = false;
+  }
+  if (!ok) throw new CertificateRequestError("The certificate request's signature does not verify: it does not prove the key");
+  let publicKey: CryptoKey;
+  try {
+    publicKey = await csr.publicKey.export();
+  } catch {
+    throw new CertificateRequestError("The certificate request's key type is not supported (use ECDSA P-256, Ed25519 or RSA ≥ 2048)");
+  }
+  const alg = publicKey.algorithm as { name: string; modulusLength?: number };
+  if (alg.name.startsWith("RSA") && (alg.modulusLength ?? 0) < 2048) {
+    throw new CertificateRequestError("The certificate request's RSA key is shorter than 2048 bits");
+  }
+  const certPem = await issue(ca, {
+    commonName: opts.commonName,
+    publicKey,
+    validDays: validDaysOrDefault(opts.validDays, CLIENT_DEFAULT_DAYS),
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth]),
+      new x509.SubjectAlternativeNameExtension([{ type: "url", value: opts.uri }]),
+    ],
+  });
+  const c = new crypto.X509Certificate(certPem);
+  return {
+    certPem, serial: c.serialNumber.toLowerCase(), fingerprint: fingerprintOf(c),
+    notBefore: new Date(c.validFrom), notAfter: new Date(c.validTo),
+  };
+}
+
+/** SHA-256 of a certificate's DER in lower-case hex. */
+export function fingerprintOf(cert: crypto.X509Certificate | { raw: Buffer }): string {
+  return crypto.createHash("sha256").update(cert.raw).digest("hex");
+}
+
+export type RevokedEntry = { serial: string; revokedAt: Date; reason?: "keyCompromise" | "superseded" | "cessationOfOperation" | "unspecified" };
+
+/** A CRL (RFC 5280 §5) signed by the CA, listing every revoked serial. */
+export async function createCrl(
+  ca: CertificateAndKey,
+  opts: { revoked: RevokedEntry[]; thisUpdate: Date; nextUpdate: Date; crlNumber: number },
+): Promise<string> {
+  const { cert, signingKey } = await loadCa(ca);
+  const reasons = { unspecified: x509.X509CrlReason.unspecified, keyCompromise: x509.X509CrlReason.keyCompromise,
+    superseded: x509.X509CrlReason.superseded, cessationOfOperation: x509.X509CrlReason.cessationOfOperation };
+  const caKeyId = cert.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId;
+  const crl = await x509.X509CrlGenerator.create({
+    issuer: cert.subjectName,
+    thisUpdate: opts.thisUpdate,
+    nextUpdate: opts.nextUpdate,
+    signingAlgorithm: ECDSA_SHA256,
+    signingKey,
+    extensions: [
+      ...(caKeyId ? [new x509.AuthorityKeyIdentifierExtension(caKeyId)] : []),
+      // cRLNumber (RFC 5280 §5.2.3), a monotonically increasing INTEGER.
+      new x509.Extension("2.5.29.20", false, derInteger(opts.crlNumber)),
+    ],
+    entries: opts.revoked.map((r) => ({ serialNumber: r.serial, revocationDate: r.revokedAt, reason: reasons[r.reason ?? "unspecified"] })),
+  });
+  return crl.toString("pem") + "\n";
+}
+
+/** DER INTEGER for a non-negative safe integer. */
+function derInteger(n: number): ArrayBuffer {
+  const bytes: number[] = [];
+  let v = n;
+  do {
+    bytes.unshift(v & 0xff);
+    v = Math.floor(v / 256);
+  } while (v > 0);
+  if (bytes[0] & 0x80) bytes.unshift(0);
+  return new Uint8Array([0x02, bytes.length, ...bytes]).buffer;
+}

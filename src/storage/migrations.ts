@@ -76,6 +76,36 @@ export const migrations: Migration[] = [
         prev_hash TEXT NOT NULL, hash TEXT NOT NULL, signature TEXT NOT NULL)`,
     ],
   },
+  {
+    version: 2,
+    name: "identity: certificates, enrollment credentials, deployment runs",
+    statements: [
+      `CREATE TABLE certificates (
+        serial TEXT PRIMARY KEY, fingerprint TEXT NOT NULL UNIQUE, kind TEXT NOT NULL,
+        device_id TEXT REFERENCES devices(id) ON DELETE SET NULL, subject TEXT NOT NULL,
+        not_before TEXT NOT NULL, not_after TEXT NOT NULL, status TEXT NOT NULL,
+        status_changed_at TEXT, status_reason TEXT, issued_via TEXT NOT NULL,
+        last_used_at TEXT, created_at TEXT NOT NULL)`,
+      `CREATE INDEX certificates_device ON certificates(device_id)`,
+      `CREATE TABLE enrollment_credentials (
+        id TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, secret_hash TEXT NOT NULL UNIQUE,
+        device_id TEXT REFERENCES devices(id) ON DELETE CASCADE, mac TEXT, smbios_uuid TEXT,
+        uses_left INTEGER NOT NULL, expires_at TEXT NOT NULL, created_by TEXT NOT NULL, created_at TEXT NOT NULL,
+        revoked_at TEXT, last_used_at TEXT)`,
+      `CREATE TABLE password_failures (subject TEXT NOT NULL, at TEXT NOT NULL)`,
+      `CREATE INDEX password_failures_subject ON password_failures(subject, at)`,
+      `CREATE TABLE deployment_runs (
+        id TEXT PRIMARY KEY, deployment_id TEXT NOT NULL REFERENCES deployments(id) ON DELETE CASCADE,
+        device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE, boot_path TEXT NOT NULL,
+        task_sequence_id TEXT NOT NULL, task_sequence_version INTEGER NOT NULL,
+        state TEXT NOT NULL, current_step TEXT, started_at TEXT NOT NULL, updated_at TEXT NOT NULL, ended_at TEXT)`,
+      `CREATE INDEX deployment_runs_device ON deployment_runs(device_id)`,
+      `CREATE TABLE run_events (
+        run_id TEXT NOT NULL REFERENCES deployment_runs(id) ON DELETE CASCADE, seq INTEGER NOT NULL,
+        at TEXT NOT NULL, step TEXT NOT NULL, state TEXT NOT NULL, progress INTEGER, exit_code INTEGER,
+        message TEXT, PRIMARY KEY (run_id, seq))`,
+    ],
+  },
 ];
 
 /** Applies every migration newer than the database's version; returns the versions applied. */

@@ -6,15 +6,20 @@ import { CollectionStore } from "./collection-store.ts";
 import { VariableStore } from "./variable-store.ts";
 import { TaskSequenceStore } from "./task-sequence-store.ts";
 import { DeploymentStore } from "./deployment-store.ts";
+import { CertificateStore } from "./certificate-store.ts";
+import { EnrollmentStore } from "./enrollment-store.ts";
+import { RunStore } from "./run-store.ts";
 
 export type Stores = {
   admins: AdminStore; devices: DeviceStore; collections: CollectionStore; variables: VariableStore;
-  taskSequences: TaskSequenceStore; deployments: DeploymentStore;
+  taskSequences: TaskSequenceStore; deployments: DeploymentStore; certificates: CertificateStore;
+  enrollment: EnrollmentStore; runs: RunStore;
 };
 
 export function stores(sql: Sql): Stores {
   return {
     admins: new AdminStore(sql), devices: new DeviceStore(sql), collections: new CollectionStore(sql),
     variables: new VariableStore(sql), taskSequences: new TaskSequenceStore(sql), deployments: new DeploymentStore(sql),
+    certificates: new CertificateStore(sql), enrollment: new EnrollmentStore(sql), runs: new RunStore(sql),
   };
 }

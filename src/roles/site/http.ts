@@ -1,16 +1,16 @@
 /**
- * The site API's request pipeline: route table, body limits, JSON parsing, schema
- * validation, authentication and the permission check, and the one place where errors
- * become responses. Every route declares a permission; there is no route without one.
+ * The site API's flavour of the shared pipeline: administrators are the principals, every
+ * route names a permission (or "public", or "authenticated" for the caller's own account),
+ * and the default is deny.
  */
-import type { IncomingMessage, ServerResponse } from "node:http";
-import { randomUUID } from "node:crypto";
-import type { z } from "zod";
+import type { IncomingMessage } from "node:http";
 import { SlipwayError } from "../../errors.ts";
 import type { Permission } from "../../domain/rbac.ts";
 import type { Logger } from "../../log.ts";
+import * as pipeline from "../pipeline.ts";
 
-export type HttpMethod = "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
+export type { HttpMethod, Reply, Pipeline } from "../pipeline.ts";
+export { MAX_BODY_BYTES } from "../pipeline.ts";
 
 /** `public`: anyone; `authenticated`: any signed-in administrator (their own account). */
 export type Access = Permission | "public" | "authenticated";
@@ -26,230 +26,25 @@ export type Principal = {
   mustChangePassword: boolean;
 };
 
-export type RequestContext<B = unknown, Q = Record<string, string>> = {
-  method: HttpMethod;
-  path: string;
-  params: Record<string, string>;
-  query: Q;
-  body: B;
-  principal: Principal | null;
-  ip: string;
-  requestId: string;
-  headers: IncomingMessage["headers"];
-};
+export type RequestContext<B = unknown, Q = Record<string, string>> = pipeline.RequestContext<B, Q, Principal>;
+export type Route = pipeline.Route<Access, Principal>;
 
-export type Reply = { status?: number; body?: unknown; headers?: Record<string, string> };
-
-export type Route = {
-  method: HttpMethod;
-  path: string;
-  access: Access;
-  summary: string;
-  tag: string;
-  body?: z.ZodType;
-  query?: z.ZodType;
-  /** Allowed while the administrator still has to change a one-time password. */
-  allowWithPendingPasswordChange?: boolean;
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  handler: (ctx: RequestContext<any, any>) => Promise<Reply>;
-};
-
-export const MAX_BODY_BYTES = 1024 * 1024;
-
-type Compiled = { route: Route; re: RegExp; names: string[] };
-
-function compile(route: Route): Compiled {
-  const names: string[] = [];
-  const pattern = route.path
-    .split("/")
-    .map((seg) => {
-      if (seg.startsWith(":")) {
-        names.push(seg.slice(1));
-        return "([^/]+)";
-      }
-      return seg.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-    })
-    .join("/");
-  return { route, re: new RegExp(`^${pattern}$`), names };
-}
-
-export type Pipeline = {
-  routes: readonly Route[];
-  handle(req: IncomingMessage, res: ServerResponse): void;
-};
-
-export type PipelineHooks = {
+export type SiteHooks = {
   log: Logger;
   authenticate(req: IncomingMessage): Promise<Principal | null>;
-  /** Called for every refused request (401/403), to audit it. */
   onDenied(ctx: RequestContext, code: string): Promise<void>;
-  /** Counts malformed input, by code. */
   onRejected?(code: string): void;
-  /** Turns known low-level errors (e.g. a constraint violation in a race) into catalogue errors. */
   mapError?(err: unknown): SlipwayError | null;
 };
 
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const declared = Number(req.headers["content-length"] ?? "0");
-    if (declared > limit) {
-      reject(new SlipwayError("BODY_TOO_LARGE", `The request body is too large: the limit is ${limit} bytes`));
-      req.resume();
-      return;
-    }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let failed = false;
-    req.on("data", (c: Buffer) => {
-      if (failed) return;
-      size += c.length;
-      if (size > limit) {
-        failed = true;
-        reject(new SlipwayError("BODY_TOO_LARGE", `The request body is too large: the limit is ${limit} bytes`));
-        return;
-      }
-      chunks.push(c);
-    });
-    req.on("end", () => failed || resolve(Buffer.concat(chunks)));
-    req.on("error", (e) => failed || reject(e));
-  });
+/** Refuses a one-time-password session everything but changing it, and any missing permission. */
+export function authorizeAdmin(route: Route, p: Principal): SlipwayError | null {
+  if (p.mustChangePassword && !route.allowWithPendingPasswordChange) return new SlipwayError("PASSWORD_CHANGE_REQUIRED");
+  if (route.access === "authenticated" || route.access === "public") return null;
+  if (p.permissions.has(route.access)) return null;
+  return new SlipwayError("FORBIDDEN", `Not allowed: ${route.method} ${route.path} needs the ${route.access} permission`);
 }
 
-function zodDetails(error: z.ZodError): { path: string; message: string }[] {
-  return error.issues.map((i) => ({ path: i.path.map(String).join(".") || "(body)", message: i.message }));
-}
-
-export function createPipeline(routes: readonly Route[], hooks: PipelineHooks): Pipeline {
-  const compiled = routes.map(compile);
-  const send = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) => {
-    if (res.headersSent) return;
-    const text = body === undefined ? "" : JSON.stringify(body);
-    res.writeHead(status, {
-      "content-type": "application/json; charset=utf-8",
-      "cache-control": "no-store",
-      "x-content-type-options": "nosniff",
-      "strict-transport-security": "max-age=31536000",
-      "content-length": Buffer.byteLength(text),
-      ...headers,
-    });
-    res.end(text);
-  };
-
-  async function dispatch(req: IncomingMessage, res: ServerResponse, requestId: string): Promise<void> {
-    let url: URL;
-    try {
-      url = new URL(req.url ?? "/", "https://site.invalid");
-    } catch {
-      throw new SlipwayError("BAD_REQUEST", "The request URL is malformed");
-    }
-    const path = url.pathname.length > 1 ? url.pathname.replace(/\/+$/, "") : url.pathname;
-    const method = (req.method ?? "GET").toUpperCase();
-    let match: { c: Compiled; m: RegExpExecArray } | null = null;
-    let pathMatched = false;
-    for (const c of compiled) {
-      const m = c.re.exec(path);
-      if (!m) continue;
-      pathMatched = true;
-      if (c.route.method === method) {
-        match = { c, m };
-        break;
-      }
-    }
-    if (!match) {
-      req.resume();
-      throw pathMatched ? new SlipwayError("METHOD_NOT_ALLOWED") : new SlipwayError("NOT_FOUND", `No API route ${path}`);
-    }
-    const { route } = match.c;
-    const params: Record<string, string> = {};
-    try {
-      match.c.names.forEach((n, i) => (params[n] = decodeURIComponent(match.m[i + 1])));
-    } catch {
-      throw new SlipwayError("BAD_REQUEST", "The request path is malformed");
-    }
-    const ctx: RequestContext = {
-      method: method as HttpMethod,
-      path,
-      params,
-      query: Object.fromEntries(url.searchParams),
-      body: undefined,
-      principal: null,
-      ip: req.socket.remoteAddress ?? "",
-      requestId,
-      headers: req.headers,
-    };
-
-    // Authenticate and authorize before reading a body: an anonymous client cannot make
-    // the server buffer a megabyte.
-    if (route.access !== "public") {
-      ctx.principal = await hooks.authenticate(req);
-      if (!ctx.principal) {
-        await hooks.onDenied(ctx, "UNAUTHENTICATED");
-        req.resume();
-        throw new SlipwayError("UNAUTHENTICATED");
-      }
-      if (ctx.principal.mustChangePassword && !route.allowWithPendingPasswordChange) {
-        req.resume();
-        throw new SlipwayError("PASSWORD_CHANGE_REQUIRED");
-      }
-      if (route.access !== "authenticated" && !ctx.principal.permissions.has(route.access)) {
-        await hooks.onDenied(ctx, "FORBIDDEN");
-        req.resume();
-        throw new SlipwayError("FORBIDDEN", `Not allowed: ${route.method} ${route.path} needs the ${route.access} permission`);
-      }
-    }
-
-    if (route.query) {
-      const q = route.query.safeParse(ctx.query);
-      if (!q.success) throw new SlipwayError("VALIDATION", "The query string is not valid", zodDetails(q.error));
-      ctx.query = q.data as Record<string, string>;
-    }
-
-    const raw = await readBody(req, MAX_BODY_BYTES);
-    if (route.body) {
-      const type = String(req.headers["content-type"] ?? "");
-      if (!/^application\/json\b/i.test(type)) throw new SlipwayError("UNSUPPORTED_MEDIA_TYPE");
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(raw.toString("utf8"));
-      } catch {
-        throw new SlipwayError("BAD_REQUEST", "The request body is not valid JSON");
-      }
-      const b = route.body.safeParse(parsed);
-      if (!b.success) throw new SlipwayError("VALIDATION", undefined, zodDetails(b.error));
-      ctx.body = b.data;
-    } else if (raw.length > 0) {
-      throw new SlipwayError("BAD_REQUEST", "This route takes no request body");
-    }
-
-    const reply = await route.handler(ctx);
-    send(res, reply.status ?? (reply.body === undefined ? 204 : 200), reply.body, reply.headers);
-  }
-
-  return {
-    routes,
-    handle(req, res) {
-      const requestId = randomUUID();
-      const started = performance.now();
-      dispatch(req, res, requestId)
-        .catch((caught: unknown) => {
-          const err = caught instanceof SlipwayError ? caught : (hooks.mapError?.(caught) ?? caught);
-          if (err instanceof SlipwayError) {
-            if (err.status < 500) hooks.onRejected?.(err.code);
-            send(res, err.status, err.toJSON());
-            return;
-          }
-          hooks.log.error("request failed", { requestId, method: req.method, err });
-          send(res, 500, { code: "SLIPWAY_INTERNAL", message: "Internal error", details: { requestId } });
-        })
-        .finally(() => {
-          hooks.log.debug("request", {
-            requestId,
-            method: req.method,
-            path: (req.url ?? "").split("?")[0],
-            status: res.statusCode,
-            ms: Math.round((performance.now() - started) * 10) / 10,
-          });
-        });
-    },
-  };
+export function createPipeline(routes: readonly Route[], hooks: SiteHooks): pipeline.Pipeline {
+  return pipeline.createPipeline<Access, Principal>(routes, { ...hooks, authorize: authorizeAdmin });
 }

@@ -1,0 +1,239 @@
+/**
+ * The request pipeline every HTTPS role shares: route table, body limits, JSON parsing,
+ * schema validation, authentication and authorization through the role's own hooks, and the
+ * one place where errors become responses. Every route declares its access; there is no
+ * route without one.
+ */
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { randomUUID } from "node:crypto";
+import type { z } from "zod";
+import { SlipwayError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+
+export type HttpMethod = "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
+
+export type RequestContext<B = unknown, Q = Record<string, string>, P = unknown> = {
+  method: HttpMethod;
+  path: string;
+  params: Record<string, string>;
+  query: Q;
+  body: B;
+  principal: P | null;
+  ip: string;
+  requestId: string;
+  headers: IncomingMessage["headers"];
+};
+
+export type Reply = { status?: number; body?: unknown; headers?: Record<string, string> };
+
+/** A route; `access` is "public" or a value the role's authorize hook understands. */
+export type Route<A extends string = string, P = unknown> = {
+  method: HttpMethod;
+  path: string;
+  access: A | "public";
+  summary: string;
+  tag: string;
+  body?: z.ZodType;
+  query?: z.ZodType;
+  /** Allowed while the administrator still has to change a one-time password. */
+  allowWithPendingPasswordChange?: boolean;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  handler: (ctx: RequestContext<any, any, P>) => Promise<Reply>;
+};
+
+export const MAX_BODY_BYTES = 1024 * 1024;
+
+type Compiled = { route: Route<string, any>; re: RegExp; names: string[] };
+
+function compile(route: Route<string, any>): Compiled {
+  const names: string[] = [];
+  const pattern = route.path
+    .split("/")
+    .map((seg) => {
+      if (seg.startsWith(":")) {
+        names.push(seg.slice(1));
+        return "([^/]+)";
+      }
+      return seg.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+    })
+    .join("/");
+  return { route, re: new RegExp(`^${pattern}$`), names };
+}
+
+export type Pipeline = {
+  handle(req: IncomingMessage, res: ServerResponse): void;
+};
+
+export type PipelineHooks<A extends string, P> = {
+  log: Logger;
+  authenticate(req: IncomingMessage): Promise<P | null>;
+  /** Decides a non-public route for an authenticated caller: null allows, an error refuses. */
+  authorize(route: Route<A, P>, principal: P): SlipwayError | null;
+  /** Called for every refused request (401/403), to audit it. */
+  onDenied(ctx: RequestContext<unknown, Record<string, string>, P>, code: string): Promise<void>;
+  /** Counts malformed input, by code. */
+  onRejected?(code: string): void;
+  /** Turns known low-level errors (e.g. a constraint violation in a race) into catalogue errors. */
+  mapError?(err: unknown): SlipwayError | null;
+};
+
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const declared = Number(req.headers["content-length"] ?? "0");
+    if (declared > limit) {
+      reject(new SlipwayError("BODY_TOO_LARGE", `The request body is too large: the limit is ${limit} bytes`));
+      req.resume();
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let failed = false;
+    req.on("data", (c: Buffer) => {
+      if (failed) return;
+      size += c.length;
+      if (size > limit) {
+        failed = true;
+        reject(new SlipwayError("BODY_TOO_LARGE", `The request body is too large: the limit is ${limit} bytes`));
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on("end", () => failed || resolve(Buffer.concat(chunks)));
+    req.on("error", (e) => failed || reject(e));
+  });
+}
+
+function zodDetails(error: z.ZodError): { path: string; message: string }[] {
+  return error.issues.map((i) => ({ path: i.path.map(String).join(".") || "(body)", message: i.message }));
+}
+
+export function createPipeline<A extends string, P>(routes: readonly Route<A, P>[], hooks: PipelineHooks<A, P>): Pipeline {
+  const compiled = routes.map(compile);
+  const send = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) => {
+    if (res.headersSent) return;
+    const text = body === undefined ? "" : JSON.stringify(body);
+    res.writeHead(status, {
+      "content-type": "application/json; charset=utf-8",
+      "cache-control": "no-store",
+      "x-content-type-options": "nosniff",
+      "strict-transport-security": "max-age=31536000",
+      "content-length": Buffer.byteLength(text),
+      ...headers,
+    });
+    res.end(text);
+  };
+
+  async function dispatch(req: IncomingMessage, res: ServerResponse, requestId: string): Promise<void> {
+    let url: URL;
+    try {
+      url = new URL(req.url ?? "/", "https://site.invalid");
+    } catch {
+      throw new SlipwayError("BAD_REQUEST", "The request URL is malformed");
+    }
+    const path = url.pathname.length > 1 ? url.pathname.replace(/\/+$/, "") : url.pathname;
+    const method = (req.method ?? "GET").toUpperCase();
+    let match: { c: Compiled; m: RegExpExecArray } | null = null;
+    let pathMatched = false;
+    for (const c of compiled) {
+      const m = c.re.exec(path);
+      if (!m) continue;
+      pathMatched = true;
+      if (c.route.method === method) {
+        match = { c, m };
+        break;
+      }
+    }
+    if (!match) {
+      req.resume();
+      throw pathMatched ? new SlipwayError("METHOD_NOT_ALLOWED") : new SlipwayError("NOT_FOUND", `No API route ${path}`);
+    }
+    const { route } = match.c;
+    const params: Record<string, string> = {};
+    try {
+      match.c.names.forEach((n, i) => (params[n] = decodeURIComponent(match.m[i + 1])));
+    } catch {
+      throw new SlipwayError("BAD_REQUEST", "The request path is malformed");
+    }
+    const ctx: RequestContext<unknown, Record<string, string>, P> = {
+      method: method as HttpMethod,
+      path,
+      params,
+      query: Object.fromEntries(url.searchParams),
+      body: undefined,
+      principal: null,
+      ip: req.socket.remoteAddress ?? "",
+      requestId,
+      headers: req.headers,
+    };
+
+    // Authenticate and authorize before reading a body: an anonymous client cannot make
+    // the server buffer a megabyte.
+    if (route.access !== "public") {
+      ctx.principal = await hooks.authenticate(req);
+      if (!ctx.principal) {
+        await hooks.onDenied(ctx, "UNAUTHENTICATED");
+        req.resume();
+        throw new SlipwayError("UNAUTHENTICATED");
+      }
+      const refusal = hooks.authorize(route as Route<A, P>, ctx.principal);
+      if (refusal) {
+        if (refusal.status === 403 && refusal.code !== "PASSWORD_CHANGE_REQUIRED") await hooks.onDenied(ctx, refusal.code);
+        req.resume();
+        throw refusal;
+      }
+    }
+
+    if (route.query) {
+      const q = route.query.safeParse(ctx.query);
+      if (!q.success) throw new SlipwayError("VALIDATION", "The query string is not valid", zodDetails(q.error));
+      ctx.query = q.data as Record<string, string>;
+    }
+
+    const raw = await readBody(req, MAX_BODY_BYTES);
+    if (route.body) {
+      const type = String(req.headers["content-type"] ?? "");
+      if (!/^application\/json\b/i.test(type)) throw new SlipwayError("UNSUPPORTED_MEDIA_TYPE");
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(raw.toString("utf8"));
+      } catch {
+        throw new SlipwayError("BAD_REQUEST", "The request body is not valid JSON");
+      }
+      const b = route.body.safeParse(parsed);
+      if (!b.success) throw new SlipwayError("VALIDATION", undefined, zodDetails(b.error));
+      ctx.body = b.data;
+    } else if (raw.length > 0) {
+      throw new SlipwayError("BAD_REQUEST", "This route takes no request body");
+    }
+
+    const reply = await route.handler(ctx);
+    send(res, reply.status ?? (reply.body === undefined ? 204 : 200), reply.body, reply.headers);
+  }
+
+  return {
+    handle(req, res) {
+      const requestId = randomUUID();
+      const started = performance.now();
+      dispatch(req, res, requestId)
+        .catch((caught: unknown) => {
+          const err = caught instanceof SlipwayError ? caught : (hooks.mapError?.(caught) ?? caught);
+          if (err instanceof SlipwayError) {
+            if (err.status < 500) hooks.onRejected?.(err.code);
+            send(res, err.status, err.toJSON());
+            return;
+          }
+          hooks.log.error("request failed", { requestId, method: req.method, err });
+          send(res, 500, { code: "SLIPWAY_INTERNAL", message: "Internal error", details: { requestId } });
+        })
+        .finally(() => {
+          hooks.log.debug("request", {
+            requestId,
+            method: req.method,
+            path: (req.url ?? "").split("?")[0],
+            status: res.statusCode,
+            ms: Math.round((performance.now() - started) * 10) / 10,
+          });
+        });
+    },
+  };
+}

@@ -1,0 +1,60 @@
+/** Certificates the site CA issued to devices (and later distribution points). */
+import type { Sql } from "./db.ts";
+
+export type CertificateStatus = "active" | "blocked" | "revoked";
+export type CertificateRecord = {
+  serial: string; fingerprint: string; kind: "device"; deviceId: string | null; subject: string;
+  notBefore: string; notAfter: string; status: CertificateStatus; statusChangedAt: string | null;
+  statusReason: string | null; issuedVia: string; lastUsedAt: string | null; createdAt: string;
+};
+
+type R = Record<string, unknown>;
+const cert = (r: R): CertificateRecord => ({
+  serial: String(r.serial), fingerprint: String(r.fingerprint), kind: String(r.kind) as "device",
+  deviceId: (r.device_id as string | null) ?? null, subject: String(r.subject), notBefore: String(r.not_before),
+  notAfter: String(r.not_after), status: String(r.status) as CertificateStatus,
+  statusChangedAt: (r.status_changed_at as string | null) ?? null, statusReason: (r.status_reason as string | null) ?? null,
+  issuedVia: String(r.issued_via), lastUsedAt: (r.last_used_at as string | null) ?? null, createdAt: String(r.created_at),
+});
+
+export class CertificateStore {
+  readonly #db: Sql;
+  constructor(db: Sql) {
+    this.#db = db;
+  }
+  async add(c: Omit<CertificateRecord, "status" | "statusChangedAt" | "statusReason" | "lastUsedAt">): Promise<void> {
+    await this.#db.run(
+      `INSERT INTO certificates (serial, fingerprint, kind, device_id, subject, not_before, not_after, status,
+         status_changed_at, status_reason, issued_via, last_used_at, created_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, 'active', NULL, NULL, ?, NULL, ?)`,
+      [c.serial, c.fingerprint, c.kind, c.deviceId, c.subject, c.notBefore, c.notAfter, c.issuedVia, c.createdAt]);
+  }
+  async byFingerprint(fp: string): Promise<CertificateRecord | undefined> {
+    const r = await this.#db.get<R>(`SELECT * FROM certificates WHERE fingerprint = ?`, [fp]);
+    return r && cert(r);
+  }
+  async bySerial(serial: string): Promise<CertificateRecord | undefined> {
+    const r = await this.#db.get<R>(`SELECT * FROM certificates WHERE serial = ?`, [serial.toLowerCase()]);
+    return r && cert(r);
+  }
+  async list(filter: { deviceId?: string; status?: CertificateStatus } = {}): Promise<CertificateRecord[]> {
+    const where: string[] = [];
+    const p: unknown[] = [];
+    if (filter.deviceId) (where.push("device_id = ?"), p.push(filter.deviceId));
+    if (filter.status) (where.push("status = ?"), p.push(filter.status));
+    return (await this.#db.all<R>(
+      `SELECT * FROM certificates ${where.length ? "WHERE " + where.join(" AND ") : ""} ORDER BY created_at`, p)).map(cert);
+  }
+  /** Changes the status unless it is already revoked (revocation is final). */
+  async setStatus(serial: string, status: CertificateStatus, reason: string | null, at: string): Promise<number> {
+    return (await this.#db.run(
+      `UPDATE certificates SET status = ?, status_reason = ?, status_changed_at = ? WHERE serial = ? AND status <> 'revoked'`,
+      [status, reason, at, serial.toLowerCase()])).changes;
+  }
+  async touch(serial: string, at: string): Promise<void> {
+    await this.#db.run(`UPDATE certificates SET last_used_at = ? WHERE serial = ?`, [at, serial]);
+  }
+  async revoked(): Promise<CertificateRecord[]> {
+    return (await this.#db.all<R>(`SELECT * FROM certificates WHERE status = 'revoked' ORDER BY serial`)).map(cert);
+  }
+}

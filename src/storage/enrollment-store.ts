@@ -1,0 +1,75 @@
+/**
+ * Enrollment credentials — one-time boot tokens from the PXE responder and bounded-use
+ * media credentials — stored only as hashes, and the failed-password record that limits
+ * online guessing.
+ */
+import type { Sql } from "./db.ts";
+
+export type CredentialKind = "boot-token" | "media";
+export type CredentialRecord = {
+  id: string; kind: CredentialKind; name: string; secretHash: string; deviceId: string | null; mac: string | null;
+  smbiosUuid: string | null; usesLeft: number; expiresAt: string; createdBy: string; createdAt: string;
+  revokedAt: string | null; lastUsedAt: string | null;
+};
+
+type R = Record<string, unknown>;
+const cred = (r: R): CredentialRecord => ({
+  id: String(r.id), kind: String(r.kind) as CredentialKind, name: String(r.name), secretHash: String(r.secret_hash),
+  deviceId: (r.device_id as string | null) ?? null, mac: (r.mac as string | null) ?? null,
+  smbiosUuid: (r.smbios_uuid as string | null) ?? null, usesLeft: Number(r.uses_left), expiresAt: String(r.expires_at),
+  createdBy: String(r.created_by), createdAt: String(r.created_at), revokedAt: (r.revoked_at as string | null) ?? null,
+  lastUsedAt: (r.last_used_at as string | null) ?? null,
+});
+
+export class EnrollmentStore {
+  readonly #db: Sql;
+  constructor(db: Sql) {
+    this.#db = db;
+  }
+  async add(c: Omit<CredentialRecord, "revokedAt" | "lastUsedAt">): Promise<void> {
+    await this.#db.run(
+      `INSERT INTO enrollment_credentials (id, kind, name, secret_hash, device_id, mac, smbios_uuid, uses_left, expires_at,
+         created_by, created_at, revoked_at, last_used_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)`,
+      [c.id, c.kind, c.name, c.secretHash, c.deviceId, c.mac, c.smbiosUuid, c.usesLeft, c.expiresAt, c.createdBy, c.createdAt]);
+  }
+  async byHash(hash: string): Promise<CredentialRecord | undefined> {
+    const r = await this.#db.get<R>(`SELECT * FROM enrollment_credentials WHERE secret_hash = ?`, [hash]);
+    return r && cred(r);
+  }
+  async byId(id: string): Promise<CredentialRecord | undefined> {
+    const r = await this.#db.get<R>(`SELECT * FROM enrollment_credentials WHERE id = ?`, [id]);
+    return r && cred(r);
+  }
+  async list(kind?: CredentialKind): Promise<CredentialRecord[]> {
+    const rows = kind
+      ? await this.#db.all<R>(`SELECT * FROM enrollment_credentials WHERE kind = ? ORDER BY created_at`, [kind])
+      : await this.#db.all<R>(`SELECT * FROM enrollment_credentials ORDER BY created_at`);
+    return rows.map(cred);
+  }
+  /**
+   * Spends one use, atomically: succeeds only while uses remain, unexpired and unrevoked,
+   * so two machines racing with one single-use token cannot both win.
+   */
+  async spend(id: string, now: string): Promise<boolean> {
+    return (await this.#db.run(
+      `UPDATE enrollment_credentials SET uses_left = uses_left - 1, last_used_at = ?
+       WHERE id = ? AND uses_left > 0 AND expires_at > ? AND revoked_at IS NULL`, [now, id, now])).changes === 1;
+  }
+  async revoke(id: string, now: string): Promise<number> {
+    return (await this.#db.run(`UPDATE enrollment_credentials SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL`, [now, id])).changes;
+  }
+  async deleteExpired(before: string): Promise<number> {
+    return (await this.#db.run(`DELETE FROM enrollment_credentials WHERE kind = 'boot-token' AND expires_at < ?`, [before])).changes;
+  }
+
+  async recordFailure(subject: string, at: string): Promise<void> {
+    await this.#db.run(`INSERT INTO password_failures (subject, at) VALUES (?, ?)`, [subject, at]);
+  }
+  async failuresSince(subject: string, since: string): Promise<number> {
+    const r = await this.#db.get<{ n: number }>(`SELECT COUNT(*) AS n FROM password_failures WHERE subject = ? AND at > ?`, [subject, since]);
+    return Number(r?.n ?? 0);
+  }
+  async pruneFailures(before: string): Promise<void> {
+    await this.#db.run(`DELETE FROM password_failures WHERE at < ?`, [before]);
+  }
+}
