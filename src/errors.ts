@@ -23,6 +23,13 @@ export const ErrorCodes = {
   TASK_SEQUENCE_INVALID: { status: 422, message: "The task sequence document is not valid" },
   RULE_INVALID: { status: 422, message: "The collection rule is not valid" },
   WEAK_PASSWORD: { status: 422, message: "The password is too weak" },
+  ENROLLMENT_REFUSED: { status: 401, message: "Cannot enroll: the credential is not valid for this machine" },
+  PXE_PASSWORD_REQUIRED: { status: 401, message: "Cannot enroll: this site requires the PXE password" },
+  PXE_PASSWORD_LOCKED: { status: 429, message: "Cannot enroll: too many wrong PXE passwords for this machine; wait and try again" },
+  CERTIFICATE_REQUIRED: { status: 401, message: "A valid device certificate is required" },
+  DEVICE_BLOCKED: { status: 403, message: "The device or its certificate is blocked" },
+  NOT_YOUR_RESOURCE: { status: 403, message: "Not allowed: that belongs to another device" },
+  CSR_INVALID: { status: 400, message: "The certificate request is not valid" },
   INTERNAL: { status: 500, message: "Internal error" },
 } as const;
 

@@ -49,7 +49,7 @@ describe("slipway init and up", () => {
     const dir = path.join(tempDir(), "site");
     dirs.push(path.dirname(dir));
     const password = "Automation-Passphrase-2026";
-    const child = spawn(bin, ["up", "--data", dir, "--listen", "127.0.0.1:0"], {
+    const child = spawn(bin, ["up", "--data", dir, "--listen", "127.0.0.1:0", "--mp-listen", "127.0.0.1:0"], {
       env: { ...process.env, SLIPWAY_DATABASE_URL: "", SLIPWAY_ADMIN_PASSWORD: password, SLIPWAY_LOG_LEVEL: "debug" },
     });
     let stdout = "";

@@ -4,12 +4,14 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { initSite, openSite, siteExists, type OpenSiteOptions } from "../roles/site/site.ts";
 import { startSiteServer } from "../roles/site/server.ts";
+import { startManagementPoint } from "../roles/management/server.ts";
 import { ensureServerCertificate } from "../security/site-keys.ts";
 import { readHead, verifyAuditLog } from "../storage/audit-store.ts";
 import { createLogger } from "../log.ts";
 import { CliError, ExitCode, type Command } from "./command.ts";
 
 export const DEFAULT_LISTEN = "127.0.0.1:8443";
+export const DEFAULT_MP_LISTEN = "127.0.0.1:8444";
 
 function dataOption(v: string | undefined): string {
   return path.resolve(v ?? process.env.SLIPWAY_DATA ?? "./var");
@@ -71,15 +73,16 @@ const up: Command = {
   summary: "Start the site server (initializes an empty data folder first)",
   async run(args) {
     const { values } = parse(args, {
-      data: { type: "string" }, listen: { type: "string" }, "tls-cert": { type: "string" }, "tls-key": { type: "string" },
+      data: { type: "string" }, listen: { type: "string" }, "mp-listen": { type: "string" }, "tls-cert": { type: "string" }, "tls-key": { type: "string" },
       "public-name": { type: "string", multiple: true },
     });
     if (values.help) {
-      process.stdout.write(`Usage: slipway up [--data DIR] [--listen HOST:PORT] [--tls-cert FILE --tls-key FILE] [--public-name NAME]...\n  Default listen address ${DEFAULT_LISTEN}.\n`);
+      process.stdout.write(`Usage: slipway up [--data DIR] [--listen HOST:PORT] [--mp-listen HOST:PORT] [--tls-cert FILE --tls-key FILE] [--public-name NAME]...\n  The admin API listens on ${DEFAULT_LISTEN} and the management point (mutual TLS, for machines) on ${DEFAULT_MP_LISTEN} by default.\n`);
       return ExitCode.OK;
     }
     const dataDir = dataOption(values.data as string | undefined);
     const listen = parseListen((values.listen as string | undefined) ?? process.env.SLIPWAY_LISTEN ?? DEFAULT_LISTEN);
+    const mpListen = parseListen((values["mp-listen"] as string | undefined) ?? process.env.SLIPWAY_MP_LISTEN ?? DEFAULT_MP_LISTEN);
     await runInit(dataDir, true, process.stderr);
     const site = await openSite(siteOptions(dataDir));
     let tls: { certPem: string; keyPem: string };
@@ -88,16 +91,18 @@ const up: Command = {
       tls = { certPem: fs.readFileSync(values["tls-cert"] as string, "utf8"), keyPem: fs.readFileSync(values["tls-key"] as string, "utf8") };
     } else {
       const names = ["localhost", "127.0.0.1", "::1", ...((values["public-name"] as string[] | undefined) ?? [])];
-      if (!["0.0.0.0", "::"].includes(listen.host)) names.push(listen.host);
+      for (const l of [listen, mpListen]) if (!["0.0.0.0", "::"].includes(l.host)) names.push(l.host);
       tls = await ensureServerCertificate(site.keys, dataDir, [...new Set(names)]);
     }
     const server = await startSiteServer({ site, host: listen.host, port: listen.port, tls });
+    const mp = await startManagementPoint({ site, host: mpListen.host, port: mpListen.port, tls });
     // Tells local CLI invocations where the server is; holds nothing secret.
     const connectHost = ["0.0.0.0", "::"].includes(listen.host) ? "127.0.0.1" : server.host;
     const url = `https://${connectHost.includes(":") ? `[${connectHost}]` : connectHost}:${server.port}`;
-    fs.writeFileSync(path.join(dataDir, "server.json"), JSON.stringify({ url, pid: process.pid }) + "\n");
-    process.stderr.write(`Slipway is listening on ${server.url} (data in ${dataDir}, database ${site.db.dialect})\n`);
+    fs.writeFileSync(path.join(dataDir, "server.json"), JSON.stringify({ url, managementPoint: mp.url, pid: process.pid }) + "\n");
+    process.stderr.write(`Slipway is listening on ${server.url} (data in ${dataDir}, database ${site.db.dialect}); management point on ${mp.url}\n`);
     const stop = async () => {
+      await mp.close();
       await server.close();
       await site.close();
       process.exit(0);

@@ -89,10 +89,10 @@ export async function issueServerCertificate(
  *  key identifiers; the caller supplies every other extension (server, client, ...). */
 async function issue(
   ca: CertificateAndKey,
-  leaf: { commonName: string; publicKey: CryptoKey; validDays: number; extensions: x509.Extension[] },
+  leaf: { commonName: string; publicKey: CryptoKey; validDays: number; extensions: x509.Extension[]; now?: Date },
 ): Promise<string> {
   const { cert: caCert, signingKey } = await loadCa(ca);
-  const notBefore = new Date(Date.now() - CLOCK_SKEW_MS);
+  const notBefore = new Date((leaf.now ?? new Date()).getTime() - CLOCK_SKEW_MS);
   // A certificate cannot be valid past its issuer, so do not claim it is.
   const notAfter = new Date(Math.min(notBefore.getTime() + leaf.validDays * DAY_MS, caCert.notAfter.getTime()));
   const caKeyId = caCert.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId;
@@ -189,7 +189,7 @@ export class CertificateRequestError extends Error {
  */
 export async function issueClientCertificate(
   ca: CertificateAndKey,
-  opts: { csrPem: string; commonName: string; uri: string; validDays?: number },
+  opts: { csrPem: string; commonName: string; uri: string; validDays?: number; now?: Date },
 ): Promise<IssuedCertificate> {
   let csr: x509.Pkcs10CertificateRequest;
   try {
@@ -218,6 +218,7 @@ export async function issueClientCertificate(
     commonName: opts.commonName,
     publicKey,
     validDays: validDaysOrDefault(opts.validDays, CLIENT_DEFAULT_DAYS),
+    now: opts.now,
     extensions: [
       new x509.BasicConstraintsExtension(false, undefined, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),

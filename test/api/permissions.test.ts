@@ -17,6 +17,7 @@ const PUBLIC_ROUTES = new Set([
   "GET /api/v1/site/ca.pem",
   "GET /api/v1/site/signing-key.pem",
   "GET /api/v1/schemas/task-sequence.json",
+  "GET /api/v1/crl.pem",
 ]);
 
 const key = (r: Route) => `${r.method} ${r.path}`;

@@ -11,6 +11,7 @@ import https from "node:https";
 import { createHash, randomBytes } from "node:crypto";
 import { initSite, type Site } from "../../src/roles/site/site.ts";
 import { startSiteServer, type SiteServer } from "../../src/roles/site/server.ts";
+import { startManagementPoint, type ManagementPoint } from "../../src/roles/management/server.ts";
 import { ensureServerCertificate } from "../../src/security/site-keys.ts";
 import { createLogger, type Logger } from "../../src/log.ts";
 import { RateLimiter } from "../../src/roles/site/auth.ts";
@@ -22,6 +23,8 @@ export const TEST_PASSWORD_COST = { memoryKiB: 1024, passes: 1 };
 export type TestSite = {
   site: Site;
   server: SiteServer;
+  /** The management point (mutual TLS), on its own loopback port. */
+  mp: ManagementPoint;
   url: string;
   ca: string;
   dataDir: string;
@@ -82,6 +85,7 @@ export async function startTestSite(opts: { database?: "sqlite" | "postgres"; no
     site, host: "127.0.0.1", port: 0, tls,
     loginLimiter: new RateLimiter(opts.loginLimit ?? 10_000, 60_000, () => site.now().getTime()),
   });
+  const mp = await startManagementPoint({ site, host: "127.0.0.1", port: 0, tls });
   const ca = site.keys.ca.certPem;
   const request: TestSite["request"] = (method, p, o = {}) => httpsRequest(server.url, ca, method, p, o);
   let r = await request("POST", "/api/v1/sessions", { body: { username: "admin", password: ADMIN_PASSWORD } });
@@ -91,8 +95,9 @@ export async function startTestSite(opts: { database?: "sqlite" | "postgres"; no
   r = await request("POST", "/api/v1/me/password", { token: first, body: { currentPassword: ADMIN_PASSWORD, newPassword } });
   if (r.status !== 204) throw new Error(`admin password change failed: ${r.status} ${r.text}`);
   return {
-    site, server, url: server.url, ca, dataDir, databaseUrl, logLines, adminToken: first, request,
+    site, server, mp, url: server.url, ca, dataDir, databaseUrl, logLines, adminToken: first, request,
     async close() {
+      await mp.close();
       await server.close();
       await site.close();
       if (databaseUrl && schema) await dropSchema(process.env.SLIPWAY_TEST_DATABASE_URL!, schema);

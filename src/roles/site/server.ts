@@ -19,6 +19,7 @@ import { taskSequenceRoutes } from "./routes/task-sequences.ts";
 import { deploymentRoutes } from "./routes/deployments.ts";
 import { auditRoutes } from "./routes/audit.ts";
 import { keyRoutes } from "./routes/keys.ts";
+import { identityRoutes } from "./routes/identity.ts";
 import { siteInfoRoutes, VERSION } from "./routes/site-info.ts";
 
 export function siteRoutes(site: Site, opts: { loginLimiter?: RateLimiter } = {}): Route[] {
@@ -34,6 +35,7 @@ export function siteRoutes(site: Site, opts: { loginLimiter?: RateLimiter } = {}
     ...deploymentRoutes(site),
     ...auditRoutes(site),
     ...keyRoutes(site),
+    ...identityRoutes(site),
   );
   return routes;
 }

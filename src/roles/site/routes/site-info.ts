@@ -1,6 +1,4 @@
 /** Health, the OpenAPI document, the site's public keys, and site facts. */
-import fs from "node:fs";
-import path from "node:path";
 import { X509Certificate } from "node:crypto";
 import type { Route } from "../http.ts";
 import type { Site } from "../site.ts";
@@ -10,11 +8,6 @@ export const VERSION = "0.1.0";
 
 export function siteInfoRoutes(site: Site, getRoutes: () => readonly Route[], openapi: (r: readonly Route[]) => unknown): Route[] {
   let doc: unknown = null;
-  const certInfo = (pem: string, role: string) => {
-    const c = new X509Certificate(pem);
-    return { role, subject: c.subject, issuer: c.issuer, serialNumber: c.serialNumber, validFrom: new Date(c.validFrom).toISOString(),
-      validTo: new Date(c.validTo).toISOString(), fingerprint256: c.fingerprint256, subjectAltName: c.subjectAltName ?? null };
-  };
   return [
     {
       method: "GET", path: "/api/v1/health", access: "public", tag: "site", summary: "Liveness: answers while the server can reach its database",
@@ -43,16 +36,6 @@ export function siteInfoRoutes(site: Site, getRoutes: () => readonly Route[], op
           caFingerprint256: new X509Certificate(site.keys.ca.certPem).fingerprint256,
         },
       }),
-    },
-    {
-      method: "GET", path: "/api/v1/certificates", access: "certificate.read", tag: "certificates",
-      summary: "Certificates the site CA issued that this site holds (device certificates arrive with enrollment)",
-      handler: async () => {
-        const out = [certInfo(site.keys.ca.certPem, "site-ca")];
-        const server = path.join(site.dataDir, "keys", "server.crt");
-        if (fs.existsSync(server)) out.push(certInfo(fs.readFileSync(server, "utf8"), "site-server"));
-        return { body: out };
-      },
     },
   ];
 }

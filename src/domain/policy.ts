@@ -1,0 +1,109 @@
+/**
+ * A device's policy: the deployments that apply to it on the boot path it came by, each
+ * with its pinned task sequence version, its resolved plain variables (device over
+ * collection over site over the task sequence's defaults), the names — never the values —
+ * of the secrets it may ask for, and the content it references. Pure: the management point
+ * gathers the inputs, compiles, then signs.
+ */
+
+export const POLICY_KIND = "slipway.policy/v1";
+
+export type PolicyVariable = { name: string; value: string | null; secret: boolean };
+
+export type PolicyInput = {
+  device: { id: string; name: string };
+  bootPath: "pxe" | "media";
+  now: Date;
+  ttlSeconds: number;
+  signingKeyFingerprint: string;
+  deployments: {
+    id: string; name: string; purpose: "available" | "required"; enabled: boolean; bootPaths: string[];
+    availableFrom: string | null; availableUntil: string | null;
+    taskSequence: { id: string; name: string; version: number; digest: string; document: TaskSequenceLike };
+    /** Variables in precedence order, lowest first: site, then the target collection, then the device. */
+    scopes: PolicyVariable[][];
+    /** Secret names the task sequence's steps reference (Run As). */
+    secretReferences: string[];
+  }[];
+};
+
+/** The parts of a task sequence document the policy reads. */
+export type TaskSequenceLike = { variables?: Record<string, string>; steps: unknown[] };
+
+export type PolicyDeployment = {
+  id: string; name: string; purpose: "available" | "required";
+  taskSequence: { id: string; name: string; version: number; digest: string; document: TaskSequenceLike };
+  variables: Record<string, string>;
+  secrets: string[];
+  content: { image: string }[];
+};
+
+export type Policy = {
+  kind: typeof POLICY_KIND;
+  deviceId: string;
+  deviceName: string;
+  bootPath: "pxe" | "media";
+  issuedAt: string;
+  expiresAt: string;
+  signingKeyFingerprint: string;
+  deployments: PolicyDeployment[];
+};
+
+/** Whether a deployment is offered at `now` on `bootPath`. */
+export function deploymentApplies(d: PolicyInput["deployments"][number], bootPath: string, now: Date): boolean {
+  if (!d.enabled || !d.bootPaths.includes(bootPath)) return false;
+  if (d.availableFrom && Date.parse(d.availableFrom) > now.getTime()) return false;
+  if (d.availableUntil && Date.parse(d.availableUntil) <= now.getTime()) return false;
+  return true;
+}
+
+function imagesOf(steps: unknown[], out: Set<string>): void {
+  for (const s of steps) {
+    const step = s as { type?: string; with?: { image?: unknown }; steps?: unknown[]; disabled?: boolean };
+    if (step.disabled) continue;
+    if (step.type === "apply-image" && typeof step.with?.image === "string") out.add(step.with.image);
+    if (Array.isArray(step.steps)) imagesOf(step.steps, out);
+  }
+}
+
+export function compilePolicy(input: PolicyInput): Policy {
+  const deployments: PolicyDeployment[] = [];
+  for (const d of input.deployments) {
+    if (!deploymentApplies(d, input.bootPath, input.now)) continue;
+    const values = new Map<string, string>(Object.entries(d.taskSequence.document.variables ?? {}));
+    const secrets = new Set<string>(d.secretReferences);
+    for (const scope of d.scopes) {
+      for (const v of scope) {
+        if (v.secret) {
+          // A secret at a nearer scope hides a plain value of the same name: it must never be sent.
+          values.delete(v.name);
+          secrets.add(v.name);
+        } else if (v.value !== null) {
+          values.set(v.name, v.value);
+          secrets.delete(v.name);
+        }
+      }
+    }
+    for (const name of d.secretReferences) secrets.add(name);
+    const images = new Set<string>();
+    imagesOf(d.taskSequence.document.steps, images);
+    deployments.push({
+      id: d.id, name: d.name, purpose: d.purpose, taskSequence: d.taskSequence,
+      variables: Object.fromEntries([...values].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))),
+      secrets: [...secrets].sort(),
+      content: [...images].sort().map((image) => ({ image })),
+    });
+  }
+  // Required before available, then by name, so the agent sees a stable order.
+  deployments.sort((a, b) => (a.purpose === b.purpose ? (a.name < b.name ? -1 : 1) : a.purpose === "required" ? -1 : 1));
+  return {
+    kind: POLICY_KIND,
+    deviceId: input.device.id,
+    deviceName: input.device.name,
+    bootPath: input.bootPath,
+    issuedAt: input.now.toISOString(),
+    expiresAt: new Date(input.now.getTime() + input.ttlSeconds * 1000).toISOString(),
+    signingKeyFingerprint: input.signingKeyFingerprint,
+    deployments,
+  };
+}

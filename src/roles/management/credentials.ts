@@ -1,0 +1,79 @@
+/**
+ * Enrollment credentials. A boot token is what the PXE responder puts on a machine's kernel
+ * command line: random (256 bits), bound to the machine's MAC and SMBIOS UUID, single use,
+ * minutes long, and useless without the PXE password when one is set — because the password
+ * is only ever checked here, inside TLS, never derivable from anything served before.
+ * A media credential rides inside password-protected boot media and allows a bounded number
+ * of enrollments.
+ */
+import { randomUUID } from "node:crypto";
+import type { Site } from "../site/site.ts";
+import { stores } from "../../storage/stores.ts";
+import { hashPassword, hashToken, newToken, verifyPassword } from "../../security/password.ts";
+import type { Sql } from "../../storage/db.ts";
+
+export const BOOT_TOKEN_TTL_SECONDS = 10 * 60;
+export const PXE_PASSWORD_SETTING = "pxe.password";
+export const PXE_FAILURE_LIMIT = 5;
+export const PXE_FAILURE_WINDOW_MS = 15 * 60_000;
+
+/** Mints a one-time boot token for a known device on the link it booted from. */
+export async function issueBootToken(site: Site, opts: { deviceId: string; mac: string; smbiosUuid: string | null; ttlSeconds?: number }): Promise<{ token: string; expiresAt: string }> {
+  const token = newToken("swb");
+  const now = site.now();
+  const expiresAt = new Date(now.getTime() + (opts.ttlSeconds ?? BOOT_TOKEN_TTL_SECONDS) * 1000).toISOString();
+  await stores(site.db).enrollment.add({
+    id: randomUUID(), kind: "boot-token", name: `boot ${opts.mac}`, secretHash: hashToken(token), deviceId: opts.deviceId,
+    mac: opts.mac, smbiosUuid: opts.smbiosUuid, usesLeft: 1, expiresAt, createdBy: "pxe", createdAt: now.toISOString(),
+  });
+  return { token, expiresAt };
+}
+
+/** Creates a media credential; the secret is returned once and stored only as a hash. */
+export async function createMediaCredential(site: Site, opts: { name: string; uses: number; expiresInHours: number; createdBy: string }, tx?: Sql) {
+  const secret = newToken("swm");
+  const now = site.now();
+  const rec = {
+    id: randomUUID(), kind: "media" as const, name: opts.name, secretHash: hashToken(secret), deviceId: null, mac: null, smbiosUuid: null,
+    usesLeft: opts.uses, expiresAt: new Date(now.getTime() + opts.expiresInHours * 3600_000).toISOString(), createdBy: opts.createdBy,
+    createdAt: now.toISOString(),
+  };
+  await stores(tx ?? site.db).enrollment.add(rec);
+  return { ...rec, secret };
+}
+
+export async function pxePasswordHash(site: Site): Promise<string | null> {
+  const r = await site.db.get<{ value: string }>(`SELECT value FROM site_settings WHERE key = ?`, [PXE_PASSWORD_SETTING]);
+  return r?.value ?? null;
+}
+
+/** Sets (or with null, clears) the PXE password; only its Argon2id verifier is kept. */
+export async function setPxePassword(site: Site, password: string | null, tx?: Sql): Promise<void> {
+  const db = tx ?? site.db;
+  if (password === null) {
+    await db.run(`DELETE FROM site_settings WHERE key = ?`, [PXE_PASSWORD_SETTING]);
+    return;
+  }
+  const hash = await hashPassword(password, site.passwordCost);
+  await db.run(`INSERT INTO site_settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, [PXE_PASSWORD_SETTING, hash]);
+}
+
+export type PxeCheck = "ok" | "required" | "wrong" | "locked";
+
+/**
+ * Checks a PXE password for one machine: at most PXE_FAILURE_LIMIT wrong guesses per
+ * machine per window, counted in the database (so every management point shares them).
+ */
+export async function checkPxePassword(site: Site, machine: string, given: string | undefined): Promise<PxeCheck> {
+  const hash = await pxePasswordHash(site);
+  if (!hash) return "ok";
+  const s = stores(site.db).enrollment;
+  const now = site.now();
+  const since = new Date(now.getTime() - PXE_FAILURE_WINDOW_MS).toISOString();
+  if ((await s.failuresSince(machine, since)) >= PXE_FAILURE_LIMIT) return "locked";
+  if (given === undefined || given === "") return "required";
+  if (await verifyPassword(given, hash)) return "ok";
+  await s.recordFailure(machine, now.toISOString());
+  await s.pruneFailures(new Date(now.getTime() - 24 * 3600_000).toISOString());
+  return "wrong";
+}

@@ -1,0 +1,41 @@
+/**
+ * Who is calling the management point: the device named by the TLS client certificate.
+ * Checked on every request — not once per connection — so blocking a device or its
+ * certificate takes effect on the very next request, keep-alive connections included.
+ */
+import type { IncomingMessage } from "node:http";
+import type { TLSSocket } from "node:tls";
+import { createHash } from "node:crypto";
+import type { Site } from "../site/site.ts";
+import { stores } from "../../storage/stores.ts";
+import { SlipwayError } from "../../errors.ts";
+import type { Device } from "../../domain/device.ts";
+import type { CertificateRecord } from "../../storage/certificate-store.ts";
+
+export type DevicePrincipal = { device: Device; certificate: CertificateRecord };
+
+const TOUCH_EVERY_MS = 60_000;
+
+/** The reason a presented certificate is refused, or the device it proves. */
+export async function deviceFromRequest(site: Site, req: IncomingMessage): Promise<DevicePrincipal | SlipwayError> {
+  const socket = req.socket as TLSSocket;
+  const peer = typeof socket.getPeerCertificate === "function" ? socket.getPeerCertificate() : null;
+  if (!peer || !peer.raw) return new SlipwayError("CERTIFICATE_REQUIRED");
+  // The TLS layer checked the chain to the site CA (requestCert with the CA as the only trust root).
+  if (!socket.authorized) return new SlipwayError("CERTIFICATE_REQUIRED", "The certificate is not issued by this site's CA or has expired");
+  const fp = createHash("sha256").update(peer.raw).digest("hex");
+  const s = stores(site.db);
+  const cert = await s.certificates.byFingerprint(fp);
+  if (!cert || !cert.deviceId) return new SlipwayError("CERTIFICATE_REQUIRED", "The certificate is unknown to this site");
+  const now = site.now();
+  if (cert.notAfter <= now.toISOString()) return new SlipwayError("CERTIFICATE_REQUIRED", "The certificate has expired; enroll again");
+  if (cert.status !== "active") return new SlipwayError("DEVICE_BLOCKED", `The certificate is ${cert.status}`);
+  const device = await s.devices.byId(cert.deviceId);
+  if (!device) return new SlipwayError("CERTIFICATE_REQUIRED", "The certificate's device no longer exists");
+  if (device.state === "blocked") return new SlipwayError("DEVICE_BLOCKED");
+  if (!cert.lastUsedAt || now.getTime() - Date.parse(cert.lastUsedAt) > TOUCH_EVERY_MS) {
+    await s.certificates.touch(cert.serial, now.toISOString());
+    await s.devices.update(device.id, { lastSeenAt: now.toISOString() }, now.toISOString());
+  }
+  return { device, certificate: cert };
+}

@@ -1,0 +1,51 @@
+/** Gathers what a device's policy is compiled from, and signs the result. */
+import type { Site } from "../site/site.ts";
+import { stores } from "../../storage/stores.ts";
+import type { Device } from "../../domain/device.ts";
+import { compilePolicy, type Policy, type PolicyInput, type PolicyVariable } from "../../domain/policy.ts";
+import { secretReferences, type TaskSequenceDocument } from "../../domain/task-sequence/validate.ts";
+import { computeMembership } from "../site/membership.ts";
+import { publicKeyFingerprint } from "../../security/signing.ts";
+import { signPolicy, type SignedPolicy } from "../../security/signed-policy.ts";
+import type { VariableRecord } from "../../storage/variable-store.ts";
+
+export const POLICY_TTL_SECONDS = 3600;
+
+const asPolicyVars = (vs: VariableRecord[]): PolicyVariable[] => vs.map((v) => ({ name: v.name, value: v.secret ? null : v.value, secret: v.secret }));
+
+/** Every deployment targeting a collection the device is in, with what compiling needs. */
+export async function policyInput(site: Site, device: Device, bootPath: "pxe" | "media"): Promise<PolicyInput> {
+  const s = stores(site.db);
+  const m = await computeMembership(s);
+  const inCollections = [...m.members].filter(([, set]) => set.has(device.id)).map(([id]) => id);
+  const siteVars = asPolicyVars(await s.variables.list({ scope: "site" }));
+  const deviceVars = asPolicyVars(await s.variables.list({ scope: "device", scopeId: device.id }));
+  const deployments: PolicyInput["deployments"] = [];
+  for (const collectionId of inCollections) {
+    const collVars = asPolicyVars(await s.variables.list({ scope: "collection", scopeId: collectionId }));
+    for (const d of await s.deployments.list({ collectionId })) {
+      const v = await s.taskSequences.version(d.taskSequenceId, d.taskSequenceVersion);
+      if (!v) continue;
+      const envelope = v.document as { name: string; document: TaskSequenceDocument };
+      deployments.push({
+        id: d.id, name: d.name, purpose: d.purpose, enabled: d.enabled, bootPaths: d.bootPaths,
+        availableFrom: d.availableFrom, availableUntil: d.availableUntil,
+        taskSequence: { id: d.taskSequenceId, name: envelope.name, version: v.version, digest: v.digest, document: envelope.document },
+        scopes: [siteVars, collVars, deviceVars],
+        secretReferences: secretReferences(envelope.document),
+      });
+    }
+  }
+  return {
+    device: { id: device.id, name: device.name }, bootPath, now: site.now(), ttlSeconds: POLICY_TTL_SECONDS,
+    signingKeyFingerprint: publicKeyFingerprint(site.keys.verifyKey), deployments,
+  };
+}
+
+export async function devicePolicy(site: Site, device: Device, bootPath: "pxe" | "media"): Promise<Policy> {
+  return compilePolicy(await policyInput(site, device, bootPath));
+}
+
+export async function signedDevicePolicy(site: Site, device: Device, bootPath: "pxe" | "media"): Promise<SignedPolicy> {
+  return signPolicy(await devicePolicy(site, device, bootPath), site.keys.signingKey);
+}

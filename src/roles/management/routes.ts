@@ -1,0 +1,204 @@
+/**
+ * The management point's API (`/mp/v1`), spoken by agents over mutual TLS. Enrollment and
+ * the CRL are the only routes without a device certificate; every other route acts on the
+ * calling device's own resources and answers 403 for another device's.
+ */
+import { z } from "zod";
+import type { Route, RequestContext } from "../pipeline.ts";
+import type { Site } from "../site/site.ts";
+import { stores } from "../../storage/stores.ts";
+import { SlipwayError } from "../../errors.ts";
+import { issueClientCertificate, CertificateRequestError } from "../../security/ca.ts";
+import { secretAad } from "../site/routes/variables.ts";
+import type { TaskSequenceDocument } from "../../domain/task-sequence/validate.ts";
+import type { Run } from "../../storage/run-store.ts";
+import { EnrollBody, enroll, DEVICE_CERT_DAYS } from "./enroll.ts";
+import { devicePolicy, signedDevicePolicy } from "./policy.ts";
+import type { DevicePrincipal } from "./device-auth.ts";
+import { currentCrl } from "./crl.ts";
+
+export type MpAccess = "device";
+export type MpRoute = Route<MpAccess, DevicePrincipal>;
+type Ctx = RequestContext<any, any, DevicePrincipal>;
+
+const BootPath = z.enum(["pxe", "media"]);
+const MAX_LOG_BYTES = 8 * 1024;
+
+function me(ctx: Ctx): DevicePrincipal {
+  if (!ctx.principal) throw new SlipwayError("CERTIFICATE_REQUIRED");
+  return ctx.principal;
+}
+
+/** The step at an index path such as "3" or "1/0" (indices into nested `steps`). */
+export function stepAt(doc: TaskSequenceDocument, path: string): { type: string; runAs?: { secret: string } } | undefined {
+  if (!/^\d{1,4}(\/\d{1,4}){0,15}$/.test(path)) return undefined;
+  let steps: unknown[] = doc.steps;
+  let step: { type: string; steps?: unknown[]; runAs?: { secret: string } } | undefined;
+  for (const i of path.split("/").map(Number)) {
+    step = steps?.[i] as typeof step;
+    if (!step) return undefined;
+    steps = step.steps ?? [];
+  }
+  return step;
+}
+
+/** Replaces every occurrence of each secret value in text. */
+export function maskSecrets(text: string, secrets: readonly string[]): string {
+  let out = text;
+  for (const s of secrets) if (s.length >= 4) out = out.split(s).join("********");
+  return out;
+}
+
+export function managementRoutes(site: Site): MpRoute[] {
+  async function ownRun(ctx: Ctx, id: string): Promise<Run> {
+    const run = await stores(site.db).runs.byId(id);
+    if (!run) throw new SlipwayError("NOT_FOUND", `Cannot find run "${id}"`);
+    if (run.deviceId !== me(ctx).device.id) {
+      await site.audit.append({ actor: `device:${me(ctx).device.id}`, action: "mp.denied", outcome: "denied", object: `run:${run.id}`, details: { path: ctx.path } });
+      throw new SlipwayError("NOT_YOUR_RESOURCE");
+    }
+    return run;
+  }
+  async function runDocument(run: Run): Promise<TaskSequenceDocument> {
+    const v = await stores(site.db).taskSequences.version(run.taskSequenceId, run.taskSequenceVersion);
+    return (v!.document as { document: TaskSequenceDocument }).document;
+  }
+  /** A secret's value as the device sees it: device scope over the target collection over site. */
+  async function secretValue(run: Run, name: string): Promise<string | null> {
+    const s = stores(site.db);
+    const dep = await s.deployments.byId(run.deploymentId);
+    const candidates: [("device" | "collection" | "site"), string][] = [["device", run.deviceId], ["collection", dep?.collectionId ?? ""], ["site", ""]];
+    for (const [scope, id] of candidates) {
+      const v = await s.variables.byName(scope, id, name);
+      if (v?.secret && v.sealed) return site.keys.keyring.open(v.sealed as never, secretAad(scope, id, name));
+    }
+    return null;
+  }
+
+  return [
+    {
+      method: "POST", path: "/mp/v1/enroll", access: "public", tag: "enrollment",
+      summary: "Enroll with a boot token, media credential or pre-approval; returns a client certificate", body: EnrollBody,
+      handler: async (ctx) => ({ status: 201, body: await enroll(site, ctx.body, ctx.ip) }),
+    },
+    {
+      method: "GET", path: "/mp/v1/crl", access: "public", tag: "enrollment", summary: "The site CA's certificate revocation list (PEM)",
+      handler: async () => ({ body: { pem: await currentCrl(site) } }),
+    },
+    {
+      method: "POST", path: "/mp/v1/renew", access: "device", tag: "enrollment", summary: "Renew the device certificate with a new key",
+      body: z.strictObject({ csr: z.string().min(100).max(16 * 1024) }),
+      handler: async (ctx) => {
+        const { device, certificate } = me(ctx);
+        const now = site.now().toISOString();
+        let issued;
+        try {
+          issued = await issueClientCertificate(site.keys.ca, { csrPem: ctx.body.csr, commonName: `device:${device.id}`, uri: `urn:slipway:device:${device.id}`, validDays: DEVICE_CERT_DAYS, now: site.now() });
+        } catch (err) {
+          if (err instanceof CertificateRequestError) throw new SlipwayError("CSR_INVALID", `The certificate request is not valid: ${err.message}`);
+          throw err;
+        }
+        await site.db.transaction(async (tx) => {
+          await stores(tx).certificates.add({ serial: issued.serial, fingerprint: issued.fingerprint, kind: "device", deviceId: device.id, subject: `device:${device.id}`,
+            notBefore: issued.notBefore.toISOString(), notAfter: issued.notAfter.toISOString(), issuedVia: `renewal:${certificate.serial}`, createdAt: now });
+          await site.audit.append({ actor: `device:${device.id}`, action: "device.renew", object: `device:${device.id}`, details: { serial: issued.serial, previous: certificate.serial } }, tx);
+        });
+        return { status: 201, body: { certificate: issued.certPem, serial: issued.serial, expiresAt: issued.notAfter.toISOString() } };
+      },
+    },
+    {
+      method: "GET", path: "/mp/v1/policy", access: "device", tag: "policy", summary: "The calling device's signed policy",
+      query: z.object({ bootPath: BootPath.default("pxe") }),
+      handler: async (ctx) => ({ body: await signedDevicePolicy(site, me(ctx).device, ctx.query.bootPath) }),
+    },
+    {
+      method: "GET", path: "/mp/v1/devices/:id/policy", access: "device", tag: "policy", summary: "A device's signed policy (only its own)",
+      query: z.object({ bootPath: BootPath.default("pxe") }),
+      handler: async (ctx) => {
+        const { device } = me(ctx);
+        if (ctx.params.id !== device.id) {
+          await site.audit.append({ actor: `device:${device.id}`, action: "mp.denied", outcome: "denied", object: `device:${ctx.params.id}`, details: { path: ctx.path } });
+          throw new SlipwayError("NOT_YOUR_RESOURCE");
+        }
+        return { body: await signedDevicePolicy(site, device, ctx.query.bootPath) };
+      },
+    },
+    {
+      method: "POST", path: "/mp/v1/runs", access: "device", tag: "runs", summary: "Start (or resume) a deployment from the device's policy",
+      body: z.strictObject({ deployment: z.string().min(1).max(100), bootPath: BootPath }),
+      handler: async (ctx) => {
+        const { device } = me(ctx);
+        const policy = await devicePolicy(site, device, ctx.body.bootPath);
+        const d = policy.deployments.find((x) => x.id === ctx.body.deployment);
+        if (!d) throw new SlipwayError("NOT_FOUND", `Deployment "${ctx.body.deployment}" is not in this device's policy`);
+        const s = stores(site.db);
+        const running = (await s.runs.list({ deviceId: device.id, deploymentId: d.id, state: "running" }))[0];
+        if (running) return { body: running };
+        const run = await site.db.transaction(async (tx) => {
+          const r = await stores(tx).runs.start({ deploymentId: d.id, deviceId: device.id, bootPath: ctx.body.bootPath,
+            taskSequenceId: d.taskSequence.id, taskSequenceVersion: d.taskSequence.version, startedAt: site.now().toISOString() });
+          await site.audit.append({ actor: `device:${device.id}`, action: "run.start", object: `run:${r.id}`, details: { deployment: d.id } }, tx);
+          return r;
+        });
+        return { status: 201, body: run };
+      },
+    },
+    {
+      method: "POST", path: "/mp/v1/runs/:id/events", access: "device", tag: "runs",
+      summary: "Report a step's status (started, progress, succeeded, failed, skipped) or the run's end (step \"\")",
+      body: z.strictObject({
+        step: z.string().max(100), name: z.string().max(200).optional(),
+        state: z.enum(["started", "progress", "succeeded", "failed", "skipped"]),
+        progress: z.int().min(0).max(100).optional(), exitCode: z.int().min(-2147483648).max(2147483647).optional(),
+        message: z.string().max(64 * 1024).optional(),
+      }),
+      handler: async (ctx) => {
+        const run = await ownRun(ctx, ctx.params.id);
+        if (run.state !== "running") throw new SlipwayError("CONFLICT", `Run ${run.id} has ended (${run.state})`);
+        const b = ctx.body;
+        // Mask any secret this run could have received, whatever the agent did or did not mask.
+        const doc = await runDocument(run);
+        const policy = await devicePolicy(site, me(ctx).device, run.bootPath as "pxe" | "media");
+        const names = policy.deployments.find((d) => d.id === run.deploymentId)?.secrets ?? [];
+        const values = (await Promise.all(names.map((n) => secretValue(run, n)))).filter((v): v is string => v !== null);
+        let message = b.message === undefined ? null : maskSecrets(b.message, values);
+        if (message && Buffer.byteLength(message) > MAX_LOG_BYTES) message = message.slice(-MAX_LOG_BYTES);
+        const label = b.step === "" ? "(run)" : `${b.step}${b.name ? ` ${b.name}` : ""}`;
+        if (b.step !== "" && !stepAt(doc, b.step)) throw new SlipwayError("VALIDATION", `Step "${b.step}" is not in the task sequence`);
+        const now = site.now().toISOString();
+        const ev = await site.db.transaction(async (tx) => {
+          const t = stores(tx);
+          const e = await t.runs.addEvent({ runId: run.id, at: now, step: label, state: b.state, progress: b.progress ?? null, exitCode: b.exitCode ?? null, message });
+          if (b.step === "" && (b.state === "succeeded" || b.state === "failed")) {
+            await t.runs.update(run.id, { state: b.state, endedAt: now, currentStep: null }, now);
+            await site.audit.append({ actor: `device:${run.deviceId}`, action: "run.end", object: `run:${run.id}`, outcome: b.state === "succeeded" ? "success" : "failure", details: { exitCode: b.exitCode ?? null } }, tx);
+          } else if (b.step !== "") {
+            await t.runs.update(run.id, { currentStep: label }, now);
+          }
+          return e;
+        });
+        return { status: 201, body: ev };
+      },
+    },
+    {
+      method: "POST", path: "/mp/v1/runs/:id/secrets", access: "device", tag: "runs",
+      summary: "Release a secret just in time to the running step that references it",
+      body: z.strictObject({ step: z.string().max(100), name: z.string().max(128) }),
+      handler: async (ctx) => {
+        const run = await ownRun(ctx, ctx.params.id);
+        const { device } = me(ctx);
+        const deny = async (reason: string) => {
+          await site.audit.append({ actor: `device:${device.id}`, action: "secret.release", outcome: "denied", object: `run:${run.id}`, details: { step: ctx.body.step, name: ctx.body.name, reason } });
+          return new SlipwayError("FORBIDDEN", `Not allowed: ${reason}`);
+        };
+        if (run.state !== "running") throw await deny("the run is not running");
+        const step = stepAt(await runDocument(run), ctx.body.step);
+        if (!step || step.runAs?.secret !== ctx.body.name) throw await deny("that step does not reference that secret");
+        const value = await secretValue(run, ctx.body.name);
+        if (value === null) throw await deny("no such secret is set for this device");
+        await site.audit.append({ actor: `device:${device.id}`, action: "secret.release", object: `run:${run.id}`, details: { step: ctx.body.step, name: ctx.body.name } });
+        return { body: { name: ctx.body.name, value } };
+      },
+    },
+  ];
+}

@@ -1,0 +1,65 @@
+/**
+ * The management point's HTTPS listener: mutual TLS with the site CA as the only trust root
+ * for client certificates. A client certificate is requested but not required at the TLS
+ * layer, so a machine without one can still reach enrollment; every other route checks it.
+ */
+import https from "node:https";
+import { constants } from "node:crypto";
+import type { AddressInfo } from "node:net";
+import type { Site } from "../site/site.ts";
+import { createPipeline } from "../pipeline.ts";
+import { SlipwayError } from "../../errors.ts";
+import { RateLimiter } from "../site/auth.ts";
+import { deviceFromRequest, type DevicePrincipal } from "./device-auth.ts";
+import { managementRoutes, type MpAccess, type MpRoute } from "./routes.ts";
+
+export type ManagementPoint = { url: string; port: number; routes: readonly MpRoute[]; close(): Promise<void> };
+
+export async function startManagementPoint(opts: { site: Site; host: string; port: number; tls: { certPem: string; keyPem: string } }): Promise<ManagementPoint> {
+  const { site } = opts;
+  const routes = managementRoutes(site);
+  const deniedAudit = new RateLimiter(60, 60_000, () => site.now().getTime());
+  const pipeline = createPipeline<MpAccess, DevicePrincipal>(routes, {
+    log: site.log,
+    async authenticate(req) {
+      const r = await deviceFromRequest(site, req);
+      if (r instanceof SlipwayError) {
+        const ip = req.socket.remoteAddress ?? "";
+        if (deniedAudit.hit(ip)) {
+          await site.audit.append({ actor: "device:?", action: "mp.denied", outcome: "denied", object: `${req.method} ${(req.url ?? "").split("?")[0]}`,
+            details: { code: `SLIPWAY_${r.code}`, reason: r.message, ip } });
+        }
+        throw r;
+      }
+      return r;
+    },
+    authorize: () => null,
+    async onDenied() {},
+    mapError: (err) => {
+      const e = err as { code?: string; message?: string };
+      return e?.code === "23505" || /UNIQUE constraint failed/.test(e?.message ?? "") ? new SlipwayError("CONFLICT") : null;
+    },
+  });
+  const server = https.createServer({
+    cert: opts.tls.certPem, key: opts.tls.keyPem, ca: [site.keys.ca.certPem], requestCert: true, rejectUnauthorized: false,
+    minVersion: "TLSv1.2",
+    // No session tickets: every connection proves its certificate afresh.
+    secureOptions: constants.SSL_OP_NO_TICKET,
+    requestTimeout: 60_000, headersTimeout: 15_000, keepAliveTimeout: 30_000, maxHeaderSize: 16 * 1024,
+  }, pipeline.handle);
+  server.on("clientError", (_err, socket) => socket.destroy());
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port, opts.host, () => resolve());
+  });
+  const addr = server.address() as AddressInfo;
+  const host = addr.address.includes(":") ? `[${addr.address}]` : addr.address;
+  site.log.info("management point listening", { url: `https://${host}:${addr.port}` });
+  return {
+    url: `https://${host}:${addr.port}`, port: addr.port, routes,
+    close: () => new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    }),
+  };
+}

@@ -1,0 +1,184 @@
+/**
+ * Device identities as administrators see them: the certificate inventory, blocking and
+ * revocation (published in the CRL), enrollment credentials for boot media, the PXE
+ * password, deployment runs and what a device's policy would hold. Issuing and revoking are
+ * the Security Administrator's (certificate.* and enrollment.write); a Deployment
+ * Administrator can do none of it.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { X509Certificate } from "node:crypto";
+import { z } from "zod";
+import type { Route } from "../http.ts";
+import type { Site } from "../site.ts";
+import { stores } from "../../../storage/stores.ts";
+import type { CertificateRecord } from "../../../storage/certificate-store.ts";
+import { SlipwayError } from "../../../errors.ts";
+import { fingerprintOf } from "../../../security/ca.ts";
+import { passwordProblems } from "../../../security/password.ts";
+import { currentCrl } from "../../management/crl.ts";
+import { createMediaCredential, setPxePassword, pxePasswordHash } from "../../management/credentials.ts";
+import { devicePolicy } from "../../management/policy.ts";
+import { computeMembership, deviceInScope } from "../membership.ts";
+import { actor, Name, notFound, principal } from "./common.ts";
+
+const certView = (c: CertificateRecord, now: string) => ({
+  serial: c.serial, kind: c.kind, device: c.deviceId, subject: c.subject, fingerprint256: c.fingerprint,
+  issued: c.createdAt, notBefore: c.notBefore, expires: c.notAfter, expired: c.notAfter <= now,
+  status: c.status, statusChangedAt: c.statusChangedAt, reason: c.statusReason, issuedVia: c.issuedVia, lastUsedAt: c.lastUsedAt,
+});
+
+export function identityRoutes(site: Site): Route[] {
+  const siteCert = (pem: string, role: string) => {
+    const c = new X509Certificate(pem);
+    return { serial: c.serialNumber.toLowerCase(), kind: role, device: null, subject: c.subject, fingerprint256: fingerprintOf(c),
+      notBefore: new Date(c.validFrom).toISOString(), expires: new Date(c.validTo).toISOString(), status: "active" };
+  };
+  const setStatus = (action: "block" | "unblock" | "revoke"): Route => ({
+    method: "POST", path: `/api/v1/certificates/:serial/${action}`, access: "certificate.revoke", tag: "certificates",
+    summary: action === "revoke" ? "Revoke a certificate for good; it appears in the CRL" : action === "block" ? "Block a certificate: refused on its next request" : "Unblock a blocked certificate",
+    body: z.strictObject({ reason: z.enum(["keyCompromise", "superseded", "cessationOfOperation", "unspecified"]).default("unspecified") }),
+    handler: async (ctx) => {
+      const s = stores(site.db);
+      const c = await s.certificates.bySerial(ctx.params.serial);
+      if (!c) throw notFound("certificate", ctx.params.serial);
+      if (c.status === "revoked") throw new SlipwayError("CONFLICT", `Certificate ${c.serial} is revoked; revocation is final`);
+      if (action === "unblock" && c.status !== "blocked") throw new SlipwayError("CONFLICT", `Certificate ${c.serial} is not blocked`);
+      const status = action === "revoke" ? "revoked" : action === "block" ? "blocked" : "active";
+      const now = site.now().toISOString();
+      await site.db.transaction(async (tx) => {
+        await stores(tx).certificates.setStatus(c.serial, status, action === "unblock" ? null : ctx.body.reason, now);
+        await site.audit.append({ actor: actor(ctx), action: `certificate.${action}`, object: `certificate:${c.serial}`, details: { device: c.deviceId, reason: ctx.body.reason } }, tx);
+      });
+      return { body: certView((await s.certificates.bySerial(c.serial))!, now) };
+    },
+  });
+
+  return [
+    {
+      method: "GET", path: "/api/v1/certificates", access: "certificate.read", tag: "certificates",
+      summary: "Certificate inventory: the site's own and every device certificate (issued, expires, status, last used)",
+      query: z.object({ device: z.string().max(200).optional(), status: z.enum(["active", "blocked", "revoked"]).optional() }),
+      handler: async (ctx) => {
+        const s = stores(site.db);
+        const q = ctx.query as { device?: string; status?: "active" | "blocked" | "revoked" };
+        let deviceId: string | undefined;
+        if (q.device) {
+          const d = (await s.devices.byId(q.device)) ?? (await s.devices.byName(q.device));
+          if (!d) throw notFound("device", q.device);
+          deviceId = d.id;
+        }
+        const now = site.now().toISOString();
+        const own = [];
+        if (!deviceId && (!q.status || q.status === "active")) {
+          own.push(siteCert(site.keys.ca.certPem, "site-ca"));
+          const server = path.join(site.dataDir, "keys", "server.crt");
+          if (fs.existsSync(server)) own.push(siteCert(fs.readFileSync(server, "utf8"), "site-server"));
+        }
+        return { body: [...own, ...(await s.certificates.list({ deviceId, status: q.status })).map((c) => certView(c, now))] };
+      },
+    },
+    setStatus("block"),
+    setStatus("unblock"),
+    setStatus("revoke"),
+    {
+      method: "GET", path: "/api/v1/crl.pem", access: "public", tag: "certificates", summary: "The certificate revocation list (PEM, signed by the site CA)",
+      handler: async () => ({ body: { pem: await currentCrl(site) } }),
+    },
+    {
+      method: "GET", path: "/api/v1/enrollment-credentials", access: "certificate.read", tag: "enrollment",
+      summary: "Enrollment credentials for boot media (never their secret)",
+      handler: async () => ({
+        body: (await stores(site.db).enrollment.list("media")).map((c) => ({ id: c.id, name: c.name, usesLeft: c.usesLeft, expiresAt: c.expiresAt,
+          createdBy: c.createdBy, createdAt: c.createdAt, revokedAt: c.revokedAt, lastUsedAt: c.lastUsedAt })),
+      }),
+    },
+    {
+      method: "POST", path: "/api/v1/enrollment-credentials", access: "enrollment.write", tag: "enrollment",
+      summary: "Create a media enrollment credential; the secret is shown once",
+      body: z.strictObject({ name: Name, uses: z.int().min(1).max(10_000).default(1), expiresInHours: z.int().min(1).max(24 * 365).default(24 * 7) }),
+      handler: async (ctx) => {
+        const c = await site.db.transaction(async (tx) => {
+          const made = await createMediaCredential(site, { ...ctx.body, createdBy: actor(ctx) }, tx);
+          await site.audit.append({ actor: actor(ctx), action: "enrollment-credential.create", object: `credential:${made.id}`, details: { name: made.name, uses: made.usesLeft, expiresAt: made.expiresAt } }, tx);
+          return made;
+        });
+        return { status: 201, body: { id: c.id, name: c.name, usesLeft: c.usesLeft, expiresAt: c.expiresAt, secret: c.secret } };
+      },
+    },
+    {
+      method: "DELETE", path: "/api/v1/enrollment-credentials/:id", access: "enrollment.write", tag: "enrollment", summary: "Revoke a media enrollment credential",
+      handler: async (ctx) => {
+        const s = stores(site.db);
+        const c = await s.enrollment.byId(ctx.params.id);
+        if (!c || c.kind !== "media") throw notFound("enrollment credential", ctx.params.id);
+        await site.db.transaction(async (tx) => {
+          await stores(tx).enrollment.revoke(c.id, site.now().toISOString());
+          await site.audit.append({ actor: actor(ctx), action: "enrollment-credential.revoke", object: `credential:${c.id}` }, tx);
+        });
+        return {};
+      },
+    },
+    {
+      method: "GET", path: "/api/v1/pxe/password", access: "site.read", tag: "pxe", summary: "Whether a PXE password is set (never the password)",
+      handler: async () => ({ body: { set: (await pxePasswordHash(site)) !== null } }),
+    },
+    {
+      method: "PUT", path: "/api/v1/pxe/password", access: "site.write", tag: "pxe",
+      summary: "Set the PXE password machines must give (inside TLS) to redeem a boot token",
+      body: z.strictObject({ password: z.string().min(1).max(1024) }),
+      handler: async (ctx) => {
+        const problems = passwordProblems(ctx.body.password);
+        if (problems.length) throw new SlipwayError("WEAK_PASSWORD", `Cannot use that PXE password: ${problems.join("; ")}`, { problems });
+        await site.db.transaction(async (tx) => {
+          await setPxePassword(site, ctx.body.password, tx);
+          await site.audit.append({ actor: actor(ctx), action: "pxe.password.set", object: "pxe-password" }, tx);
+        });
+        return {};
+      },
+    },
+    {
+      method: "DELETE", path: "/api/v1/pxe/password", access: "site.write", tag: "pxe", summary: "Remove the PXE password",
+      handler: async (ctx) => {
+        await site.db.transaction(async (tx) => {
+          await setPxePassword(site, null, tx);
+          await site.audit.append({ actor: actor(ctx), action: "pxe.password.clear", object: "pxe-password" }, tx);
+        });
+        return {};
+      },
+    },
+    {
+      method: "GET", path: "/api/v1/runs", access: "deployment.read", tag: "runs", summary: "Deployment runs (filter by device, deployment, state)",
+      query: z.object({ device: z.string().max(200).optional(), deployment: z.string().max(100).optional(), state: z.enum(["running", "succeeded", "failed", "cancelled"]).optional() }),
+      handler: async (ctx) => {
+        const s = stores(site.db);
+        const q = ctx.query as { device?: string; deployment?: string; state?: "running" };
+        let deviceId: string | undefined;
+        if (q.device) deviceId = ((await s.devices.byId(q.device)) ?? (await s.devices.byName(q.device)))?.id ?? "-";
+        const m = await computeMembership(s);
+        const runs = (await s.runs.list({ deviceId, deploymentId: q.deployment, state: q.state })).filter((r) => deviceInScope(principal(ctx), m, r.deviceId));
+        return { body: runs };
+      },
+    },
+    {
+      method: "GET", path: "/api/v1/runs/:id", access: "deployment.read", tag: "runs", summary: "A run with every step event, in order",
+      handler: async (ctx) => {
+        const s = stores(site.db);
+        const run = await s.runs.byId(ctx.params.id);
+        if (!run || !deviceInScope(principal(ctx), await computeMembership(s), run.deviceId)) throw notFound("run", ctx.params.id);
+        return { body: { ...run, events: await s.runs.events(run.id) } };
+      },
+    },
+    {
+      method: "GET", path: "/api/v1/devices/:id/policy", access: "deployment.read", tag: "devices",
+      summary: "What the device's policy holds now (unsigned preview; secrets by name only)",
+      query: z.object({ bootPath: z.enum(["pxe", "media"]).default("pxe") }),
+      handler: async (ctx) => {
+        const s = stores(site.db);
+        const d = (await s.devices.byId(ctx.params.id)) ?? (await s.devices.byName(ctx.params.id));
+        if (!d || !deviceInScope(principal(ctx), await computeMembership(s), d.id)) throw notFound("device", ctx.params.id);
+        return { body: await devicePolicy(site, d, (ctx.query as { bootPath: "pxe" | "media" }).bootPath) };
+      },
+    },
+  ];
+}
