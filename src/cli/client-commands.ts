@@ -11,6 +11,7 @@ import { taskSequenceCommand } from "./task-sequence-commands.ts";
 import { deploymentCommand } from "./deployment-commands.ts";
 import { adminCommand, roleCommand } from "./admin-commands.ts";
 import { auditCommand, keysCommand, siteCommand } from "./site-commands.ts";
+import { certificateCommand, credentialCommand, pxeCommand, runCommand } from "./identity-commands.ts";
 
 export const clientCommands: Record<string, Command> = {
   ...accountCommands,
@@ -24,4 +25,8 @@ export const clientCommands: Record<string, Command> = {
   audit: auditCommand,
   keys: keysCommand,
   site: siteCommand,
+  certificate: certificateCommand,
+  credential: credentialCommand,
+  pxe: pxeCommand,
+  run: runCommand,
 };

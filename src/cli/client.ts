@@ -221,6 +221,7 @@ export type Api = {
   get<T = unknown>(p: string, query?: Query): Promise<T>;
   post<T = unknown>(p: string, body?: unknown): Promise<T>;
   patch<T = unknown>(p: string, body: unknown): Promise<T>;
+  put<T = unknown>(p: string, body: unknown): Promise<T>;
   delete(p: string): Promise<void>;
 };
 
@@ -230,6 +231,7 @@ export function createApi(conn: Connection): Api {
     get: (p, query) => apiRequest(conn, "GET", p, { query }) as Promise<never>,
     post: (p, body) => apiRequest(conn, "POST", p, { body }) as Promise<never>,
     patch: (p, body) => apiRequest(conn, "PATCH", p, { body }) as Promise<never>,
+    put: (p, body) => apiRequest(conn, "PUT", p, { body }) as Promise<never>,
     delete: async (p) => {
       await apiRequest(conn, "DELETE", p);
     },

@@ -139,6 +139,23 @@ const deviceSubcommands: Record<string, Subcommand> = {
   unapprove: stateChange("unapprove", "Put a device back to pending"),
 };
 
+deviceSubcommands.policy = {
+  summary: "Show what the device's policy holds now (deployments, resolved variables, secret names)",
+  args: "DEVICE",
+  options: { boot: { type: "string", value: "PATH", description: "Boot path: pxe (default) or media" } },
+  async run(inv) {
+    const p = await inv.api().get<{ deployments: { name: string; purpose: string; taskSequence: { name: string; version: number }; variables: Record<string, string>; secrets: string[] }[] }>(
+      apiPath`/api/v1/devices/${inv.positionals[0]}/policy`, { bootPath: inv.str("boot") });
+    inv.out.result(p, () => inv.out.table(p.deployments, [
+      { header: "DEPLOYMENT", value: (d) => d.name, max: 30 },
+      { header: "PURPOSE", value: (d) => d.purpose },
+      { header: "TASK SEQUENCE", value: (d) => `${d.taskSequence.name} v${d.taskSequence.version}`, max: 36 },
+      { header: "VARIABLES", value: (d) => Object.entries(d.variables).map(([k, v]) => `${k}=${v}`).join(" "), max: 50 },
+      { header: "SECRETS", value: (d) => d.secrets.join(" "), max: 30 },
+    ], "No deployment applies to this device."));
+  },
+};
+
 // `device add` is the name the network-boot documentation uses; it is `create` by another name.
 deviceSubcommands.add = { ...deviceSubcommands.create, summary: "Same as create: record a device by MAC/UUID and name" };
 

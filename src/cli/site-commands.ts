@@ -8,7 +8,6 @@ type AuditEntry = {
   seq: number; at: string; actor: string; action: string; object: string | null; outcome: string;
   details: Record<string, unknown> | null;
 };
-type Certificate = { role: string; subject: string; issuer: string; validFrom: string; validTo: string; fingerprint256: string; subjectAltName: string | null };
 
 export const auditCommand = commandGroup("audit", "The audit log: every change and every refused request, hash-chained and signed", {
   list: {
@@ -78,19 +77,6 @@ export const siteCommand = commandGroup("site", "The site: version, database, ke
         ["Server", inv.connection().server], ["Version", r.version], ["Database", r.database],
         ["Signing key", r.signingKeyFingerprint], ["CA (SHA-256)", r.caFingerprint256],
       ]));
-    },
-  },
-  certificates: {
-    summary: "List the certificates the site holds (CA and server)",
-    async run(inv) {
-      const rows = await inv.api().get<Certificate[]>("/api/v1/certificates");
-      inv.out.result(rows, () => inv.out.table(rows, [
-        { header: "ROLE", value: (c) => c.role },
-        { header: "SUBJECT", value: (c) => c.subject.replace(/\n/g, ", "), max: 40 },
-        { header: "VALID FROM", value: (c) => c.validFrom },
-        { header: "VALID TO", value: (c) => c.validTo },
-        { header: "SHA-256", value: (c) => c.fingerprint256, max: 100 },
-      ], "No certificates."));
     },
   },
   "signing-key": {

@@ -262,7 +262,8 @@ export async function createCrl(
     ],
     entries: opts.revoked.map((r) => ({ serialNumber: r.serial, revocationDate: r.revokedAt, reason: reasons[r.reason ?? "unspecified"] })),
   });
-  return crl.toString("pem") + "\n";
+  // RFC 7468 §5 labels a CRL "X509 CRL" (what OpenSSL and others expect).
+  return x509.PemConverter.encode(crl.rawData, "X509 CRL") + "\n";
 }
 
 /** DER INTEGER for a non-negative safe integer. */
