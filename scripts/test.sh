@@ -30,6 +30,11 @@ export SLIPWAY_REQUIRE_POSTGRES=1
 echo "[test] type check" >&2
 npx tsc -p tsconfig.json
 
+if [ $# -eq 0 ]; then
+  echo "[test] fuzzing the DHCP and TFTP decoders, 1,000,000 inputs each" >&2
+  node --disable-warning=ExperimentalWarning src/protocol/fuzz.ts 1000000
+fi
+
 echo "[test] node --test" >&2
 if [ $# -gt 0 ]; then
   exec node --disable-warning=ExperimentalWarning --test --test-concurrency=2 "$@"

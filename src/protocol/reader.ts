@@ -7,7 +7,10 @@
  * instead: a value that does not fit its field is a bug in the caller, not bad input.
  */
 
-/** A packet could not be decoded; `offset` is where in the input the problem was found. */
+/**
+ * A packet could not be decoded. `offset` is where in the input the problem was found; for an
+ * error about an option's value (DHCP accessors, sub-options) it is the position within that value.
+ */
 export class DecodeError extends Error {
   readonly offset: number;
 
