@@ -16,6 +16,7 @@ import { EnrollBody, enroll, DEVICE_CERT_DAYS } from "./enroll.ts";
 import { devicePolicy, signedDevicePolicy } from "./policy.ts";
 import type { DevicePrincipal } from "./device-auth.ts";
 import { currentCrl } from "./crl.ts";
+import { RateLimiter } from "../site/auth.ts";
 
 export type MpAccess = "device";
 export type MpRoute = Route<MpAccess, DevicePrincipal>;
@@ -50,6 +51,8 @@ export function maskSecrets(text: string, secrets: readonly string[]): string {
 }
 
 export function managementRoutes(site: Site): MpRoute[] {
+  // Enrollment does Argon2 work for the PXE password: bound how often one address may try.
+  const enrollLimiter = new RateLimiter(120, 60_000, () => site.now().getTime());
   async function ownRun(ctx: Ctx, id: string): Promise<Run> {
     const run = await stores(site.db).runs.byId(id);
     if (!run) throw new SlipwayError("NOT_FOUND", `Cannot find run "${id}"`);
@@ -79,7 +82,10 @@ export function managementRoutes(site: Site): MpRoute[] {
     {
       method: "POST", path: "/mp/v1/enroll", access: "public", tag: "enrollment",
       summary: "Enroll with a boot token, media credential or pre-approval; returns a client certificate", body: EnrollBody,
-      handler: async (ctx) => ({ status: 201, body: await enroll(site, ctx.body, ctx.ip) }),
+      handler: async (ctx) => {
+        if (!enrollLimiter.hit(ctx.ip)) throw new SlipwayError("RATE_LIMITED", "Cannot enroll: too many attempts from this address; wait a minute");
+        return { status: 201, body: await enroll(site, ctx.body, ctx.ip) };
+      },
     },
     {
       method: "GET", path: "/mp/v1/crl", access: "public", tag: "enrollment", summary: "The site CA's certificate revocation list (PEM)",
