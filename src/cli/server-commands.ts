@@ -8,6 +8,9 @@ import { startManagementPoint } from "../roles/management/server.ts";
 import { ensureServerCertificate } from "../security/site-keys.ts";
 import { readHead, verifyAuditLog } from "../storage/audit-store.ts";
 import { createLogger } from "../log.ts";
+import os from "node:os";
+import { stores } from "../storage/stores.ts";
+import { BlobStore } from "../storage/blob-store.ts";
 import { CliError, ExitCode, type Command } from "./command.ts";
 
 export const DEFAULT_LISTEN = "127.0.0.1:8443";
@@ -135,4 +138,55 @@ const auditVerify: Command = {
   },
 };
 
-export const serverCommands: Record<string, Command> = { init, up, "audit-verify": auditVerify };
+const bootimage: Command = {
+  summary: "Register the kernel and initrd PXE boot scripts boot (add), or list them — on the server's data folder",
+  async run(args) {
+    const { values, positionals } = parse(args, {
+      data: { type: "string" }, name: { type: "string" }, kernel: { type: "string" }, initrd: { type: "string" },
+      cmdline: { type: "string" }, default: { type: "boolean" }, json: { type: "boolean" },
+    });
+    const action = positionals[0];
+    if (values.help || (action !== "add" && action !== "list")) {
+      process.stdout.write("Usage: slipway bootimage add --name NAME --kernel FILE --initrd FILE [--cmdline ARGS] [--default] [--data DIR]\n       slipway bootimage list [--data DIR] [--json]\n  The first image added becomes the default.\n");
+      return values.help ? ExitCode.OK : ExitCode.USAGE;
+    }
+    const dataDir = dataOption(values.data as string | undefined);
+    if (!siteExists(dataDir)) throw new CliError(`No site in ${dataDir}`, ExitCode.NOT_FOUND);
+    const site = await openSite({ ...siteOptions(dataDir), log: createLogger({ level: "warn", write: (l) => process.stderr.write(l + "\n") }) });
+    try {
+      const images = stores(site.db).bootImages;
+      if (action === "list") {
+        const list = await images.list();
+        process.stdout.write(values.json ? JSON.stringify(list) + "\n" : list.map((i) => `${i.isDefault ? "*" : " "} ${i.name}  kernel ${i.kernelSha256.slice(0, 12)} (${i.kernelSize} B)  initrd ${i.initrdSha256.slice(0, 12)} (${i.initrdSize} B)  ${i.cmdline}`).join("\n") + "\n");
+        return ExitCode.OK;
+      }
+      const name = values.name as string | undefined;
+      const kernel = values.kernel as string | undefined;
+      const initrd = values.initrd as string | undefined;
+      if (!name || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) throw new CliError("--name must be 1-64 letters, digits, . _ -", ExitCode.USAGE);
+      if (!kernel || !initrd) throw new CliError("--kernel FILE and --initrd FILE are required", ExitCode.USAGE);
+      for (const f of [kernel, initrd]) if (!fs.existsSync(f) || !fs.statSync(f).isFile()) throw new CliError(`Cannot read ${f}: not a file`, ExitCode.NOT_FOUND);
+      const cmdline = (values.cmdline as string | undefined) ?? "";
+      // Boot scripts are public and travel in the clear: a command line is no place for a secret.
+      if (cmdline.length > 1024 || /[\u0000-\u001f\u007f]/.test(cmdline)) throw new CliError("--cmdline must be one line of at most 1024 characters", ExitCode.INVALID);
+      if (/slipway\.(token|mac|mp)=/.test(cmdline)) throw new CliError("--cmdline must not set slipway.token, slipway.mac or slipway.mp; Slipway adds them", ExitCode.INVALID);
+      const blobs = new BlobStore(dataDir);
+      const k = await blobs.importFile(kernel);
+      const i = await blobs.importFile(initrd);
+      const isDefault = Boolean(values.default) || (await images.list()).length === 0;
+      const who = `local:${os.userInfo().username}`;
+      const img = await site.db.transaction(async (tx) => {
+        const r = await stores(tx).bootImages.put({ name, kernelSha256: k.sha256, kernelSize: k.size, initrdSha256: i.sha256, initrdSize: i.size,
+          cmdline, isDefault, createdBy: who, createdAt: site.now().toISOString() });
+        await site.audit.append({ actor: who, action: "bootimage.add", object: `bootimage:${name}`, details: { kernel: k.sha256, initrd: i.sha256, cmdline, isDefault } }, tx);
+        return r;
+      });
+      process.stdout.write(values.json ? JSON.stringify(img) + "\n" : `Registered boot image "${name}"${img.isDefault ? " (default)" : ""}: kernel sha256:${k.sha256}, initrd sha256:${i.sha256}\n`);
+      return ExitCode.OK;
+    } finally {
+      await site.close();
+    }
+  },
+};
+
+export const serverCommands: Record<string, Command> = { init, up, bootimage, "audit-verify": auditVerify };

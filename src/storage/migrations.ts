@@ -106,6 +106,18 @@ export const migrations: Migration[] = [
         message TEXT, PRIMARY KEY (run_id, seq))`,
     ],
   },
+  {
+    version: 3,
+    name: "network boot: boot images and DHCP leases",
+    statements: [
+      `CREATE TABLE boot_images (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, kernel_sha256 TEXT NOT NULL, kernel_size BIGINT NOT NULL,
+        initrd_sha256 TEXT NOT NULL, initrd_size BIGINT NOT NULL, cmdline TEXT NOT NULL, is_default INTEGER NOT NULL,
+        created_by TEXT NOT NULL, created_at TEXT NOT NULL)`,
+      `CREATE TABLE dhcp_leases (
+        mac TEXT PRIMARY KEY, ip TEXT NOT NULL UNIQUE, expires_at TEXT NOT NULL, updated_at TEXT NOT NULL)`,
+    ],
+  },
 ];
 
 /** Applies every migration newer than the database's version; returns the versions applied. */

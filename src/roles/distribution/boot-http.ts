@@ -1,0 +1,156 @@
+/**
+ * Boot scripts over plain HTTP, per machine, on the PXE links only. Stock iPXE has no HTTPS,
+ * so everything here is public by design: loaders, the deploy environment's kernel and initrd
+ * (served only when a boot image uses them), and a one-time boot token bound to the
+ * machine's MAC and SMBIOS UUID — useless to anyone else, and without the PXE password
+ * useless even to that machine. No secret and nothing derived from one is ever served.
+ */
+import http from "node:http";
+import fs from "node:fs";
+import path from "node:path";
+import type { AddressInfo } from "node:net";
+import type { Site } from "../site/site.ts";
+import { stores } from "../../storage/stores.ts";
+import { BlobStore } from "../../storage/blob-store.ts";
+import { bootScript, decideBoot, startScript, waitScript, LOADERS, type UnknownPolicy } from "../../domain/pxe.ts";
+import { normalizeMac, normalizeUuid } from "../../domain/device.ts";
+import { issueBootToken } from "../management/credentials.ts";
+import type { PxeLink } from "./pxe-responder.ts";
+
+export type BootHttpOptions = {
+  site: Site;
+  links: PxeLink[];
+  port: number;
+  unknown: UnknownPolicy;
+  /** The management point URL a machine on this link reaches (goes on the kernel command line). */
+  managementPointUrl(link: PxeLink): string;
+  /** Folder with the iPXE loaders (Debian's ipxe package: /usr/lib/ipxe). */
+  loaderDir?: string;
+};
+
+export type BootHttp = { port: number; close(): Promise<void>; baseUrl(link: PxeLink): string };
+
+const TEXT = { "content-type": "text/plain; charset=utf-8", "cache-control": "no-store" };
+
+export async function startBootHttp(opts: BootHttpOptions): Promise<BootHttp> {
+  const { site } = opts;
+  const blobs = new BlobStore(site.dataDir);
+  const loaderDir = opts.loaderDir ?? "/usr/lib/ipxe";
+  const servers: http.Server[] = [];
+  let port = opts.port;
+
+  const base = (link: PxeLink) => `http://${link.address}:${port}`;
+
+  async function machineScript(link: PxeLink, url: URL): Promise<{ status: number; body: string }> {
+    const mac = normalizeMac(url.searchParams.get("mac") ?? "");
+    if (!mac) return { status: 400, body: "#!ipxe\necho Slipway: this request names no MAC address\nexit 1\n" };
+    const uuid = normalizeUuid(url.searchParams.get("uuid") ?? "") ?? undefined;
+    const s = stores(site.db);
+    const device = (await s.devices.byMac(mac)) ?? (uuid ? await s.devices.bySmbiosUuid(uuid) : undefined);
+    const decision = decideBoot(device, opts.unknown);
+    if (decision === "wait" || decision === "record-pending") {
+      return { status: 200, body: waitScript({ pollUrl: `${base(link)}/ipxe/machine?mac=${mac}&uuid=${uuid ?? ""}`, mac }) };
+    }
+    if (decision !== "boot" || !device) {
+      await site.audit.append({ actor: "pxe", action: "pxe.script.refused", outcome: "denied", object: device ? `device:${device.id}` : `mac:${mac}`, details: { mac, link: link.name } });
+      return { status: 404, body: "#!ipxe\necho Slipway: nothing to boot for this machine\nexit 1\n" };
+    }
+    // A token is bound to the UUID the machine reports now; a device on record with another UUID gets none.
+    if (device.smbiosUuid && uuid && device.smbiosUuid !== uuid) {
+      await site.audit.append({ actor: "pxe", action: "pxe.script.refused", outcome: "denied", object: `device:${device.id}`, details: { mac, reason: "SMBIOS UUID differs from the device record" } });
+      return { status: 404, body: "#!ipxe\necho Slipway: this machine does not match its record\nexit 1\n" };
+    }
+    const image = await s.bootImages.defaultImage();
+    if (!image) {
+      return { status: 200, body: waitScript({ pollUrl: `${base(link)}/ipxe/machine?mac=${mac}&uuid=${uuid ?? ""}`, mac, seconds: 30 })
+        .replace("is waiting for an administrator's approval.", "is approved, but no boot image is registered yet.") };
+    }
+    const { token } = await issueBootToken(site, { deviceId: device.id, mac, smbiosUuid: uuid ?? device.smbiosUuid });
+    await site.audit.append({ actor: "pxe", action: "pxe.script", object: `device:${device.id}`, details: { mac, link: link.name, bootImage: image.name } });
+    return {
+      status: 200,
+      body: bootScript({
+        image: { kernelUrl: `${base(link)}/ipxe/files/${image.kernelSha256}`, initrdUrl: `${base(link)}/ipxe/files/${image.initrdSha256}`, cmdline: image.cmdline },
+        token, mac, managementPoint: opts.managementPointUrl(link), deviceName: device.name,
+      }),
+    };
+  }
+
+  function streamFile(res: http.ServerResponse, file: string, type: string): void {
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(file);
+    } catch {
+      res.writeHead(404, TEXT).end("not found\n");
+      return;
+    }
+    res.writeHead(200, { "content-type": type, "content-length": st.size, "cache-control": "no-store" });
+    fs.createReadStream(file).on("error", () => res.destroy()).pipe(res);
+  }
+
+  async function handle(link: PxeLink, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    // A connection that reached this link's address from another link is not this link's.
+    if (req.socket.localAddress !== link.address && req.socket.localAddress !== `::ffff:${link.address}`) {
+      res.writeHead(404, TEXT).end();
+      return;
+    }
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      res.writeHead(405, TEXT).end();
+      return;
+    }
+    let url: URL;
+    try {
+      url = new URL(req.url ?? "/", base(link));
+    } catch {
+      res.writeHead(400, TEXT).end();
+      return;
+    }
+    if (url.pathname === "/ipxe/start") {
+      res.writeHead(200, TEXT).end(startScript(base(link)));
+      return;
+    }
+    if (url.pathname === "/ipxe/machine") {
+      const r = await machineScript(link, url);
+      res.writeHead(r.status, TEXT).end(r.body);
+      return;
+    }
+    const file = /^\/ipxe\/files\/([0-9a-f]{64})$/.exec(url.pathname);
+    if (file) {
+      if (!(await stores(site.db).bootImages.servesBlob(file[1]))) {
+        res.writeHead(404, TEXT).end();
+        return;
+      }
+      streamFile(res, blobs.pathOf(file[1]), "application/octet-stream");
+      return;
+    }
+    const loader = /^\/ipxe\/loaders\/([a-z.]+)$/.exec(url.pathname);
+    if (loader && (Object.values(LOADERS) as string[]).includes(loader[1])) {
+      streamFile(res, path.join(loaderDir, loader[1]), "application/efi");
+      return;
+    }
+    res.writeHead(404, TEXT).end();
+  }
+
+  for (const link of opts.links) {
+    const server = http.createServer({ requestTimeout: 60_000, headersTimeout: 10_000, maxHeaderSize: 8 * 1024 }, (req, res) => {
+      handle(link, req, res).catch((err) => {
+        site.log.error("boot script request failed", { err, link: link.name });
+        if (!res.headersSent) res.writeHead(500, TEXT).end();
+      });
+    });
+    server.on("clientError", (_e, socket) => socket.destroy());
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port, link.address, () => resolve());
+    });
+    port = (server.address() as AddressInfo).port;
+    servers.push(server);
+  }
+  return {
+    port, baseUrl: base,
+    close: () => Promise.all(servers.map((x) => new Promise<void>((resolve) => {
+      x.close(() => resolve());
+      x.closeAllConnections();
+    }))).then(() => undefined),
+  };
+}

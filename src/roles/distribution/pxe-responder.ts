@@ -1,0 +1,258 @@
+/**
+ * The PXE responder: ProxyDHCP beside the site's DHCP server (ports 67 and 4011), or full
+ * DHCP for an isolated lab. It listens only on the chosen links — each socket bound to its
+ * device — answers only machines the unknown-computer policy admits, offers the iPXE loader
+ * for the firmware, and hands iPXE the URL of its boot script. Relayed requests (giaddr set)
+ * are answered through the relay. Every decision is audited, at most once per machine and
+ * decision every few minutes so a flood cannot fill the log; memory stays bounded.
+ */
+import type dgram from "node:dgram";
+import type { Site } from "../site/site.ts";
+import { stores } from "../../storage/stores.ts";
+import {
+  buildReply, clientArch, clientUuid, decodeDhcp, encodeDhcp, encodePxeVendorOptions, isHttpClient, isIpxe, isPxeClient,
+  messageType, optionData, DhcpMessageType, DhcpOption, PxeDiscoveryControl, PxeVendorOption, type DhcpMessage, type DhcpOptionEntry,
+} from "../../protocol/dhcp.ts";
+import { DecodeError } from "../../protocol/reader.ts";
+import { decideBoot, firmwareOf, LOADERS, type UnknownPolicy } from "../../domain/pxe.ts";
+import { chooseAddress, intToIp, ipToInt, type IpRange } from "../../domain/ip-pool.ts";
+import type { Device } from "../../domain/device.ts";
+
+export type PxeLink = { name: string; address: string; netmask: string };
+export type OpenUdp = (opts: { interface: string | null; port: number; address?: string; broadcast?: boolean; reuseAddr?: boolean }) => Promise<dgram.Socket>;
+
+export type PxeResponderOptions = {
+  site: Site;
+  links: PxeLink[];
+  mode: "proxy" | "dhcp";
+  unknown: UnknownPolicy;
+  /** Base URL of the boot script server as seen from a link, e.g. http://10.0.0.1:8080. */
+  bootBaseUrl(link: PxeLink): string;
+  openSocket: OpenUdp;
+  /** Lab DHCP: the pool, lease time, router and DNS to hand out. */
+  range?: IpRange;
+  leaseSeconds?: number;
+  router?: string;
+  dns?: string[];
+  /** Firmware loader for UEFI x64 (ipxe.efi or snponly.efi). */
+  uefiLoader?: string;
+  /** At most this many unknown machines recorded per minute, and pending in all. */
+  recordPerMinute?: number;
+  maxPending?: number;
+};
+
+export type PxeStats = { received: number; malformed: number; answered: number; ignored: number; suppressedAudits: number };
+export type PxeResponder = { stats: PxeStats; close(): Promise<void> };
+
+const AUDIT_EVERY_MS = 5 * 60_000;
+const AUDIT_MEMORY = 10_000;
+
+export async function startPxeResponder(opts: PxeResponderOptions): Promise<PxeResponder> {
+  const { site } = opts;
+  const s = stores(site.db);
+  const stats: PxeStats = { received: 0, malformed: 0, answered: 0, ignored: 0, suppressedAudits: 0 };
+  const lastAudit = new Map<string, number>();
+  let recordWindow = { start: 0, count: 0 };
+  const sockets: dgram.Socket[] = [];
+
+  async function audit(key: string, event: Parameters<Site["audit"]["append"]>[0]) {
+    const now = site.now().getTime();
+    const prev = lastAudit.get(key);
+    if (prev !== undefined && now - prev < AUDIT_EVERY_MS) {
+      stats.suppressedAudits++;
+      return;
+    }
+    lastAudit.delete(key);
+    lastAudit.set(key, now);
+    // Oldest first in a Map: evicting from the front keeps it bounded under a flood of MACs.
+    while (lastAudit.size > AUDIT_MEMORY) lastAudit.delete(lastAudit.keys().next().value!);
+    await site.audit.append(event);
+  }
+
+  async function record(mac: string, uuid: string | undefined, firmware: string, link: PxeLink, state: "pending" | "approved"): Promise<Device | undefined> {
+    const now = site.now();
+    const perMinute = opts.recordPerMinute ?? 30;
+    if (now.getTime() - recordWindow.start > 60_000) recordWindow = { start: now.getTime(), count: 0 };
+    if (recordWindow.count >= perMinute) return undefined;
+    const pending = (await site.db.get<{ n: number }>(`SELECT COUNT(*) AS n FROM devices WHERE state = 'pending'`))?.n ?? 0;
+    if (state === "pending" && Number(pending) >= (opts.maxPending ?? 1000)) return undefined;
+    recordWindow.count++;
+    const nowIso = now.toISOString();
+    return site.db.transaction(async (tx) => {
+      const t = stores(tx);
+      if (await t.devices.byMac(mac)) return t.devices.byMac(mac);
+      const d = await t.devices.create({ name: `pxe-${mac.replace(/:/g, "")}`, macs: [mac], smbiosUuid: uuid && !(await t.devices.bySmbiosUuid(uuid)) ? uuid : null,
+        serial: null, state, attributes: { firmware, firstSeenLink: link.name } }, nowIso);
+      await site.audit.append({ actor: "pxe", action: "device.recorded", object: `device:${d.id}`, details: { mac, smbiosUuid: d.smbiosUuid, firmware, link: link.name, state } }, tx);
+      return d;
+    });
+  }
+
+  function bootOptions(req: DhcpMessage, link: PxeLink): { bootfile?: string; options: DhcpOptionEntry[]; ipxeNoProxyDhcp?: boolean } | undefined {
+    const firmware = firmwareOf(clientArch(req), isHttpClient(req));
+    if (firmware === "unsupported") return undefined;
+    if (isIpxe(req)) return { bootfile: `${opts.bootBaseUrl(link)}/ipxe/start`, options: [], ipxeNoProxyDhcp: true };
+    if (firmware === "uefi-http") return { bootfile: `${opts.bootBaseUrl(link)}/ipxe/loaders/${opts.uefiLoader ?? LOADERS.uefi}`, options: [] };
+    // Firmware PXE: take the boot file from this offer, no boot server discovery (PXE 2.1 §2.4).
+    const vendor = encodePxeVendorOptions([[PxeVendorOption.DiscoveryControl, Uint8Array.of(PxeDiscoveryControl.UseBootfile)]]);
+    return { bootfile: firmware === "bios" ? LOADERS.bios : (opts.uefiLoader ?? LOADERS.uefi), options: [{ code: DhcpOption.VendorSpecific, data: vendor }] };
+  }
+
+  function destination(req: DhcpMessage, rinfo: dgram.RemoteInfo, viaProxyPort: boolean): { address: string; port: number } {
+    if (req.giaddr !== "0.0.0.0") return { address: req.giaddr, port: 67 };
+    if (viaProxyPort) return { address: rinfo.address, port: rinfo.port };
+    if (req.ciaddr !== "0.0.0.0") return { address: req.ciaddr, port: 68 };
+    return { address: "255.255.255.255", port: 68 };
+  }
+
+  async function leaseFor(mac: string, requested: string | undefined): Promise<string | undefined> {
+    if (!opts.range) return undefined;
+    const now = site.now().toISOString();
+    await s.leases.deleteExpired(now);
+    const current = await s.leases.byMac(mac);
+    const taken = new Set((await s.leases.all()).filter((l) => l.mac !== mac).map((l) => l.ip));
+    return chooseAddress(opts.range, taken, current?.ip, requested);
+  }
+
+  function ipOption(code: number, ips: string[]): DhcpOptionEntry {
+    const data = new Uint8Array(ips.length * 4);
+    ips.forEach((ip, i) => new DataView(data.buffer).setUint32(i * 4, ipToInt(ip)));
+    return { code, data };
+  }
+  function u32Option(code: number, n: number): DhcpOptionEntry {
+    const data = new Uint8Array(4);
+    new DataView(data.buffer).setUint32(0, n);
+    return { code, data };
+  }
+
+  async function handle(link: PxeLink, socket: dgram.Socket, bytes: Buffer, rinfo: dgram.RemoteInfo, viaProxyPort: boolean): Promise<void> {
+    stats.received++;
+    let req: DhcpMessage;
+    try {
+      req = decodeDhcp(bytes);
+    } catch (err) {
+      if (err instanceof DecodeError) {
+        stats.malformed++;
+        return;
+      }
+      throw err;
+    }
+    const type = messageType(req);
+    if (req.op !== 1 || !req.mac || (type !== DhcpMessageType.Discover && type !== DhcpMessageType.Request && type !== DhcpMessageType.Release)) {
+      stats.ignored++;
+      return;
+    }
+    const pxe = isPxeClient(req) || isHttpClient(req);
+    if (opts.mode === "proxy" && (!pxe || (type === DhcpMessageType.Request && !viaProxyPort) || type === DhcpMessageType.Release)) {
+      stats.ignored++;
+      return;
+    }
+    const mac = req.mac;
+    if (type === DhcpMessageType.Release) {
+      await s.leases.release(mac);
+      return;
+    }
+    let uuid: string | undefined;
+    try {
+      uuid = clientUuid(req);
+    } catch {
+      uuid = undefined;
+    }
+    if (uuid === "00000000-0000-0000-0000-000000000000") uuid = undefined;
+    let device = (await s.devices.byMac(mac)) ?? (uuid ? await s.devices.bySmbiosUuid(uuid) : undefined);
+    const decision = decideBoot(device, opts.unknown);
+    const firmware = firmwareOf(clientArch(req), isHttpClient(req));
+    const auditBase = { actor: "pxe", object: device ? `device:${device.id}` : `mac:${mac}` };
+    if (decision === "ignore") {
+      stats.ignored++;
+      const why = device ? (device.state === "blocked" ? "blocked" : "pending (unknown-computer policy deny)") : "unknown computer (policy deny)";
+      await audit(`${mac}:ignore`, { ...auditBase, action: "pxe.refused", outcome: "denied", details: { mac, smbiosUuid: uuid ?? null, link: link.name, reason: why, relayed: req.giaddr !== "0.0.0.0" } });
+      return;
+    }
+    if (decision === "record-pending" || decision === "record-approved") {
+      if (!pxe) {
+        stats.ignored++;
+        return;
+      }
+      device = await record(mac, uuid, firmware, link, decision === "record-pending" ? "pending" : "approved");
+      if (!device) {
+        stats.ignored++;
+        await audit(`record-limit`, { actor: "pxe", action: "pxe.refused", outcome: "denied", details: { reason: "too many unknown machines; not recording more for now", link: link.name } });
+        return;
+      }
+    }
+    const boot = pxe ? bootOptions(req, link) : undefined;
+    if (pxe && !boot) {
+      stats.ignored++;
+      await audit(`${mac}:arch`, { ...auditBase, action: "pxe.refused", outcome: "denied", details: { mac, reason: `unsupported architecture ${clientArch(req)?.join(",")}` } });
+      return;
+    }
+
+    let reply: DhcpMessage;
+    if (opts.mode === "proxy") {
+      reply = buildReply(req, {
+        messageType: type === DhcpMessageType.Discover ? DhcpMessageType.Offer : DhcpMessageType.Ack,
+        serverId: link.address, siaddr: link.address, bootfile: boot!.bootfile, options: boot!.options, ipxeNoProxyDhcp: boot!.ipxeNoProxyDhcp,
+      });
+    } else {
+      const requestedBytes = optionData(req, DhcpOption.RequestedIp);
+      const requested = requestedBytes?.length === 4 ? intToIp(new DataView(requestedBytes.buffer, requestedBytes.byteOffset).getUint32(0)) : (req.ciaddr !== "0.0.0.0" ? req.ciaddr : undefined);
+      const serverIdBytes = optionData(req, DhcpOption.ServerId);
+      if (type === DhcpMessageType.Request && serverIdBytes?.length === 4 && intToIp(new DataView(serverIdBytes.buffer, serverIdBytes.byteOffset).getUint32(0)) !== link.address) {
+        stats.ignored++; // the client chose another server's offer
+        return;
+      }
+      const ip = await leaseFor(mac, requested);
+      if (!ip) {
+        stats.ignored++;
+        await audit("pool-exhausted", { actor: "pxe", action: "dhcp.pool-exhausted", outcome: "failure", details: { link: link.name } });
+        return;
+      }
+      if (type === DhcpMessageType.Request && requested && requested !== ip) {
+        reply = buildReply(req, { messageType: DhcpMessageType.Nak, serverId: link.address, siaddr: "0.0.0.0" });
+      } else {
+        const leaseSeconds = opts.leaseSeconds ?? 3600;
+        if (type === DhcpMessageType.Request) {
+          await s.leases.put({ mac, ip, expiresAt: new Date(site.now().getTime() + leaseSeconds * 1000).toISOString() }, site.now().toISOString());
+        }
+        reply = buildReply(req, {
+          messageType: type === DhcpMessageType.Discover ? DhcpMessageType.Offer : DhcpMessageType.Ack,
+          serverId: link.address, siaddr: link.address, yiaddr: ip, bootfile: boot?.bootfile, ipxeNoProxyDhcp: boot?.ipxeNoProxyDhcp,
+          options: [
+            ...(boot?.options ?? []),
+            ipOption(DhcpOption.SubnetMask, [link.netmask]),
+            ipOption(DhcpOption.Router, [opts.router ?? link.address]),
+            ...(opts.dns?.length ? [ipOption(DhcpOption.DnsServers, opts.dns)] : []),
+            u32Option(DhcpOption.LeaseTime, leaseSeconds),
+          ],
+        });
+      }
+    }
+    const to = destination(req, rinfo, viaProxyPort);
+    socket.send(encodeDhcp(reply), to.port, to.address);
+    stats.answered++;
+    if (pxe && type === DhcpMessageType.Discover) {
+      await audit(`${mac}:${decision}`, { ...auditBase, action: decision === "wait" || decision === "record-pending" ? "pxe.waiting" : "pxe.offer",
+        details: { mac, smbiosUuid: uuid ?? null, link: link.name, firmware, bootfile: boot?.bootfile ?? null, relayed: req.giaddr !== "0.0.0.0" } });
+    }
+  }
+
+  for (const link of opts.links) {
+    for (const port of opts.mode === "proxy" ? [67, 4011] : [67]) {
+      const socket = await opts.openSocket({ interface: link.name, port, broadcast: true, reuseAddr: true });
+      socket.on("message", (msg, rinfo) => {
+        handle(link, socket, msg, rinfo, port === 4011).catch((err) => site.log.error("pxe request failed", { err, link: link.name }));
+      });
+      socket.on("error", (err) => site.log.error("pxe socket error", { err, link: link.name, port }));
+      sockets.push(socket);
+    }
+    site.log.info("pxe responder listening", { link: link.name, address: link.address, mode: opts.mode, unknown: opts.unknown });
+  }
+
+  return {
+    stats,
+    async close() {
+      await Promise.all(sockets.map((x) => new Promise<void>((resolve) => x.close(() => resolve()))));
+    },
+  };
+}
