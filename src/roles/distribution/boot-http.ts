@@ -47,8 +47,9 @@ export async function startBootHttp(opts: BootHttpOptions): Promise<BootHttp> {
     const uuid = normalizeUuid(url.searchParams.get("uuid") ?? "") ?? undefined;
     const s = stores(site.db);
     const device = (await s.devices.byMac(mac)) ?? (uuid ? await s.devices.bySmbiosUuid(uuid) : undefined);
-    const decision = decideBoot(device, opts.unknown);
-    if (decision === "wait" || decision === "record-pending") {
+    // Only the DHCP stage records unknown machines; a script is for machines on record.
+    const decision = device ? decideBoot(device, opts.unknown) : "ignore";
+    if (decision === "wait") {
       return { status: 200, body: waitScript({ pollUrl: `${base(link)}/ipxe/machine?mac=${mac}&uuid=${uuid ?? ""}`, mac }) };
     }
     if (decision !== "boot" || !device) {
