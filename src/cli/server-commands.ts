@@ -5,6 +5,9 @@ import { parseArgs } from "node:util";
 import { initSite, openSite, siteExists, type OpenSiteOptions } from "../roles/site/site.ts";
 import { startSiteServer } from "../roles/site/server.ts";
 import { startManagementPoint } from "../roles/management/server.ts";
+import { startNetworkBoot } from "../roles/distribution/network-boot.ts";
+import { unknownPolicies, type UnknownPolicy } from "../domain/pxe.ts";
+import { parseRange, type IpRange } from "../domain/ip-pool.ts";
 import { ensureServerCertificate } from "../security/site-keys.ts";
 import { readHead, verifyAuditLog } from "../storage/audit-store.ts";
 import { createLogger } from "../log.ts";
@@ -78,14 +81,35 @@ const up: Command = {
     const { values } = parse(args, {
       data: { type: "string" }, listen: { type: "string" }, "mp-listen": { type: "string" }, "tls-cert": { type: "string" }, "tls-key": { type: "string" },
       "public-name": { type: "string", multiple: true },
+      "pxe-interface": { type: "string", multiple: true }, "pxe-mode": { type: "string" }, "dhcp-range": { type: "string", multiple: true },
+      unknown: { type: "string" }, "pxe-http-port": { type: "string" }, "ipxe-dir": { type: "string" },
     });
     if (values.help) {
-      process.stdout.write(`Usage: slipway up [--data DIR] [--listen HOST:PORT] [--mp-listen HOST:PORT] [--tls-cert FILE --tls-key FILE] [--public-name NAME]...\n  The admin API listens on ${DEFAULT_LISTEN} and the management point (mutual TLS, for machines) on ${DEFAULT_MP_LISTEN} by default.\n`);
+      process.stdout.write(`Usage: slipway up [--data DIR] [--listen HOST:PORT] [--mp-listen HOST:PORT] [--tls-cert FILE --tls-key FILE] [--public-name NAME]...
+                  [--pxe-interface IF]... [--pxe-mode proxy|dhcp] [--dhcp-range FIRST-LAST] [--unknown deny|approve|allow] [--pxe-http-port N]
+  The admin API listens on ${DEFAULT_LISTEN} and the management point (mutual TLS, for machines) on ${DEFAULT_MP_LISTEN} by default;
+  with --pxe-interface the management point listens on all addresses (0.0.0.0:8444) unless --mp-listen says otherwise.
+  PXE answers only on the interfaces named: ProxyDHCP beside your DHCP server (default), or full DHCP with --pxe-mode dhcp
+  and --dhcp-range. Unknown computers: deny (default), approve (recorded as pending, boot once approved) or allow.\n`);
       return ExitCode.OK;
     }
     const dataDir = dataOption(values.data as string | undefined);
     const listen = parseListen((values.listen as string | undefined) ?? process.env.SLIPWAY_LISTEN ?? DEFAULT_LISTEN);
-    const mpListen = parseListen((values["mp-listen"] as string | undefined) ?? process.env.SLIPWAY_MP_LISTEN ?? DEFAULT_MP_LISTEN);
+    const pxeInterfaces = (values["pxe-interface"] as string[] | undefined) ?? [];
+    const mpListen = parseListen((values["mp-listen"] as string | undefined) ?? process.env.SLIPWAY_MP_LISTEN ?? (pxeInterfaces.length ? "0.0.0.0:8444" : DEFAULT_MP_LISTEN));
+    const pxeMode = (values["pxe-mode"] as string | undefined) ?? "proxy";
+    if (pxeMode !== "proxy" && pxeMode !== "dhcp") throw new CliError("--pxe-mode is proxy or dhcp", ExitCode.USAGE);
+    const unknownPolicy = (values.unknown as string | undefined) ?? "deny";
+    if (!unknownPolicies.includes(unknownPolicy as UnknownPolicy)) throw new CliError("--unknown is deny, approve or allow", ExitCode.USAGE);
+    let ranges: IpRange[];
+    try {
+      ranges = ((values["dhcp-range"] as string[] | undefined) ?? []).map(parseRange);
+    } catch (err) {
+      throw new CliError((err as Error).message, ExitCode.USAGE);
+    }
+    if (pxeMode === "dhcp" && !ranges.length) throw new CliError("--pxe-mode dhcp needs --dhcp-range FIRST-LAST (one per PXE link)", ExitCode.USAGE);
+    const httpPort = Number((values["pxe-http-port"] as string | undefined) ?? "8080");
+    if (!Number.isInteger(httpPort) || httpPort < 0 || httpPort > 65535) throw new CliError("--pxe-http-port must be a port number", ExitCode.USAGE);
     await runInit(dataDir, true, process.stderr);
     const site = await openSite(siteOptions(dataDir));
     let tls: { certPem: string; keyPem: string };
@@ -99,12 +123,18 @@ const up: Command = {
     }
     const server = await startSiteServer({ site, host: listen.host, port: listen.port, tls });
     const mp = await startManagementPoint({ site, host: mpListen.host, port: mpListen.port, tls });
+    const boot = pxeInterfaces.length
+      ? await startNetworkBoot({ site, interfaces: pxeInterfaces, mode: pxeMode, unknown: unknownPolicy as UnknownPolicy, ranges, httpPort,
+        managementPointPort: mp.port, loaderDir: values["ipxe-dir"] as string | undefined })
+      : null;
     // Tells local CLI invocations where the server is; holds nothing secret.
     const connectHost = ["0.0.0.0", "::"].includes(listen.host) ? "127.0.0.1" : server.host;
     const url = `https://${connectHost.includes(":") ? `[${connectHost}]` : connectHost}:${server.port}`;
     fs.writeFileSync(path.join(dataDir, "server.json"), JSON.stringify({ url, managementPoint: mp.url, pid: process.pid }) + "\n");
     process.stderr.write(`Slipway is listening on ${server.url} (data in ${dataDir}, database ${site.db.dialect}); management point on ${mp.url}\n`);
+    if (boot) process.stderr.write(`PXE (${pxeMode}, unknown computers: ${unknownPolicy}) on ${boot.links.map((l) => `${l.name} ${l.address}`).join(", ")}; boot scripts on port ${boot.http.port}\n`);
     const stop = async () => {
+      await boot?.close();
       await mp.close();
       await server.close();
       await site.close();

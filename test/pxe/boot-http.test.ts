@@ -41,7 +41,7 @@ describe("boot scripts over HTTP", () => {
     const added = await run(["bootimage", "add", "--data", t.dataDir, "--name", "deploy-env", "--kernel", path.join(dir, "vmlinuz"), "--initrd", path.join(dir, "initrd"), "--cmdline", "console=ttyS0 quiet"]);
     assert.equal(added.code, 0, added.stderr);
     assert.match(added.stdout, /\(default\)/);
-    boot = await startBootHttp({ site: t.site, links: [link], port: 0, unknown: "approve", managementPointUrl: () => t.mp.url });
+    boot = await startBootHttp({ site: t.site, links: [link], port: 0, unknown: "approve", managementPointUrl: () => t.mp.url, bindToDevice: false });
     url = boot.baseUrl(link);
   });
   after(async () => {

@@ -16,6 +16,7 @@ import { bootScript, decideBoot, startScript, waitScript, LOADERS, type UnknownP
 import { normalizeMac, normalizeUuid } from "../../domain/device.ts";
 import { issueBootToken } from "../management/credentials.ts";
 import type { PxeLink } from "./pxe-responder.ts";
+import { listenOnDevice } from "../../net/bound-tcp.ts";
 
 export type BootHttpOptions = {
   site: Site;
@@ -26,6 +27,8 @@ export type BootHttpOptions = {
   managementPointUrl(link: PxeLink): string;
   /** Folder with the iPXE loaders (Debian's ipxe package: /usr/lib/ipxe). */
   loaderDir?: string;
+  /** Bind each listener to its link's device (the default); false only for loopback tests. */
+  bindToDevice?: boolean;
 };
 
 export type BootHttp = { port: number; close(): Promise<void>; baseUrl(link: PxeLink): string };
@@ -90,11 +93,6 @@ export async function startBootHttp(opts: BootHttpOptions): Promise<BootHttp> {
   }
 
   async function handle(link: PxeLink, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    // A connection that reached this link's address from another link is not this link's.
-    if (req.socket.localAddress !== link.address && req.socket.localAddress !== `::ffff:${link.address}`) {
-      res.writeHead(404, TEXT).end();
-      return;
-    }
     if (req.method !== "GET" && req.method !== "HEAD") {
       res.writeHead(405, TEXT).end();
       return;
@@ -140,10 +138,14 @@ export async function startBootHttp(opts: BootHttpOptions): Promise<BootHttp> {
       });
     });
     server.on("clientError", (_e, socket) => socket.destroy());
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(port, link.address, () => resolve());
-    });
+    if (opts.bindToDevice === false) {
+      await new Promise<void>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(port, link.address, () => resolve());
+      });
+    } else {
+      await listenOnDevice(server, link.name, link.address, port);
+    }
     port = (server.address() as AddressInfo).port;
     servers.push(server);
   }

@@ -29,8 +29,8 @@ export type PxeResponderOptions = {
   /** Base URL of the boot script server as seen from a link, e.g. http://10.0.0.1:8080. */
   bootBaseUrl(link: PxeLink): string;
   openSocket: OpenUdp;
-  /** Lab DHCP: the pool, lease time, router and DNS to hand out. */
-  range?: IpRange;
+  /** Lab DHCP: the pools (each serves the link whose subnet holds it), lease time, router and DNS. */
+  ranges?: IpRange[];
   leaseSeconds?: number;
   router?: string;
   dns?: string[];
@@ -105,13 +105,20 @@ export async function startPxeResponder(opts: PxeResponderOptions): Promise<PxeR
     return { address: "255.255.255.255", port: 68 };
   }
 
-  async function leaseFor(mac: string, requested: string | undefined): Promise<string | undefined> {
-    if (!opts.range) return undefined;
+  function rangeOf(link: PxeLink): IpRange | undefined {
+    const mask = ipToInt(link.netmask);
+    const net = (ipToInt(link.address) & mask) >>> 0;
+    return opts.ranges?.find((r) => ((r.first & mask) >>> 0) === net && ((r.last & mask) >>> 0) === net);
+  }
+
+  async function leaseFor(link: PxeLink, mac: string, requested: string | undefined): Promise<string | undefined> {
+    const range = rangeOf(link);
+    if (!range) return undefined;
     const now = site.now().toISOString();
     await s.leases.deleteExpired(now);
     const current = await s.leases.byMac(mac);
     const taken = new Set((await s.leases.all()).filter((l) => l.mac !== mac).map((l) => l.ip));
-    return chooseAddress(opts.range, taken, current?.ip, requested);
+    return chooseAddress(range, taken, current?.ip, requested);
   }
 
   function ipOption(code: number, ips: string[]): DhcpOptionEntry {
@@ -202,7 +209,7 @@ export async function startPxeResponder(opts: PxeResponderOptions): Promise<PxeR
         stats.ignored++; // the client chose another server's offer
         return;
       }
-      const ip = await leaseFor(mac, requested);
+      const ip = await leaseFor(link, mac, requested);
       if (!ip) {
         stats.ignored++;
         await audit("pool-exhausted", { actor: "pxe", action: "dhcp.pool-exhausted", outcome: "failure", details: { link: link.name } });
@@ -237,6 +244,11 @@ export async function startPxeResponder(opts: PxeResponderOptions): Promise<PxeR
     }
   }
 
+  if (opts.mode === "dhcp") {
+    for (const link of opts.links) {
+      if (!rangeOf(link)) throw new Error(`Cannot serve DHCP on ${link.name}: no --dhcp-range lies in its subnet ${link.address}/${link.netmask}`);
+    }
+  }
   for (const link of opts.links) {
     for (const port of opts.mode === "proxy" ? [67, 4011] : [67]) {
       const socket = await opts.openSocket({ interface: link.name, port, broadcast: true, reuseAddr: true });
