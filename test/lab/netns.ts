@@ -335,6 +335,9 @@ export class Lab {
     if (filter) args.push("-f", filter);
     const child = this.spawn("/usr/bin/dumpcap", args);
     await waitForOutput(child, /Capturing on/, 15_000, `dumpcap on ${ifname}`);
+    // dumpcap says "Capturing on" before its socket is attached: packets sent in the next
+    // few hundred milliseconds were seen missing here. Let it settle before anyone relies on it.
+    await new Promise((resolve) => setTimeout(resolve, 750));
     return new Capture(this, child, file);
   }
 
@@ -368,7 +371,10 @@ export class Capture {
   async stop(): Promise<number> {
     if (this.child.exitCode === null && this.child.signalCode === null) {
       const exited = new Promise<void>((resolve) => this.child.once("exit", () => resolve()));
-      killGroup(this.child, "SIGINT"); // dumpcap flushes and closes the file on SIGINT
+      // dumpcap hands captured packets to its writer in batches: give the last batch time to
+      // arrive before SIGINT (on which it flushes and closes the file), or it is lost.
+      await new Promise((resolve) => setTimeout(resolve, 1200));
+      killGroup(this.child, "SIGINT");
       const timer = setTimeout(() => killGroup(this.child, "SIGKILL"), 5000);
       await exited;
       clearTimeout(timer);

@@ -1,0 +1,52 @@
+/**
+ * A scripted DHCP client for the network boot tests, run inside a client namespace:
+ *   relay SRC_IP SERVER_IP MAC     — sends a DISCOVER as a DHCP relay would (from port 67,
+ *                                    giaddr = SRC_IP, hops 1) and prints the answer as JSON
+ *   flood IFACE_IP SERVER_IP COUNT — sends COUNT PXE DISCOVERs from random MACs as a relay
+ * Built on Slipway's own codec; the server under test never sees this code.
+ */
+import dgram from "node:dgram";
+import { randomBytes } from "node:crypto";
+import { decodeDhcp, encodeDhcp, DhcpMessageType, DhcpOption, messageType, type DhcpMessage } from "../../src/protocol/dhcp.ts";
+
+function discover(mac: Uint8Array, giaddr: string): Uint8Array {
+  const chaddr = new Uint8Array(16);
+  chaddr.set(mac);
+  const msg: DhcpMessage = {
+    op: 1, htype: 1, hlen: 6, hops: 1, xid: randomBytes(4).readUInt32BE(0), secs: 0, flags: 0,
+    ciaddr: "0.0.0.0", yiaddr: "0.0.0.0", siaddr: "0.0.0.0", giaddr, chaddr, sname: "", file: "",
+    options: [
+      { code: DhcpOption.MessageType, data: Uint8Array.of(DhcpMessageType.Discover) },
+      { code: DhcpOption.VendorClass, data: new TextEncoder().encode("PXEClient:Arch:00000:UNDI:002001") },
+      { code: DhcpOption.ClientArch, data: Uint8Array.of(0, 0) },
+    ],
+  };
+  return encodeDhcp(msg);
+}
+
+const [mode, src, server, arg] = process.argv.slice(2);
+const socket = dgram.createSocket("udp4");
+await new Promise<void>((resolve) => socket.bind(67, src, resolve));
+if (mode === "relay") {
+  const mac = Uint8Array.from(arg.split(":").map((h) => parseInt(h, 16)));
+  const timer = setTimeout(() => {
+    process.stdout.write(JSON.stringify({ answered: false }) + "\n");
+    process.exit(0);
+  }, 5000);
+  socket.on("message", (bytes, rinfo) => {
+    const m = decodeDhcp(bytes);
+    clearTimeout(timer);
+    process.stdout.write(JSON.stringify({ answered: true, from: rinfo.address, type: messageType(m), yiaddr: m.yiaddr, siaddr: m.siaddr, giaddr: m.giaddr, file: m.file }) + "\n");
+    process.exit(0);
+  });
+  socket.send(discover(mac, src), 67, server);
+} else {
+  const count = Number(arg);
+  for (let i = 0; i < count; i++) {
+    const mac = randomBytes(6);
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    await new Promise<void>((resolve) => socket.send(discover(mac, src), 67, server, () => resolve()));
+  }
+  process.stdout.write(JSON.stringify({ sent: count }) + "\n");
+  socket.close();
+}
