@@ -192,27 +192,34 @@ describe("network boot", () => {
     assert.equal((await httpsRequest(api, ca, "GET", "/api/v1/health")).status, 200);
   });
 
-  for (const firmware of ["bios", "uefi"] as const) {
-    it(`a ${firmware.toUpperCase()} machine with the NIC's iPXE boots the deploy environment, whose token enrolls it`, { timeout: BOOT_TIMEOUT_MS + 60_000 }, async (t) => {
-      const n = firmware === "bios" ? 1 : 2;
-      const mac = `52:54:00:32:00:0${n}`;
-      const uuid = `6f1f4a52-1c9b-4f7e-9d7e-00000000010${n}`;
-      assert.equal((await admin("POST", "/api/v1/devices", { name: `vm-${firmware}`, macs: [mac], smbiosUuid: uuid, state: "approved" })).status, 201);
-      const tap = await br0.addTap(`tap${n}`);
-      const vm = await startVm(srv, { tap, mac, uuid, firmware });
+  const machines = [
+    { label: "BIOS with the NIC's iPXE", firmware: "bios", nic: "e1000" },
+    { label: "UEFI with the NIC's iPXE", firmware: "uefi", nic: "e1000" },
+    { label: "UEFI with the firmware's own PXE client (loader over TFTP)", firmware: "uefi", nic: "virtio-pxe" },
+  ] as const;
+  machines.forEach((m, i) => {
+    it(`a ${m.label} boots the deploy environment, whose one-time token enrolls it`, { timeout: BOOT_TIMEOUT_MS + 60_000 }, async (t) => {
+      const mac = `52:54:00:32:00:0${i + 1}`;
+      const uuid = `6f1f4a52-1c9b-4f7e-9d7e-00000000010${i + 1}`;
+      assert.equal((await admin("POST", "/api/v1/devices", { name: `vm-${i + 1}`, macs: [mac], smbiosUuid: uuid, state: "approved" })).status, 201);
+      const tap = await br0.addTap(`tap${i + 1}`);
+      const vm = await startVm(srv, { tap, mac, uuid, firmware: m.firmware, nic: m.nic });
       try {
-        const m = await vm.waitForSerial(/SLIPWAY-MARKER cmdline=([^\r\n]*)/, { timeoutMs: BOOT_TIMEOUT_MS });
-        t.diagnostic(`${firmware}: QEMU start -> deploy environment in ${(vm.elapsedMs() / 1000).toFixed(1)} s`);
-        const bootToken = /slipway\.token=(\S+)/.exec(m[1])?.[1];
-        assert.ok(bootToken, m[1]);
-        assert.match(m[1], new RegExp(`slipway\\.mac=${mac}`));
+        const marker = await vm.waitForSerial(/SLIPWAY-MARKER cmdline=([^\r\n]*)/, { timeoutMs: BOOT_TIMEOUT_MS });
+        t.diagnostic(`${m.label}: QEMU start -> deploy environment in ${(vm.elapsedMs() / 1000).toFixed(1)} s`);
+        const bootToken = /slipway\.token=(\S+)/.exec(marker[1])?.[1];
+        assert.ok(bootToken, marker[1]);
+        assert.match(marker[1], new RegExp(`slipway\\.mac=${mac}`));
         const { csrPem } = await createKeyAndCsr();
         const enrolled = await mpRequest(mpUrl, { method: "POST", path: "/mp/v1/enroll", ca,
-          body: { credential: { kind: "boot-token", token: bootToken }, csr: csrPem, inventory: { macs: [mac], smbiosUuid: uuid, firmware } } });
+          body: { credential: { kind: "boot-token", token: bootToken }, csr: csrPem, inventory: { macs: [mac], smbiosUuid: uuid, firmware: m.firmware } } });
         assert.equal(enrolled.status, 201, enrolled.text);
+        const again = await mpRequest(mpUrl, { method: "POST", path: "/mp/v1/enroll", ca,
+          body: { credential: { kind: "boot-token", token: bootToken }, csr: csrPem, inventory: { macs: [mac], smbiosUuid: uuid } } });
+        assert.equal(again.status, 401, "the token was single use");
       } finally {
         await vm.kill();
       }
     });
-  }
+  });
 });
