@@ -3,6 +3,7 @@
  *   relay SRC_IP SERVER_IP MAC     — sends a DISCOVER as a DHCP relay would (from port 67,
  *                                    giaddr = SRC_IP, hops 1) and prints the answer as JSON
  *   flood IFACE_IP SERVER_IP COUNT — sends COUNT PXE DISCOVERs from random MACs as a relay
+ *   garbage IFACE_IP SERVER_IP PORT — sends a corpus of malformed datagrams to PORT
  * Built on Slipway's own codec; the server under test never sees this code.
  */
 import dgram from "node:dgram";
@@ -40,6 +41,27 @@ if (mode === "relay") {
     process.exit(0);
   });
   socket.send(discover(mac, src), 67, server);
+} else if (mode === "garbage") {
+  const valid = Buffer.from(discover(Uint8Array.of(2, 0, 0, 0, 0, 1), src));
+  const corpus: Buffer[] = [
+    Buffer.alloc(0), Buffer.of(1), Buffer.of(1, 1, 6), valid.subarray(0, 239), valid.subarray(0, 240),
+    // options running past the end, a length byte with nothing after it, no END
+    Buffer.concat([valid.subarray(0, 240), Buffer.of(53, 200, 1)]), Buffer.concat([valid.subarray(0, 240), Buffer.of(60)]),
+    Buffer.concat([valid.subarray(0, 240), Buffer.of(53, 1, 1)]),
+    // a wrong magic cookie, hlen 200, op 7, duplicate options, a 4 KB vendor class
+    Buffer.concat([valid.subarray(0, 236), Buffer.of(1, 2, 3, 4), valid.subarray(240)]),
+    Buffer.from(valid).fill(200, 2, 3), Buffer.from(valid).fill(7, 0, 1),
+    Buffer.concat([valid.subarray(0, 240), Buffer.of(53, 1, 1, 53, 1, 3, 93, 2, 0, 0, 93, 2, 0, 7, 255)]),
+    Buffer.concat([valid.subarray(0, 240), ...Array.from({ length: 20 }, () => Buffer.concat([Buffer.of(60, 200), Buffer.alloc(200, 0x41)])), Buffer.of(255)]),
+    // TFTP-shaped garbage: RRQ without NULs, traversal, a 4 KB name, unknown opcode, WRQ
+    Buffer.from("\x00\x01../../etc/passwd\x00octet\x00"), Buffer.concat([Buffer.of(0, 1), Buffer.alloc(4096, 0x61), Buffer.of(0), Buffer.from("octet\x00")]),
+    Buffer.of(0, 1, 0x61), Buffer.of(0, 9, 0, 0), Buffer.from("\x00\x02undionly.kpxe\x00octet\x00"), randomBytes(1400),
+  ];
+  for (let round = 0; round < 20; round++) {
+    for (const c of corpus) await new Promise<void>((resolve) => socket.send(c, Number(arg), server, () => resolve()));
+  }
+  process.stdout.write(JSON.stringify({ sent: corpus.length * 20 }) + "\n");
+  socket.close();
 } else {
   const count = Number(arg);
   for (let i = 0; i < count; i++) {

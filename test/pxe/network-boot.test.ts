@@ -192,6 +192,18 @@ describe("network boot", () => {
     assert.equal((await httpsRequest(api, ca, "GET", "/api/v1/health")).status, 200);
   });
 
+  it("malformed datagrams on the DHCP and TFTP ports change nothing and the server keeps answering", async () => {
+    const client = path.join(root, "test/pxe/dhcp-client.ts");
+    for (const port of ["67", "69"]) {
+      const r = await cli.exec(node, ["--disable-warning=ExperimentalWarning", client, "garbage", "10.78.11.2", "10.78.11.1", port], { timeoutMs: 60_000 });
+      assert.ok(JSON.parse(r.stdout).sent > 300);
+    }
+    const answer = JSON.parse((await cli.exec(node, ["--disable-warning=ExperimentalWarning", client, "relay", "10.78.11.2", "10.78.11.1", "52:54:00:31:00:99"])).stdout);
+    assert.equal(answer.answered, true, "still answering after the garbage");
+    assert.equal(server.exitCode, null, "still running");
+    assert.doesNotMatch(serverLog, /"level":"error"/, "no request failed");
+  });
+
   const machines = [
     { label: "BIOS with the NIC's iPXE", firmware: "bios", nic: "e1000" },
     { label: "UEFI with the NIC's iPXE", firmware: "uefi", nic: "e1000" },

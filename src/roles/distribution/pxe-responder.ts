@@ -253,7 +253,11 @@ export async function startPxeResponder(opts: PxeResponderOptions): Promise<PxeR
     for (const port of opts.mode === "proxy" ? [67, 4011] : [67]) {
       const socket = await opts.openSocket({ interface: link.name, port, broadcast: true, reuseAddr: true });
       socket.on("message", (msg, rinfo) => {
-        handle(link, socket, msg, rinfo, port === 4011).catch((err) => site.log.error("pxe request failed", { err, link: link.name }));
+        handle(link, socket, msg, rinfo, port === 4011).catch((err) => {
+          // The accessors refuse malformed options lazily, with the codec's own error.
+          if (err instanceof DecodeError) stats.malformed++;
+          else site.log.error("pxe request failed", { err, link: link.name });
+        });
       });
       socket.on("error", (err) => site.log.error("pxe socket error", { err, link: link.name, port }));
       sockets.push(socket);
