@@ -204,6 +204,27 @@ describe("network boot", () => {
     assert.doesNotMatch(serverLog, /"level":"error"/, "no request failed");
   });
 
+  it("an unknown machine waits at the approval script and boots as soon as an administrator approves it", { timeout: BOOT_TIMEOUT_MS + 60_000 }, async (t) => {
+    const mac = "52:54:00:32:00:09";
+    const uuid = "6f1f4a52-1c9b-4f7e-9d7e-000000000109";
+    const tap = await br0.addTap("tap9");
+    const vm = await startVm(srv, { tap, mac, uuid, firmware: "bios" });
+    try {
+      await vm.waitForSerial(/is waiting for an administrator/, { timeoutMs: BOOT_TIMEOUT_MS });
+      const dev = (await admin("GET", `/api/v1/devices?mac=${mac}`)).body[0];
+      assert.equal(dev?.state, "pending");
+      assert.equal(dev.smbiosUuid, uuid, "recorded with the UUID the firmware sent (option 97)");
+      assert.ok(!/SLIPWAY-MARKER/.test(vm.serial()));
+      assert.equal((await admin("POST", `/api/v1/devices/${dev.id}/approve`)).status, 200);
+      const approvedAt = vm.elapsedMs();
+      const marker = await vm.waitForSerial(/SLIPWAY-MARKER cmdline=([^\r\n]*)/, { timeoutMs: BOOT_TIMEOUT_MS });
+      t.diagnostic(`approval -> deploy environment in ${((vm.elapsedMs() - approvedAt) / 1000).toFixed(1)} s`);
+      assert.match(marker[1], /slipway\.token=swb_/);
+    } finally {
+      await vm.kill();
+    }
+  });
+
   const machines = [
     { label: "BIOS with the NIC's iPXE", firmware: "bios", nic: "e1000" },
     { label: "UEFI with the NIC's iPXE", firmware: "uefi", nic: "e1000" },
