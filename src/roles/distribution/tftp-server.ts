@@ -1,0 +1,335 @@
+/**
+ * Read-only TFTP server for boot loaders: RFC 1350 with option negotiation (RFC 2347), blksize
+ * (RFC 2348), tsize and timeout (RFC 2349) and windowsize (RFC 7440).
+ *
+ * It serves only what `files` maps a name to: a requested name is normalised and looked up,
+ * never joined onto a directory, so there is no path to traverse. It listens on chosen
+ * interfaces only, and each transfer runs from its own socket (a new TID, RFC 1350 §4) bound to
+ * the interface the request arrived on, so no datagram of a transfer crosses to another link.
+ */
+
+import type dgram from "node:dgram";
+import { performance } from "node:perf_hooks";
+import { DecodeError } from "../../protocol/reader.ts";
+import { TFTP_MAX_BLKSIZE, TftpErrorCode, TftpOpcode, decodeTftp, encodeTftp, negotiateOptions, normalizeTftpPath, type TftpPacket } from "../../protocol/tftp.ts";
+import { openBoundUdpSocket } from "../../net/bound-udp.ts";
+import { silentLogger, type Logger } from "../../log.ts";
+import { netasciiFile, type TftpFile } from "./tftp-files.ts";
+import { Transfer, type TransferEnd } from "./tftp-transfer.ts";
+
+export type { TftpFile } from "./tftp-files.ts";
+export { fileFromBuffer, fileFromPath } from "./tftp-files.ts";
+
+export type TftpTransferEvent = { client: string; file: string; bytes: number; ok: boolean; ms: number; reason?: string };
+
+export type TftpServerOptions = {
+  /** Maps a normalised name (see normalizeTftpPath) to the file to send, or undefined. */
+  files: (name: string) => TftpFile | undefined;
+  /** Interfaces to serve on; null serves on every interface. */
+  interfaces: string[] | null;
+  /** Local address to bind (default 0.0.0.0). */
+  address?: string;
+  /** Default 69; 0 picks an ephemeral port (tests). */
+  port?: number;
+  /** Largest block offered (default 1468: a 1500-byte MTU less IP, UDP and TFTP headers). */
+  maxBlksize?: number;
+  /** Largest window offered (default 64). */
+  maxWindowsize?: number;
+  /** Retransmission timeout unless the client negotiates one (default 1000 ms). */
+  timeoutMs?: number;
+  /** Retransmissions before a silent client is dropped (default 5). */
+  retries?: number;
+  /** Transfers at once (default 256). */
+  maxSessions?: number;
+  /** Transfers at once from one IP address (default 8). */
+  maxSessionsPerClient?: number;
+  log?: Logger;
+  onTransfer?: (e: TftpTransferEvent) => void;
+};
+
+export type TftpServer = {
+  /** The port the server listens on. */
+  port: number;
+  /** Stops listening and ends every transfer. */
+  close(): Promise<void>;
+  /** Transfers running now, requests refused by reason, and transfers completed. */
+  stats(): { sessions: number; refused: Record<string, number>; transfers: number };
+};
+
+/** Files sent in netascii mode are converted in memory; larger ones must be asked for in octet. */
+const NETASCII_LIMIT = 1024 * 1024;
+
+type Session = {
+  transfer: Transfer | undefined;
+  socket: dgram.Socket | undefined;
+  finished: boolean;
+  /** Settles once the transfer ended and its socket is closed. */
+  done: Promise<void>;
+  settle(): void;
+  closeWhenSent(): void;
+};
+
+/** Starts a TFTP server; resolves once it listens on every interface asked for. */
+export async function createTftpServer(options: TftpServerOptions): Promise<TftpServer> {
+  const o = Object.freeze({
+    files: options.files,
+    interfaces: options.interfaces === null ? null : [...options.interfaces],
+    address: options.address ?? "0.0.0.0",
+    port: options.port ?? 69,
+    maxBlksize: options.maxBlksize ?? 1468,
+    maxWindowsize: options.maxWindowsize ?? 64,
+    timeoutMs: options.timeoutMs ?? 1000,
+    retries: options.retries ?? 5,
+    maxSessions: options.maxSessions ?? 256,
+    maxSessionsPerClient: options.maxSessionsPerClient ?? 8,
+    log: options.log ?? silentLogger,
+    onTransfer: options.onTransfer,
+  });
+  validate(o);
+
+  const sessions = new Map<string, Session>(); // by client "address:port"
+  const perClient = new Map<string, number>(); // by client address
+  const refused: Record<string, number> = {};
+  let transfers = 0;
+  let closing = false;
+  const refuse = (reason: string): void => {
+    refused[reason] = (refused[reason] ?? 0) + 1;
+  };
+
+  const listeners: { socket: dgram.Socket; iface: string | null }[] = [];
+  let port = o.port;
+  try {
+    for (const iface of o.interfaces ?? [null]) {
+      const socket = await openBoundUdpSocket({ interface: iface, port, address: o.address });
+      port = socket.address().port; // with port 0, every interface shares the first one's port
+      listeners.push({ socket, iface });
+      socket.on("message", (msg, rinfo) => onRequest(socket, iface, msg, rinfo));
+      socket.on("error", (err) => o.log.warn("TFTP listener error", { interface: iface, err }));
+    }
+  } catch (err) {
+    for (const l of listeners) l.socket.close();
+    throw err;
+  }
+  o.log.info("TFTP server listening", { port, interfaces: o.interfaces ?? "all" });
+
+  function onRequest(listener: dgram.Socket, iface: string | null, msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    if (closing || rinfo.port === 0) return;
+    const reply = (code: number, message: string): void => {
+      listener.send(encodeTftp({ op: "ERROR", code, message }), rinfo.port, rinfo.address);
+    };
+    let p: TftpPacket;
+    try {
+      p = decodeTftp(msg);
+    } catch (err) {
+      refuse("malformed");
+      if (!(err instanceof DecodeError)) o.log.error("TFTP decoder failed unexpectedly", { err });
+      else o.log.debug("TFTP request refused: malformed", { client: `${rinfo.address}:${rinfo.port}`, interface: iface, error: err.message });
+      // Answer only what claims to be a request (RRQ or WRQ opcode), so the client stops
+      // retrying; other garbage gets no reply to keep the server from being a reflector.
+      if (msg.length >= 2 && msg[0] === 0 && (msg[1] === 1 || msg[1] === 2)) reply(TftpErrorCode.IllegalOperation, "Malformed request");
+      return;
+    }
+    if (p.op === "WRQ") {
+      refuse("write");
+      reply(TftpErrorCode.AccessViolation, "This server is read-only");
+      return;
+    }
+    if (p.op !== "RRQ") {
+      refuse("unexpected"); // DATA, ACK or ERROR to the listening port: no transfer of ours
+      return;
+    }
+    const mode = p.mode.toLowerCase();
+    if (mode === "mail") {
+      refuse("mode");
+      reply(TftpErrorCode.IllegalOperation, "Mail mode is not supported");
+      return;
+    }
+    const name = normalizeTftpPath(p.filename);
+    if (name === null) {
+      refuse("name");
+      reply(TftpErrorCode.AccessViolation, "File name refused");
+      return;
+    }
+    const key = `${rinfo.address}:${rinfo.port}`;
+    // The same client TID asking again before it acknowledged anything means our answer went
+    // missing, or it gave up on it (firmware after a tsize probe whose ERROR 8 was lost): the
+    // new request replaces the old transfer. Once the client has acknowledged something it
+    // holds our TID, so a request from it is a stale duplicate and must not kill the transfer.
+    const previous = sessions.get(key);
+    if (previous) {
+      if (!previous.transfer || previous.transfer.answered) {
+        refuse("duplicate");
+        return;
+      }
+      previous.transfer.abort("superseded by a new request from the same client port");
+    }
+    if (sessions.size >= o.maxSessions) {
+      refuse("busy");
+      reply(TftpErrorCode.NotDefined, "Server busy, try again later");
+      return;
+    }
+    if ((perClient.get(rinfo.address) ?? 0) >= o.maxSessionsPerClient) {
+      refuse("clientBusy");
+      reply(TftpErrorCode.NotDefined, "Too many transfers from this client, try again later");
+      return;
+    }
+    let file: TftpFile | undefined;
+    try {
+      file = o.files(name);
+    } catch (err) {
+      o.log.error("TFTP file lookup failed", { file: name, err });
+      reply(TftpErrorCode.NotDefined, "Cannot look the file up");
+      return;
+    }
+    if (!file) {
+      refuse("notFound");
+      reply(TftpErrorCode.FileNotFound, "File not found");
+      return;
+    }
+    startSession(key, iface, rinfo, name, mode, p.options, file);
+  }
+
+  function startSession(
+    key: string,
+    iface: string | null,
+    rinfo: dgram.RemoteInfo,
+    name: string,
+    mode: string,
+    requested: [string, string][],
+    source: TftpFile,
+  ): void {
+    const started = performance.now();
+    const client = key;
+    let settle = (): void => {};
+    const done = new Promise<void>((resolve) => (settle = resolve));
+    const session: Session = { transfer: undefined, socket: undefined, finished: false, done, settle, closeWhenSent: () => {} };
+    sessions.set(key, session);
+    perClient.set(rinfo.address, (perClient.get(rinfo.address) ?? 0) + 1);
+
+    const finish = (end: TransferEnd): void => {
+      if (session.finished) return;
+      session.finished = true;
+      if (sessions.get(key) === session) sessions.delete(key);
+      const left = (perClient.get(rinfo.address) ?? 1) - 1;
+      if (left > 0) perClient.set(rinfo.address, left);
+      else perClient.delete(rinfo.address);
+      if (session.socket) session.closeWhenSent();
+      else session.settle();
+      if (end.ok) transfers++;
+      const ms = Math.round(performance.now() - started);
+      const event: TftpTransferEvent = { client, file: name, bytes: end.bytes, ok: end.ok, ms };
+      if (end.reason !== undefined) event.reason = end.reason;
+      o.log.info(end.ok ? "TFTP transfer finished" : "TFTP transfer ended", { ...event, interface: iface });
+      try {
+        o.onTransfer?.(event);
+      } catch (err) {
+        o.log.error("TFTP onTransfer callback failed", { err });
+      }
+    };
+
+    (async () => {
+      const file = mode === "netascii" ? await netasciiFile(source, NETASCII_LIMIT) : source;
+      const socket = await openBoundUdpSocket({ interface: iface, port: 0, address: o.address });
+      session.socket = socket;
+      // A transfer's last packet is often an ERROR or OACK sent just before it ends: the socket
+      // closes only once those went out (closing cancels sends still queued). DATA needs no
+      // such care, and skipping the callback keeps the hot path lean.
+      let unsent = 0;
+      let closeAfterSends = false;
+      const close = (): void => {
+        socket.close(() => session.settle());
+      };
+      session.closeWhenSent = () => {
+        if (unsent === 0) close();
+        else closeAfterSends = true;
+      };
+      const send = (packet: Uint8Array): void => {
+        if (packet[1] === TftpOpcode.DATA) {
+          socket.send(packet, rinfo.port, rinfo.address);
+          return;
+        }
+        unsent++;
+        socket.send(packet, rinfo.port, rinfo.address, () => {
+          if (--unsent === 0 && closeAfterSends) close();
+        });
+      };
+      if (closing || sessions.get(key) !== session) {
+        finish({ ok: false, bytes: 0, reason: closing ? "server closing" : "superseded" });
+        return;
+      }
+      if (!file) {
+        send(encodeTftp({ op: "ERROR", code: TftpErrorCode.NotDefined, message: "File too large for netascii mode, ask for octet" }));
+        finish({ ok: false, bytes: 0, reason: "file too large for netascii mode" });
+        return;
+      }
+      const n = negotiateOptions(requested, { maxBlksize: o.maxBlksize, maxWindowsize: o.maxWindowsize, fileSize: file.size });
+      const transfer = new Transfer({
+        file,
+        blksize: n.blksize,
+        windowsize: n.windowsize,
+        oack: n.accepted,
+        timeoutMs: n.timeout !== undefined ? n.timeout * 1000 : o.timeoutMs,
+        retries: o.retries,
+        send,
+        onEnd: finish,
+      });
+      session.transfer = transfer;
+      socket.on("error", (err) => transfer.abort(`socket error: ${err.message}`));
+      socket.on("message", (msg, from) => {
+        if (from.port !== rinfo.port || from.address !== rinfo.address) {
+          // RFC 1350 §4: a packet from another TID gets ERROR 5 and leaves the transfer alone.
+          refuse("unknownTid");
+          socket.send(encodeTftp({ op: "ERROR", code: TftpErrorCode.UnknownTransferId, message: "Unknown transfer ID" }), from.port, from.address);
+          return;
+        }
+        let p: TftpPacket;
+        try {
+          p = decodeTftp(msg);
+        } catch {
+          refuse("malformed"); // ignored: the timeout recovers if it was meant as an ACK
+          return;
+        }
+        transfer.onPacket(p);
+      });
+      transfer.start();
+    })().catch((err: unknown) => {
+      o.log.error("TFTP transfer could not start", { client, file: name, err });
+      try {
+        if (!session.socket) {
+          const l = listeners.find((x) => x.iface === iface);
+          l?.socket.send(encodeTftp({ op: "ERROR", code: TftpErrorCode.NotDefined, message: "Cannot start the transfer" }), rinfo.port, rinfo.address);
+        }
+      } finally {
+        finish({ ok: false, bytes: 0, reason: `could not start: ${err instanceof Error ? err.message : String(err)}` });
+      }
+    });
+  }
+
+  return {
+    port,
+    async close() {
+      if (closing) return;
+      closing = true;
+      const all = [...sessions.values()];
+      for (const s of all) s.transfer?.abort("server closing", "Server shutting down");
+      await Promise.all(listeners.map((l) => new Promise<void>((resolve) => l.socket.close(() => resolve()))));
+      await Promise.all(all.map((s) => s.done));
+      o.log.info("TFTP server stopped", { port });
+    },
+    stats: () => ({ sessions: sessions.size, refused: { ...refused }, transfers }),
+  };
+}
+
+function validate(o: { maxBlksize: number; maxWindowsize: number; timeoutMs: number; retries: number; maxSessions: number; maxSessionsPerClient: number; port: number }): void {
+  const check = (ok: boolean, what: string): void => {
+    if (!ok) throw new RangeError(`Cannot start the TFTP server: ${what}`);
+  };
+  const int = (v: number, min: number, max: number): boolean => Number.isInteger(v) && v >= min && v <= max;
+  check(int(o.port, 0, 65535), `port ${o.port} is not a port number`);
+  check(int(o.maxBlksize, 8, TFTP_MAX_BLKSIZE), `maxBlksize ${o.maxBlksize} is not in 8..${TFTP_MAX_BLKSIZE}`);
+  check(int(o.maxWindowsize, 1, 65535), `maxWindowsize ${o.maxWindowsize} is not in 1..65535`);
+  check(int(o.timeoutMs, 10, 255_000), `timeoutMs ${o.timeoutMs} is not in 10..255000`);
+  check(int(o.retries, 0, 100), `retries ${o.retries} is not in 0..100`);
+  check(int(o.maxSessions, 1, 65536), `maxSessions ${o.maxSessions} is not in 1..65536`);
+  check(int(o.maxSessionsPerClient, 1, 65536), `maxSessionsPerClient ${o.maxSessionsPerClient} is not in 1..65536`);
+}
