@@ -116,7 +116,7 @@ async function main(): Promise<void> {
     ];
     console.log(`\nTFTP throughput: 16 MiB file, blksize 1468, loopback in a namespace. MB/s (10^6 bytes/s), median of ${ROUNDS} rounds`);
     console.log(`(1-client cases: 3 transfers a round. ${os.cpus().length} CPUs, ${os.cpus()[0]?.model ?? "?"}, Linux ${os.release()}, Node ${process.version})\n`);
-    const line = (cells: string[]) => console.log(cells.map((c, i) => (i === 0 ? c.padEnd(34) : c.padStart(12))).join(" "));
+    const line = (cells: string[]) => console.log(cells.map((c, i) => (i === 0 ? c.padEnd(34) : c.padStart(14))).join(" "));
     line(["case", "Slipway", "tftpd-hpa", "dnsmasq", "atftpd", "vs best"]);
     for (const c of cases) {
       const cell = (name: string) => {

@@ -145,12 +145,12 @@ function deviceSocket(c: Libc, ifname: string, port: number, ip: Uint8Array, bro
   if (fd < 0) throw sysError("socket", c.errno(), `Cannot open a UDP socket for interface ${ifname}`);
   try {
     const one = intValue(1);
-    if (reuseAddr) check(c, c.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, one, one.length), `set SO_REUSEADDR for ${ifname}`);
-    if (broadcast) check(c, c.setsockopt(fd, SOL_SOCKET, SO_BROADCAST, one, one.length), `set SO_BROADCAST for ${ifname}`);
+    if (reuseAddr) check(c, c.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, one, one.length), "setsockopt", `set SO_REUSEADDR for ${ifname}`);
+    if (broadcast) check(c, c.setsockopt(fd, SOL_SOCKET, SO_BROADCAST, one, one.length), "setsockopt", `set SO_BROADCAST for ${ifname}`);
     const device = Buffer.concat([name, Buffer.of(0)]);
-    check(c, c.setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, device, device.length), `bind the socket to interface ${ifname}`);
+    check(c, c.setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, device, device.length), "setsockopt", `bind the socket to interface ${ifname}`);
     const addr = sockaddrIn(ip, port);
-    check(c, c.bind(fd, addr, addr.length), `bind ${[...ip].join(".")}:${port} on interface ${ifname}`);
+    check(c, c.bind(fd, addr, addr.length), "bind", `bind ${[...ip].join(".")}:${port} on interface ${ifname}`);
     return fd;
   } catch (err) {
     c.close(fd);
@@ -158,8 +158,8 @@ function deviceSocket(c: Libc, ifname: string, port: number, ip: Uint8Array, bro
   }
 }
 
-function check(c: Libc, rc: number, what: string): void {
-  if (rc !== 0) throw sysError(what.split(" ")[0], c.errno(), `Cannot ${what}`);
+function check(c: Libc, rc: number, syscall: string, what: string): void {
+  if (rc !== 0) throw sysError(syscall, c.errno(), `Cannot ${what}`);
 }
 
 /** An Error shaped like Node's system errors (code, errno, syscall), so callers can test `code`. */

@@ -1,12 +1,12 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { interfaceIPv4, openBoundUdpSocket } from "../../src/net/bound-udp.ts";
-import { createTwoLinkLab, netnsUnavailable, PEER_A, SERVER_A, SERVER_B, type Agent, type TwoLinkLab } from "./netns.ts";
+import { createTwoLinkLab, PEER_A, SERVER_A, SERVER_B, type Agent, type TwoLinkLab } from "./netns.ts";
 
 type Message = { text: string; from: string; port: number };
 const texts = (r: Record<string, unknown>): string[] => (r.messages as Message[]).map((m) => m.text).sort();
 
-describe("interface-bound UDP sockets in a two-link lab", { skip: netnsUnavailable(), timeout: 60_000 }, () => {
+describe("interface-bound UDP sockets in a two-link lab", { timeout: 60_000 }, () => {
   let lab: TwoLinkLab;
   let server: Agent;
   let peerA: Agent;
@@ -122,7 +122,7 @@ describe("plain and local behaviour", () => {
     b.close();
   });
 
-  test("a socket bound to lo hears loopback traffic through dgram's usual API", { skip: netnsUnavailable() }, async () => {
+  test("a socket bound to lo hears loopback traffic through dgram's usual API", async () => {
     const a = await openBoundUdpSocket({ interface: "lo", port: 0, address: "127.0.0.1" });
     assert.equal(a.address().address, "127.0.0.1");
     const b = await openBoundUdpSocket({ interface: null, port: 0, address: "127.0.0.1" });

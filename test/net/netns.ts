@@ -26,10 +26,8 @@ export const SERVER_B = "10.201.2.1";
 export const PEER_B = "10.201.2.2";
 
 /** Why namespace tests cannot run here, or undefined when they can (root with iproute2). */
-export function netnsUnavailable(): string | undefined {
-  if (process.getuid?.() !== 0) return "network namespaces need root";
-  return undefined;
-}
+// Network namespaces need root; fail loudly rather than pass without running.
+if (process.getuid?.() !== 0) throw new Error("the network tests need root (network namespaces): run scripts/test.sh as root");
 
 export type TwoLinkLab = {
   server: string;

@@ -4,12 +4,12 @@ import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { createTwoLinkLab, netnsUnavailable, SERVER_A, SERVER_B, type Agent, type TwoLinkLab } from "./netns.ts";
+import { createTwoLinkLab, SERVER_A, SERVER_B, type Agent, type TwoLinkLab } from "./netns.ts";
 
 const sha256 = (b: Uint8Array): string => createHash("sha256").update(b).digest("hex");
 const RRQ = "\u0000\u0001ipxe.efi\u0000octet\u0000"; // RFC 1350 read request, as latin1 text
 
-describe("TFTP server bound to one link", { skip: netnsUnavailable(), timeout: 90_000 }, () => {
+describe("TFTP server bound to one link", { timeout: 90_000 }, () => {
   let lab: TwoLinkLab;
   let dir: string;
   let server: Agent;

@@ -181,17 +181,6 @@ describe("network boot", () => {
     assert.ok(refused.some((e: { details: { mac: string; reason: string } }) => e.details.mac === mac && e.details.reason === "blocked"));
   });
 
-  it("a flood of DISCOVERs from random MACs records a bounded number and a known machine still gets its offer", async () => {
-    const before = (await admin("GET", "/api/v1/devices")).body.length;
-    const flood = await cli.exec(node, ["--disable-warning=ExperimentalWarning", path.join(root, "test/pxe/dhcp-client.ts"), "flood", "10.78.11.2", "10.78.11.1", "3000"], { timeoutMs: 60_000 });
-    assert.equal(JSON.parse(flood.stdout).sent, 3000);
-    const r = await cli.exec(node, ["--disable-warning=ExperimentalWarning", path.join(root, "test/pxe/dhcp-client.ts"), "relay", "10.78.11.2", "10.78.11.1", "52:54:00:31:00:99"]);
-    assert.equal(JSON.parse(r.stdout).answered, true, "the known machine is still answered");
-    const recorded = (await admin("GET", "/api/v1/devices")).body.length - before;
-    assert.ok(recorded <= 30, `recorded ${recorded} unknown machines in a minute; the limit is 30`);
-    assert.equal((await httpsRequest(api, ca, "GET", "/api/v1/health")).status, 200);
-  });
-
   it("malformed datagrams on the DHCP and TFTP ports change nothing and the server keeps answering", async () => {
     const client = path.join(root, "test/pxe/dhcp-client.ts");
     for (const port of ["67", "69"]) {
@@ -254,5 +243,17 @@ describe("network boot", () => {
         await vm.kill();
       }
     });
+  });
+
+  // Last: the flood uses up this minute's allowance for recording unknown machines.
+  it("a flood of DISCOVERs from random MACs records a bounded number and a known machine still gets its offer", async () => {
+    const before = (await admin("GET", "/api/v1/devices")).body.length;
+    const flood = await cli.exec(node, ["--disable-warning=ExperimentalWarning", path.join(root, "test/pxe/dhcp-client.ts"), "flood", "10.78.11.2", "10.78.11.1", "3000"], { timeoutMs: 60_000 });
+    assert.equal(JSON.parse(flood.stdout).sent, 3000);
+    const r = await cli.exec(node, ["--disable-warning=ExperimentalWarning", path.join(root, "test/pxe/dhcp-client.ts"), "relay", "10.78.11.2", "10.78.11.1", "52:54:00:31:00:99"]);
+    assert.equal(JSON.parse(r.stdout).answered, true, "the known machine is still answered");
+    const recorded = (await admin("GET", "/api/v1/devices")).body.length - before;
+    assert.ok(recorded <= 30, `recorded ${recorded} unknown machines in a minute; the limit is 30`);
+    assert.equal((await httpsRequest(api, ca, "GET", "/api/v1/health")).status, 200);
   });
 });

@@ -117,6 +117,12 @@ export async function createTftpServer(options: TftpServerOptions): Promise<Tftp
     const reply = (code: number, message: string): void => {
       listener.send(encodeTftp({ op: "ERROR", code, message }), rinfo.port, rinfo.address);
     };
+    /** Counts a refused request, logs it (debug: clients can cause any number) and answers it. */
+    const deny = (reason: string, code: number, message: string, file?: string): void => {
+      refuse(reason);
+      o.log.debug("TFTP request refused", { client: `${rinfo.address}:${rinfo.port}`, interface: iface, reason, file });
+      reply(code, message);
+    };
     let p: TftpPacket;
     try {
       p = decodeTftp(msg);
@@ -130,8 +136,7 @@ export async function createTftpServer(options: TftpServerOptions): Promise<Tftp
       return;
     }
     if (p.op === "WRQ") {
-      refuse("write");
-      reply(TftpErrorCode.AccessViolation, "This server is read-only");
+      deny("write", TftpErrorCode.AccessViolation, "This server is read-only", p.filename);
       return;
     }
     if (p.op !== "RRQ") {
@@ -140,14 +145,12 @@ export async function createTftpServer(options: TftpServerOptions): Promise<Tftp
     }
     const mode = p.mode.toLowerCase();
     if (mode === "mail") {
-      refuse("mode");
-      reply(TftpErrorCode.IllegalOperation, "Mail mode is not supported");
+      deny("mode", TftpErrorCode.IllegalOperation, "Mail mode is not supported", p.filename);
       return;
     }
     const name = normalizeTftpPath(p.filename);
     if (name === null) {
-      refuse("name");
-      reply(TftpErrorCode.AccessViolation, "File name refused");
+      deny("name", TftpErrorCode.AccessViolation, "File name refused", p.filename);
       return;
     }
     const key = `${rinfo.address}:${rinfo.port}`;
@@ -164,13 +167,11 @@ export async function createTftpServer(options: TftpServerOptions): Promise<Tftp
       previous.transfer.abort("superseded by a new request from the same client port");
     }
     if (sessions.size >= o.maxSessions) {
-      refuse("busy");
-      reply(TftpErrorCode.NotDefined, "Server busy, try again later");
+      deny("busy", TftpErrorCode.NotDefined, "Server busy, try again later", name);
       return;
     }
     if ((perClient.get(rinfo.address) ?? 0) >= o.maxSessionsPerClient) {
-      refuse("clientBusy");
-      reply(TftpErrorCode.NotDefined, "Too many transfers from this client, try again later");
+      deny("clientBusy", TftpErrorCode.NotDefined, "Too many transfers from this client, try again later", name);
       return;
     }
     let file: TftpFile | undefined;
@@ -182,8 +183,7 @@ export async function createTftpServer(options: TftpServerOptions): Promise<Tftp
       return;
     }
     if (!file) {
-      refuse("notFound");
-      reply(TftpErrorCode.FileNotFound, "File not found");
+      deny("notFound", TftpErrorCode.FileNotFound, "File not found", name);
       return;
     }
     startSession(key, iface, rinfo, name, mode, p.options, file);

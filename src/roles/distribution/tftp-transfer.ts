@@ -11,7 +11,7 @@
 import { TftpErrorCode, TftpOpcode, encodeTftp, type TftpOption, type TftpPacket } from "../../protocol/tftp.ts";
 import type { TftpFile } from "./tftp-files.ts";
 
-export type TransferEnd = { ok: boolean; bytes: number; reason?: string; quiet?: boolean };
+export type TransferEnd = { ok: boolean; bytes: number; reason?: string };
 
 export type TransferOptions = {
   file: TftpFile;
@@ -86,11 +86,7 @@ export class Transfer {
       // RFC 2347: ERROR 8 right after the OACK is how a client declines the options; firmware
       // PXE clients do it on purpose after learning tsize, then ask again. Nothing to answer.
       const probe = this.#awaitingOackAck && p.code === TftpErrorCode.OptionsRefused;
-      this.#end({
-        ok: false,
-        reason: probe ? "client ended after the option acknowledgement (tsize probe)" : `client sent ERROR ${p.code}: ${p.message}`,
-        quiet: probe,
-      });
+      this.#end({ ok: false, reason: probe ? "client ended after the option acknowledgement (tsize probe)" : `client sent ERROR ${p.code}: ${p.message}` });
     }
     // Anything else (DATA, a new request on this TID) has no meaning in a read transfer: ignored.
   }
@@ -243,7 +239,7 @@ export class Transfer {
     this.#o.send(encodeTftp({ op: "ERROR", code, message }));
   }
 
-  #end(e: { ok: boolean; reason?: string; quiet?: boolean }): void {
+  #end(e: { ok: boolean; reason?: string }): void {
     if (this.#ended) return;
     this.#ended = true;
     clearTimeout(this.#timer);
