@@ -289,3 +289,21 @@ describe("device identity and the management point", () => {
     });
   });
 });
+
+describe("a single-use boot token raced by two machines", () => {
+  it("enrolls exactly one of them and refuses the other", async () => {
+    const t = await startTestSite();
+    try {
+      const mac = "52:54:00:10:ee:01";
+      const uuid = "00000000-0000-4000-8000-00000000ee01";
+      const d = await t.request("POST", "/api/v1/devices", { token: t.adminToken, body: { name: "racer", macs: [mac], smbiosUuid: uuid, state: "approved" } });
+      const { token } = await issueBootToken(t.site, { deviceId: d.body.id, mac, smbiosUuid: uuid });
+      const machines = await Promise.all(Array.from({ length: 4 }, () => newMachine(t, { macs: [mac], smbiosUuid: uuid })));
+      const statuses = (await Promise.all(machines.map((m) => m.enroll({ kind: "boot-token", token })))).map((r) => r.status).sort();
+      assert.deepEqual(statuses, [201, 401, 401, 401]);
+      machines.forEach((m) => m.close());
+    } finally {
+      await t.close();
+    }
+  });
+});

@@ -103,9 +103,11 @@ export async function enroll(site: Site, body: EnrollBody, ip: string): Promise<
   if (device?.state === "blocked") throw await refuse("device blocked", new SlipwayError("DEVICE_BLOCKED"));
   if (cred.kind === "boot-token" && (!device || device.state !== "approved")) throw await refuse("device not approved");
 
-  return site.db.transaction(async (tx) => {
+  const enrolled = await site.db.transaction(async (tx) => {
     const t = stores(tx);
-    if (spend && !(await t.enrollment.spend(spend, now.toISOString()))) throw await refuse("credential already spent");
+    // Two machines racing with one single-use token: the conditional update lets one win.
+    // (The loser is audited after the transaction: appending inside it would wait on itself.)
+    if (spend && !(await t.enrollment.spend(spend, now.toISOString()))) return null;
     const nowIso = now.toISOString();
     let d = device;
     const attrs = inventoryAttributes(inv);
@@ -136,6 +138,8 @@ export async function enroll(site: Site, body: EnrollBody, ip: string): Promise<
     await site.audit.append({ actor: machine, action: "device.enroll", object: `device:${d.id}`, details: { via: cred.kind, serial: issued.serial, ip, expiresAt: issued.notAfter.toISOString() } }, tx);
     return { deviceId: d.id, deviceName: d.name, certificate: issued.certPem, caCertificate: site.keys.ca.certPem, serial: issued.serial, expiresAt: issued.notAfter.toISOString() };
   });
+  if (!enrolled) throw await refuse("credential already spent");
+  return enrolled;
 }
 
 async function findByIdentifiers(site: Site, inv: Inventory): Promise<Device | undefined> {
