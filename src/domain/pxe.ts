@@ -16,7 +16,7 @@ export const unknownPolicies: readonly UnknownPolicy[] = ["deny", "approve", "al
  */
 export type BootDecision = "boot" | "wait" | "record-pending" | "record-approved" | "ignore";
 
-export function decideBoot(device: Device | undefined, unknown: UnknownPolicy): BootDecision {
+export function decideBoot(device: Pick<Device, "state"> | undefined, unknown: UnknownPolicy): BootDecision {
   if (device) {
     if (device.state === "approved") return "boot";
     if (device.state === "pending") return unknown === "deny" ? "ignore" : "wait";

@@ -58,6 +58,17 @@ export class DeviceStore {
     const r = await this.#db.get<R>(`SELECT * FROM devices WHERE smbios_uuid = ?`, [uuid]);
     return r ? (await this.#withMacs([r]))[0] : undefined;
   }
+  /**
+   * Just what a boot decision needs (id, name, state), by MAC or else SMBIOS UUID: one
+   * indexed query, no full record. The PXE responder asks this for every DISCOVER.
+   */
+  async bootIdentity(mac: string, uuid: string | undefined): Promise<Pick<Device, "id" | "name" | "state"> | undefined> {
+    const r = await this.#db.get<{ id: string; name: string; state: DeviceState }>(
+      `SELECT d.id, d.name, d.state FROM devices d JOIN device_macs m ON m.device_id = d.id WHERE m.mac = ?`, [mac]);
+    if (r || !uuid) return r;
+    return this.#db.get<{ id: string; name: string; state: DeviceState }>(`SELECT id, name, state FROM devices WHERE smbios_uuid = ?`, [uuid]);
+  }
+
   async list(): Promise<Device[]> {
     return this.#withMacs(await this.#db.all<R>(`SELECT * FROM devices ORDER BY name`));
   }

@@ -14,7 +14,7 @@ import {
   messageType, optionData, DhcpMessageType, DhcpOption, PxeDiscoveryControl, PxeVendorOption, type DhcpMessage, type DhcpOptionEntry,
 } from "../../protocol/dhcp.ts";
 import { DecodeError } from "../../protocol/reader.ts";
-import { decideBoot, firmwareOf, LOADERS, type UnknownPolicy } from "../../domain/pxe.ts";
+import { decideBoot, firmwareOf, LOADERS, type FirmwareKind, type UnknownPolicy } from "../../domain/pxe.ts";
 import { chooseAddress, intToIp, ipToInt, type IpRange } from "../../domain/ip-pool.ts";
 import type { Device } from "../../domain/device.ts";
 
@@ -69,7 +69,7 @@ export async function startPxeResponder(opts: PxeResponderOptions): Promise<PxeR
     await site.audit.append(event);
   }
 
-  async function record(mac: string, uuid: string | undefined, firmware: string, link: PxeLink, state: "pending" | "approved"): Promise<Device | undefined> {
+  async function record(mac: string, uuid: string | undefined, firmware: string, link: PxeLink, state: "pending" | "approved"): Promise<Pick<Device, "id" | "name" | "state"> | undefined> {
     const now = site.now();
     const perMinute = opts.recordPerMinute ?? 30;
     if (now.getTime() - recordWindow.start > 60_000) recordWindow = { start: now.getTime(), count: 0 };
@@ -88,8 +88,7 @@ export async function startPxeResponder(opts: PxeResponderOptions): Promise<PxeR
     });
   }
 
-  function bootOptions(req: DhcpMessage, link: PxeLink): { bootfile?: string; options: DhcpOptionEntry[]; ipxeNoProxyDhcp?: boolean } | undefined {
-    const firmware = firmwareOf(clientArch(req), isHttpClient(req));
+  function bootOptions(req: DhcpMessage, link: PxeLink, firmware: FirmwareKind): { bootfile?: string; options: DhcpOptionEntry[]; ipxeNoProxyDhcp?: boolean } | undefined {
     if (firmware === "unsupported") return undefined;
     if (isIpxe(req)) return { bootfile: `${opts.bootBaseUrl(link)}/ipxe/start`, options: [], ipxeNoProxyDhcp: true };
     if (firmware === "uefi-http") return { bootfile: `${opts.bootBaseUrl(link)}/ipxe/loaders/${opts.uefiLoader ?? LOADERS.uefi}`, options: [] };
@@ -149,7 +148,9 @@ export async function startPxeResponder(opts: PxeResponderOptions): Promise<PxeR
       stats.ignored++;
       return;
     }
-    const pxe = isPxeClient(req) || isHttpClient(req);
+    // Read the vendor class once: it decides PXE-ness, HTTP boot and the loader.
+    const httpClient = isHttpClient(req);
+    const pxe = httpClient || isPxeClient(req);
     if (opts.mode === "proxy" && (!pxe || (type === DhcpMessageType.Request && !viaProxyPort) || type === DhcpMessageType.Release)) {
       stats.ignored++;
       return;
@@ -166,9 +167,9 @@ export async function startPxeResponder(opts: PxeResponderOptions): Promise<PxeR
       uuid = undefined;
     }
     if (uuid === "00000000-0000-0000-0000-000000000000") uuid = undefined;
-    let device = (await s.devices.byMac(mac)) ?? (uuid ? await s.devices.bySmbiosUuid(uuid) : undefined);
+    let device = await s.devices.bootIdentity(mac, uuid);
     const decision = decideBoot(device, opts.unknown);
-    const firmware = firmwareOf(clientArch(req), isHttpClient(req));
+    const firmware = firmwareOf(clientArch(req), httpClient);
     const auditBase = { actor: "pxe", object: device ? `device:${device.id}` : `mac:${mac}` };
     if (decision === "ignore") {
       stats.ignored++;
@@ -188,7 +189,7 @@ export async function startPxeResponder(opts: PxeResponderOptions): Promise<PxeR
         return;
       }
     }
-    const boot = pxe ? bootOptions(req, link) : undefined;
+    const boot = pxe ? bootOptions(req, link, firmware) : undefined;
     if (pxe && !boot) {
       stats.ignored++;
       await audit(`${mac}:arch`, { ...auditBase, action: "pxe.refused", outcome: "denied", details: { mac, reason: `unsupported architecture ${clientArch(req)?.join(",")}` } });
