@@ -93,6 +93,7 @@ export function interfaceIPv4(ifname: string): { address: string; netmask: strin
 // <sys/socket.h>, <netinet/in.h> and asm-generic/socket.h: the same on x86-64, arm64 and the
 // other architectures Node ships for Linux (MIPS, SPARC, PA-RISC and Alpha differ: refused below).
 const AF_INET = 2;
+const SOCK_STREAM = 1;
 const SOCK_DGRAM = 2;
 const SOCK_CLOEXEC = 0o2000000; // never leak the socket into child processes
 const SOL_SOCKET = 1;
@@ -105,6 +106,7 @@ type Libc = {
   socket(domain: number, type: number, protocol: number): number;
   setsockopt(fd: number, level: number, name: number, value: Uint8Array, length: number): number;
   bind(fd: number, addr: Uint8Array, length: number): number;
+  listen(fd: number, backlog: number): number;
   close(fd: number): number;
   errno(): number;
 };
@@ -124,25 +126,44 @@ async function libc(): Promise<Libc> {
     socket: lib.func("int socket(int domain, int type, int protocol)"),
     setsockopt: lib.func("int setsockopt(int fd, int level, int name, const uint8_t *value, uint32_t length)"),
     bind: lib.func("int bind(int fd, const uint8_t *addr, uint32_t length)"),
+    listen: lib.func("int listen(int fd, int backlog)"),
     close: lib.func("int close(int fd)"),
   };
   loaded = {
     socket: (d, t, p) => fns.socket(d, t, p) as number,
     setsockopt: (fd, level, name, value, length) => fns.setsockopt(fd, level, name, value, length) as number,
     bind: (fd, addr, length) => fns.bind(fd, addr, length) as number,
+    listen: (fd, backlog) => fns.listen(fd, backlog) as number,
     close: (fd) => fns.close(fd) as number,
     errno: () => koffi.errno(),
   };
   return loaded;
 }
 
-function deviceSocket(c: Libc, ifname: string, port: number, ip: Uint8Array, broadcast: boolean, reuseAddr: boolean): number {
+/**
+ * A listening TCP/IPv4 socket on `address:port` that accepts only connections arriving on
+ * `ifname`, as a file descriptor for `net.Server.listen({ fd })`.
+ */
+export async function boundTcpListenerFd(ifname: string, address: string, port: number): Promise<number> {
+  const ip = parseIPv4(address);
+  if (!ip) throw new RangeError(`Cannot listen on address ${JSON.stringify(address)}: not an IPv4 address`);
+  const c = await libc();
+  const fd = deviceSocket(c, ifname, port, ip, false, true, SOCK_STREAM);
+  if (c.listen(fd, 511) !== 0) {
+    const err = sysError("listen", c.errno(), `Cannot listen on ${address}:${port} on interface ${ifname}`);
+    c.close(fd);
+    throw err;
+  }
+  return fd;
+}
+
+function deviceSocket(c: Libc, ifname: string, port: number, ip: Uint8Array, broadcast: boolean, reuseAddr: boolean, type = SOCK_DGRAM): number {
   const name = Buffer.from(ifname, "utf8");
   if (name.length === 0 || name.length >= IFNAMSIZ || name.includes(0) || ifname.includes("/")) {
     throw new RangeError(`Cannot bind a socket to interface ${JSON.stringify(ifname)}: not an interface name`);
   }
-  const fd = c.socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw sysError("socket", c.errno(), `Cannot open a UDP socket for interface ${ifname}`);
+  const fd = c.socket(AF_INET, type | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw sysError("socket", c.errno(), `Cannot open a socket for interface ${ifname}`);
   try {
     const one = intValue(1);
     if (reuseAddr) check(c, c.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, one, one.length), "setsockopt", `set SO_REUSEADDR for ${ifname}`);

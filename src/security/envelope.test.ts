@@ -165,7 +165,7 @@ test("key files are 0600 and the directory 0700; create refuses an existing keyr
   assert.throws(() => Keyring.create(dir), /already holds/);
 });
 
-test("a keyring whose key file others can read is refused", { skip: process.platform === "win32" }, (t) => {
+test("a keyring whose key file others can read is refused", (t) => {
   const dir = tempDir(t);
   const ring = Keyring.create(dir);
   fs.chmodSync(path.join(dir, `master-${ring.currentKid}.key`), 0o644);

@@ -40,7 +40,7 @@ test("a failed write leaves the old file and no temporary file", (t) => {
   assert.deepEqual(fs.readdirSync(dir).sort(), ["c.key", "sub"]);
 });
 
-test("private directories are 0700 and readable files are refused", { skip: process.platform === "win32" }, (t) => {
+test("private directories are 0700 and readable files are refused", (t) => {
   const dir = path.join(tempDir(t), "x", "y");
   makePrivateDir(dir);
   assert.equal(fs.statSync(dir).mode & 0o777, 0o700);
