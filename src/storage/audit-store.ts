@@ -17,6 +17,8 @@ export type AuditEvent = {
   object?: string | null;
   outcome?: AuditOutcome;
   details?: Record<string, unknown> | null;
+  /** When it happened; defaults to the time it is written. */
+  at?: string;
 };
 
 type AuditRow = {
@@ -77,13 +79,57 @@ export class AuditStore {
     return entry;
   }
 
+  #queue: AuditEvent[] = [];
+  #flushing: Promise<void> | null = null;
+  #timer: NodeJS.Timeout | null = null;
+
+  /**
+   * Appends soon, together with whatever else arrives within `delayMs`, in one transaction:
+   * for high-rate events (a PXE responder's decisions) where one fsync and head rewrite per
+   * event would stall the event loop. The order of events is kept; `flush()` writes what is
+   * queued now (call it before shutting down).
+   */
+  appendSoon(event: AuditEvent, delayMs = 50): void {
+    this.#queue.push({ ...event, details: event.details ?? null, at: event.at ?? this.#now().toISOString() });
+    this.#timer ??= setTimeout(() => {
+      this.#timer = null;
+      void this.flush().catch(() => {});
+    }, delayMs);
+  }
+
+  async flush(): Promise<void> {
+    if (this.#timer) {
+      clearTimeout(this.#timer);
+      this.#timer = null;
+    }
+    while (this.#flushing) await this.#flushing;
+    if (this.#queue.length === 0) return;
+    const batch = this.#queue.splice(0, this.#queue.length);
+    this.#flushing = (async () => {
+      let last: AuditEntry | undefined;
+      try {
+        await this.#db.transaction(async (tx) => {
+          for (const e of batch) last = await this.#appendIn(tx, e);
+        }, { lockKey: AUDIT_LOCK });
+      } catch (err) {
+        // Nothing was written (the transaction rolled back): keep the batch for the next flush.
+        this.#queue.unshift(...batch);
+        throw err;
+      }
+      if (last) this.#writeHead(last);
+    })().finally(() => {
+      this.#flushing = null;
+    });
+    await this.#flushing;
+  }
+
   async #appendIn(tx: Sql, event: AuditEvent): Promise<AuditEntry> {
     if (this.#db.dialect === "postgres") await tx.get("SELECT pg_advisory_xact_lock(?)", [AUDIT_LOCK]);
     const last = await tx.get<{ seq: number; hash: string }>(`SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1`);
     const entry = sealEntry(
       last ? { seq: Number(last.seq), hash: last.hash } : null,
       {
-        at: this.#now().toISOString(),
+        at: event.at ?? this.#now().toISOString(),
         actor: event.actor,
         action: event.action,
         object: event.object ?? null,

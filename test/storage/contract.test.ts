@@ -10,7 +10,7 @@ import { randomBytes, generateKeyPairSync } from "node:crypto";
 import { openDb, type Db } from "../../src/storage/db.ts";
 import { migrate, migrations } from "../../src/storage/migrations.ts";
 import { stores } from "../../src/storage/stores.ts";
-import { AuditStore, verifyAuditLog } from "../../src/storage/audit-store.ts";
+import { AuditStore, readHead, verifyAuditLog } from "../../src/storage/audit-store.ts";
 import { createSchema, dropSchema, databasesUnderTest } from "../support/postgres.ts";
 import { tempDir } from "../support/site.ts";
 
@@ -113,3 +113,32 @@ for (const kind of databasesUnderTest()) {
     });
   });
 }
+
+describe("batched audit appends", () => {
+  it("keep their order and times, chain with direct appends, and verify", async () => {
+    const dir = tempDir();
+    const db = await openDb({ sqlitePath: path.join(dir, "batch.db") });
+    try {
+      await migrate(db);
+      const { privateKey, publicKey } = generateKeyPairSync("ed25519");
+      let clock = Date.parse("2026-11-25T12:00:00Z");
+      const audit = new AuditStore({ db, signingKey: privateKey, dataDir: dir, now: () => new Date(clock) });
+      for (let i = 0; i < 100; i++) {
+        audit.appendSoon({ actor: "pxe", action: "pxe.offer", object: `mac:${i}` });
+        clock += 10;
+      }
+      await audit.append({ actor: "test", action: "direct" });
+      await audit.flush();
+      const rows = await db.all<{ object: string | null; action: string; at: string }>(`SELECT object, action, at FROM audit_log ORDER BY seq`);
+      assert.equal(rows.length, 101);
+      const batched = rows.filter((r) => r.action === "pxe.offer");
+      assert.deepEqual(batched.map((r) => r.object), Array.from({ length: 100 }, (_, i) => `mac:${i}`));
+      assert.equal(batched[99].at, new Date(Date.parse("2026-11-25T12:00:00Z") + 990).toISOString(), "each keeps the time it happened");
+      const r = await verifyAuditLog(db, publicKey, readHead(dir));
+      assert.equal(r.ok, true);
+    } finally {
+      await db.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -66,7 +66,8 @@ export async function startPxeResponder(opts: PxeResponderOptions): Promise<PxeR
     lastAudit.set(key, now);
     // Oldest first in a Map: evicting from the front keeps it bounded under a flood of MACs.
     while (lastAudit.size > AUDIT_MEMORY) lastAudit.delete(lastAudit.keys().next().value!);
-    await site.audit.append(event);
+    // Batched: a burst of first-time machines costs one commit, not one per machine.
+    site.audit.appendSoon(event);
   }
 
   async function record(mac: string, uuid: string | undefined, firmware: string, link: PxeLink, state: "pending" | "approved"): Promise<Pick<Device, "id" | "name" | "state"> | undefined> {
@@ -270,6 +271,7 @@ export async function startPxeResponder(opts: PxeResponderOptions): Promise<PxeR
     stats,
     async close() {
       await Promise.all(sockets.map((x) => new Promise<void>((resolve) => x.close(() => resolve()))));
+      await site.audit.flush();
     },
   };
 }
