@@ -66,16 +66,30 @@ export function managementRoutes(site: Site): MpRoute[] {
     const v = await stores(site.db).taskSequences.version(run.taskSequenceId, run.taskSequenceVersion);
     return (v!.document as { document: TaskSequenceDocument }).document;
   }
+  /** The scopes a run's variables come from, nearest first: device, the target collection, site. */
+  async function runScopes(run: Run): Promise<[("device" | "collection" | "site"), string][]> {
+    const dep = await stores(site.db).deployments.byId(run.deploymentId);
+    return [["device", run.deviceId], ["collection", dep?.collectionId ?? ""], ["site", ""]];
+  }
   /** A secret's value as the device sees it: device scope over the target collection over site. */
   async function secretValue(run: Run, name: string): Promise<string | null> {
     const s = stores(site.db);
-    const dep = await s.deployments.byId(run.deploymentId);
-    const candidates: [("device" | "collection" | "site"), string][] = [["device", run.deviceId], ["collection", dep?.collectionId ?? ""], ["site", ""]];
-    for (const [scope, id] of candidates) {
+    for (const [scope, id] of await runScopes(run)) {
       const v = await s.variables.byName(scope, id, name);
       if (v?.secret && v.sealed) return site.keys.keyring.open(v.sealed as never, secretAad(scope, id, name));
     }
     return null;
+  }
+  /** Every secret value visible to the run — what a status message must never carry. */
+  async function runSecretValues(run: Run): Promise<string[]> {
+    const s = stores(site.db);
+    const out: string[] = [];
+    for (const [scope, id] of await runScopes(run)) {
+      for (const v of await s.variables.list({ scope, scopeId: id })) {
+        if (v.secret && v.sealed) out.push(site.keys.keyring.open(v.sealed as never, secretAad(scope, id, v.name)));
+      }
+    }
+    return out;
   }
 
   return [
@@ -162,12 +176,10 @@ export function managementRoutes(site: Site): MpRoute[] {
         const run = await ownRun(ctx, ctx.params.id);
         if (run.state !== "running") throw new SlipwayError("CONFLICT", `Run ${run.id} has ended (${run.state})`);
         const b = ctx.body;
-        // Mask any secret this run could have received, whatever the agent did or did not mask.
+        // Mask any secret this run could have received, whatever the agent did or did not mask —
+        // taken from the run's own scopes, so it holds even if the deployment left the policy.
         const doc = await runDocument(run);
-        const policy = await devicePolicy(site, me(ctx).device, run.bootPath as "pxe" | "media");
-        const names = policy.deployments.find((d) => d.id === run.deploymentId)?.secrets ?? [];
-        const values = (await Promise.all(names.map((n) => secretValue(run, n)))).filter((v): v is string => v !== null);
-        let message = b.message === undefined ? null : maskSecrets(b.message, values);
+        let message = b.message === undefined ? null : maskSecrets(b.message, await runSecretValues(run));
         if (message && Buffer.byteLength(message) > MAX_LOG_BYTES) message = message.slice(-MAX_LOG_BYTES);
         const label = b.step === "" ? "(run)" : `${b.step}${b.name ? ` ${b.name}` : ""}`;
         if (b.step !== "" && !stepAt(doc, b.step)) throw new SlipwayError("VALIDATION", `Step "${b.step}" is not in the task sequence`);
