@@ -114,6 +114,22 @@ export const stepTypes = {
     value: z.string().max(32_768),
   }),
   "install-bootloader": z.strictObject({ disk: device }),
+  /** Writes the host name and network settings into the applied system; values may use ${Variable}. */
+  "configure-os": z.strictObject({
+    hostname: line(253).optional(),
+    network: z
+      .discriminatedUnion("mode", [
+        z.strictObject({ mode: z.literal("dhcp"), interface: line(15).optional() }),
+        z.strictObject({
+          mode: z.literal("static"),
+          interface: line(15).optional(),
+          address: line(64),
+          gateway: line(64).optional(),
+          dns: z.array(line(64)).max(4).optional(),
+        }),
+      ])
+      .optional(),
+  }),
   reboot: z.strictObject({}),
   "disable-encryption": z.strictObject({}),
   "enable-encryption": z.strictObject({ method: line(64).optional() }),

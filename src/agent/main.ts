@@ -1,0 +1,144 @@
+/**
+ * The agent: runs in the deploy environment, started by its /init once the network is up.
+ * It enrolls with the boot token from the kernel command line (asking the PXE password on
+ * the console when the site wants it, sending it only inside TLS), fetches its signed
+ * policy and checks it against the site key pinned in the boot image, runs the task
+ * sequence of its deployment reporting every step, and restarts into the new system.
+ *
+ * Exit codes: 0 the run succeeded (the machine restarts), 1 the run failed, 2 nothing to do,
+ * 3 could not enroll or get a valid policy, 4 configuration error.
+ */
+import { readFileSync } from "node:fs";
+import { execTool } from "./system.ts";
+import { createKeyAndCsr } from "../security/csr.ts";
+import { verifyPolicy, PolicyError } from "../security/signed-policy.ts";
+import type { Policy, PolicyDeployment } from "../domain/policy.ts";
+import { ConfigError, loadConfig, type AgentConfig } from "./config.ts";
+import { collectInventory, type Inventory } from "./inventory.ts";
+import { MpClient, MpError } from "./mp-client.ts";
+import { askHidden, askLine, say } from "./console.ts";
+import { runSequence, mask, type AnyStep, type StepEvent } from "./engine.ts";
+import { stepModules } from "./steps/index.ts";
+import { DistributionPointContent } from "./content.ts";
+
+const MAX_PASSWORD_TRIES = 5;
+
+async function enroll(client: MpClient, cfg: AgentConfig, inv: Inventory): Promise<{ deviceId: string; deviceName: string }> {
+  if (!cfg.token) throw new ConfigError("Cannot enroll: the kernel command line has no slipway.token= (boot through Slipway's PXE)");
+  const { keyPem, csrPem } = await createKeyAndCsr();
+  let pxePassword: string | undefined;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const body = { credential: { kind: "boot-token", token: cfg.token, ...(pxePassword !== undefined ? { pxePassword } : {}) }, csr: csrPem,
+        inventory: { ...inv, smbiosUuid: inv.smbiosUuid, disks: inv.disks.slice(0, 64), macs: inv.macs.slice(0, 16) } };
+      const r = await client.jsonRetry<{ deviceId: string; deviceName: string; certificate: string }>("POST", "/mp/v1/enroll", body);
+      client.setIdentity({ keyPem, certPem: r.certificate });
+      return r;
+    } catch (err) {
+      if (err instanceof MpError && err.code === "SLIPWAY_PXE_PASSWORD_REQUIRED" && attempt <= MAX_PASSWORD_TRIES) {
+        if (pxePassword !== undefined) say("the PXE password was not accepted");
+        const typed = await askHidden("This site requires the PXE password: ");
+        if (typed === null) throw new Error("Cannot enroll: the site requires the PXE password and there is no console to ask it on");
+        pxePassword = typed;
+        continue;
+      }
+      throw err;
+    }
+  }
+}
+
+async function chooseDeployment(policy: Policy, cfg: AgentConfig): Promise<PolicyDeployment | null> {
+  if (cfg.deployment) return policy.deployments.find((d) => d.id === cfg.deployment || d.name === cfg.deployment) ?? null;
+  const required = policy.deployments.find((d) => d.purpose === "required");
+  if (required) return required;
+  if (policy.deployments.length === 0) return null;
+  policy.deployments.forEach((d, i) => say(`available ${i + 1}: ${d.name} (${d.taskSequence.name} v${d.taskSequence.version})`));
+  const pick = await askLine(`Choose a deployment (1-${policy.deployments.length}), or Enter for none: `);
+  const n = Number(pick);
+  return Number.isInteger(n) && n >= 1 && n <= policy.deployments.length ? policy.deployments[n - 1] : null;
+}
+
+function builtInVariables(inv: Inventory, policy: Policy, d: PolicyDeployment, runId: string): [string, string][] {
+  return [
+    ["Firmware", inv.firmware], ["DeviceId", policy.deviceId], ["DeviceName", policy.deviceName], ["MAC", inv.macs[0] ?? ""],
+    ["SMBIOSUUID", inv.smbiosUuid ?? ""], ["SerialNumber", inv.serial ?? ""], ["Vendor", inv.vendor ?? ""], ["Model", inv.model ?? ""],
+    ["MemoryMiB", String(inv.memoryMiB ?? 0)], ["DeploymentId", d.id], ["DeploymentName", d.name], ["RunId", runId],
+  ];
+}
+
+export async function main(opts: { configDir: string; cmdline: string; reboot: boolean }): Promise<number> {
+  say("start");
+  let cfg: AgentConfig;
+  try {
+    cfg = loadConfig(opts);
+  } catch (err) {
+    say(`error ${(err as Error).message}`);
+    return 4;
+  }
+  const inv = collectInventory();
+  say(`inventory firmware=${inv.firmware} macs=${inv.macs.join(",")} uuid=${inv.smbiosUuid ?? "-"} disks=${inv.disks.map((d) => `${d.name}:${d.sizeBytes}`).join(",") || "-"}`);
+  const client = new MpClient(cfg.managementPoint, cfg.caPem);
+  try {
+    let policy: Policy;
+    try {
+      const me = await enroll(client, cfg, inv);
+      say(`enrolled device=${me.deviceId} name=${me.deviceName}`);
+      const signed = await client.jsonRetry("GET", `/mp/v1/policy?bootPath=${cfg.bootPath}`);
+      policy = verifyPolicy(signed, cfg.signingKey, { deviceId: me.deviceId, now: new Date() });
+    } catch (err) {
+      say(`error ${err instanceof PolicyError || err instanceof MpError || err instanceof ConfigError ? err.message : `Cannot reach the management point: ${(err as Error).message}`}`);
+      return 3;
+    }
+    const d = await chooseDeployment(policy, cfg);
+    if (!d) {
+      say("nothing to do: no deployment for this machine");
+      return 2;
+    }
+    const run = await client.jsonRetry<{ id: string }>("POST", "/mp/v1/runs", { deployment: d.id, bootPath: cfg.bootPath });
+    say(`run ${run.id} deployment="${d.name}" task-sequence="${d.taskSequence.name}" v${d.taskSequence.version}`);
+    const masks = new Set<string>();
+    const report = async (e: StepEvent) => {
+      say(`step ${e.step} ${e.state}${e.progress !== undefined ? ` ${e.progress}%` : ""} ${e.name ?? ""}${e.state === "failed" && e.message ? `: ${mask(e.message, masks).split("\n")[0]}` : ""}`);
+      try {
+        await client.jsonRetry("POST", `/mp/v1/runs/${run.id}/events`, e);
+      } catch (err) {
+        // The status log misses a line, the deployment goes on.
+        say(`warning: could not report step ${e.step}: ${(err as Error).message}`);
+      }
+    };
+    const vars = new Map<string, string>(Object.entries(d.variables));
+    for (const [k, v] of builtInVariables(inv, policy, d, run.id)) vars.set(k, v);
+    const outcome = await runSequence({
+      steps: d.taskSequence.document.steps as AnyStep[], modules: stepModules, vars, masks,
+      state: { firmware: inv.firmware },
+      content: new DistributionPointContent(client, cfg.signingKey, d.content as { image: string; manifest?: string | null }[]),
+      report,
+      secret: async (path, name) => (await client.jsonRetry<{ value: string }>("POST", `/mp/v1/runs/${run.id}/secrets`, { step: path, name })).value,
+    });
+    const ok = outcome.status !== "failed";
+    await report({ step: "", state: ok ? "succeeded" : "failed", message: ok ? (outcome.status === "reboot" ? "restarting into the new system" : "all steps done") : `step ${outcome.failedStep} failed: ${outcome.message ?? ""}` });
+    say(`run ${run.id} ${ok ? "succeeded" : "failed"}`);
+    if (!ok) return 1;
+    if (outcome.status === "reboot" && opts.reboot) {
+      say("rebooting");
+      await execTool("sync", []);
+      await execTool("umount", ["-a", "-r"]).catch(() => undefined);
+      await execTool("reboot", ["-f"]);
+    }
+    return 0;
+  } finally {
+    client.close();
+  }
+}
+
+if (import.meta.main) {
+  const configDir = process.env.SLIPWAY_CONFIG_DIR ?? "/etc/slipway";
+  const cmdline = process.env.SLIPWAY_CMDLINE ?? readFileSync("/proc/cmdline", "utf8");
+  main({ configDir, cmdline, reboot: process.env.SLIPWAY_NO_REBOOT !== "1" }).then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      say(`error ${(err as Error).message}`);
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,129 @@
+/**
+ * Applies an image from the content library to a partition, streamed from the distribution
+ * point and verified chunk by chunk before a byte of it is written:
+ * - file-based images (tar, tar.gz, tar.zst) are unpacked into the mounted file system;
+ * - raw images (a file-system image) are written to the partition, holding the first chunk —
+ *   where the file system's superblock lives — back until every other chunk has verified, so
+ *   an interrupted write never leaves a mountable, let alone bootable, half.
+ * On any failure the partition's first MiB is zeroed: nothing half-applied can boot.
+ */
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { closeSync, fsyncSync, openSync, writeSync, readSync } from "node:fs";
+import type { StepModule, StepContext } from "../engine.ts";
+import type { Manifest } from "../../content/manifest.ts";
+import { mount, mustRun, execTool, partitionPath, unmountDevice, waitForDevice } from "../system.ts";
+
+export const TARGET_DIR = "/mnt/target";
+
+function zeroStart(dev: string): void {
+  const fd = openSync(dev, "r+");
+  try {
+    writeSync(fd, Buffer.alloc(1024 * 1024), 0, 1024 * 1024, 0);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function progressReporter(ctx: StepContext, m: Manifest) {
+  let lastTenth = -1;
+  return (bytes: number) => {
+    const pct = m.size ? Math.floor((bytes / m.size) * 100) : 100;
+    if (Math.floor(pct / 10) > lastTenth) {
+      lastTenth = Math.floor(pct / 10);
+      void ctx.progress(pct, `${(bytes / 1048576).toFixed(0)} of ${(m.size / 1048576).toFixed(0)} MiB verified and written`);
+    }
+  };
+}
+
+async function applyArchive(m: Manifest, digest: string, dev: string, ctx: StepContext): Promise<void> {
+  await mount(dev, TARGET_DIR);
+  const unpack = m.format === "tar.zst" ? "zstd -dcq | tar -x -f - -C " + TARGET_DIR
+    : m.format === "tar.gz" ? "tar -x -z -f - -C " + TARGET_DIR
+    : "tar -x -f - -C " + TARGET_DIR;
+  const child = spawn("sh", ["-c", unpack], { stdio: ["pipe", "ignore", "pipe"] });
+  let stderr = "";
+  child.stderr.on("data", (c: Buffer) => (stderr = (stderr + c.toString()).slice(-4096)));
+  const exited = new Promise<number>((resolve) => child.on("close", (code) => resolve(code ?? 1)));
+  child.stdin.on("error", () => {});
+  try {
+    for await (const chunk of ctx.content.chunks(m, digest, { signal: ctx.signal, onProgress: progressReporter(ctx, m) })) {
+      if (child.exitCode !== null) break;
+      if (!child.stdin.write(chunk)) await Promise.race([once(child.stdin, "drain"), exited]);
+    }
+    child.stdin.end();
+  } catch (err) {
+    child.kill("SIGKILL");
+    await exited;
+    throw err;
+  }
+  const code = await exited;
+  if (code !== 0) throw new Error(`Cannot unpack image "${m.name}": tar exited ${code}${stderr.trim() ? `: ${stderr.trim().split("\n").slice(-3).join(" | ")}` : ""}`);
+  await mustRun("sync", []);
+}
+
+async function applyRaw(m: Manifest, digest: string, dev: string, ctx: StepContext): Promise<void> {
+  await unmountDevice(dev);
+  const fd = openSync(dev, "r+");
+  let first: Buffer | undefined;
+  let offset = 0;
+  try {
+    for await (const chunk of ctx.content.chunks(m, digest, { signal: ctx.signal, onProgress: progressReporter(ctx, m) })) {
+      if (offset === 0) {
+        first = Buffer.from(chunk);
+        // Until the real first chunk lands, the partition must not look like a file system.
+        writeSync(fd, Buffer.alloc(chunk.length), 0, chunk.length, 0);
+      } else {
+        writeSync(fd, chunk, 0, chunk.length, offset);
+      }
+      offset += chunk.length;
+    }
+    if (!first) throw new Error(`Cannot apply image "${m.name}": it is empty`);
+    fsyncSync(fd);
+    writeSync(fd, first, 0, first.length, 0);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  // An ext file system image is usually smaller than the partition: grow it to fill it.
+  const probe = Buffer.alloc(2);
+  const rfd = openSync(dev, "r");
+  try {
+    readSync(rfd, probe, 0, 2, 1080);
+  } finally {
+    closeSync(rfd);
+  }
+  if (probe.readUInt16LE(0) === 0xef53) {
+    const fsck = await execTool("e2fsck", ["-f", "-y", dev], { signal: ctx.signal });
+    // 0: clean, 1: errors corrected — both leave a usable file system.
+    if (fsck.code > 1) throw new Error(`Cannot apply image "${m.name}": e2fsck found the written file system damaged (exit ${fsck.code})`);
+    await mustRun("resize2fs", [dev], { signal: ctx.signal });
+  }
+  await mount(dev, TARGET_DIR);
+}
+
+export const applyImage: StepModule = {
+  type: "apply-image",
+  async run(params: { image: string; partition?: string }, ctx) {
+    const image = ctx.expand(params.image);
+    const digest = ctx.content.resolve(image);
+    if (!digest) return { status: "failed", message: `Cannot apply image "${image}": the site has no such image in this deployment's content (import it with slipway image import)` };
+    const dev = params.partition ? partitionPath(ctx.expand(params.partition)) : ctx.state.root;
+    if (!dev) return { status: "failed", message: `Cannot apply image "${image}": no partition given and no disk partitioned earlier in the sequence` };
+    await waitForDevice(dev);
+    const m = await ctx.content.manifest(digest);
+    ctx.log(`image "${m.name}" ${digest}: ${m.format}, ${m.size} bytes in ${m.chunks.length} chunks`);
+    try {
+      if (m.format === "raw") await applyRaw(m, digest, dev, ctx);
+      else await applyArchive(m, digest, dev, ctx);
+    } catch (err) {
+      await unmountDevice(dev).catch(() => {});
+      zeroStart(dev);
+      throw new Error(`${(err as Error).message}; ${dev} was wiped so that nothing half-applied can boot`);
+    }
+    ctx.state.root = dev;
+    ctx.state.target = TARGET_DIR;
+    return { status: "succeeded", message: `image "${m.name}" (sha256 ${m.sha256}) applied to ${dev}` };
+  },
+};
