@@ -19,6 +19,7 @@ export const ErrorCodes = {
   NOT_FOUND: { status: 404, message: "Not found" },
   METHOD_NOT_ALLOWED: { status: 405, message: "Method not allowed" },
   CONFLICT: { status: 409, message: "Conflicts with an existing object" },
+  RANGE_NOT_SATISFIABLE: { status: 416, message: "The requested range is outside the content" },
   IN_USE: { status: 409, message: "Cannot delete: the object is still referenced" },
   TASK_SEQUENCE_INVALID: { status: 422, message: "The task sequence document is not valid" },
   RULE_INVALID: { status: 422, message: "The collection rule is not valid" },

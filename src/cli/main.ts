@@ -1,8 +1,9 @@
 /**
- * The slipway command. Server-side commands (init, up, audit verify) work on the data
- * folder directly; every other command talks to the site API over HTTPS.
+ * The slipway command. Server-side commands (init, up, audit verify, bootimage, image) work
+ * on the data folder directly; every other command talks to the site API over HTTPS.
  */
 import { serverCommands } from "./server-commands.ts";
+import { imageCommands } from "./image-commands.ts";
 import { CliError, ExitCode, type Command } from "./command.ts";
 
 async function loadClientCommands(): Promise<Record<string, Command>> {
@@ -21,7 +22,7 @@ function usage(commands: Record<string, Command>): string {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const commands: Record<string, Command> = { ...serverCommands, ...(await loadClientCommands()) };
+  const commands: Record<string, Command> = { ...serverCommands, ...imageCommands, ...(await loadClientCommands()) };
   const [name, ...rest] = argv;
   if (!name || name === "--help" || name === "-h" || name === "help") {
     process.stdout.write(usage(commands) + "\n");

@@ -25,6 +25,12 @@ export type PolicyInput = {
     /** Secret names the task sequence's steps reference (Run As). */
     secretReferences: string[];
   }[];
+  /**
+   * What each image reference resolves to, gathered by the caller so compiling stays pure:
+   * a name → the digest of the newest manifest with that name, "sha256:…" → that digest if
+   * the manifest exists; null (or absent) when there is none.
+   */
+  imageManifests?: Record<string, string | null>;
 };
 
 /** The parts of a task sequence document the policy reads. */
@@ -35,8 +41,11 @@ export type PolicyDeployment = {
   taskSequence: { id: string; name: string; version: number; digest: string; document: TaskSequenceLike };
   variables: Record<string, string>;
   secrets: string[];
-  content: { image: string }[];
+  /** Each image the task sequence applies, and the manifest digest it resolved to (null: none yet). */
+  content: PolicyContent[];
 };
+
+export type PolicyContent = { image: string; manifest: string | null };
 
 export type Policy = {
   kind: typeof POLICY_KIND;
@@ -66,7 +75,17 @@ function imagesOf(steps: unknown[], out: Set<string>): void {
   }
 }
 
+/** The image references (names or "sha256:…" digests) of a task sequence's enabled apply-image steps, sorted. */
+export function imageReferences(document: TaskSequenceLike): string[] {
+  const out = new Set<string>();
+  imagesOf(Array.isArray(document?.steps) ? document.steps : [], out);
+  return [...out].sort();
+}
+
 export function compilePolicy(input: PolicyInput): Policy {
+  const manifests = input.imageManifests ?? {};
+  // Own properties only: an image may well be called "constructor".
+  const resolved = (image: string): string | null => (Object.hasOwn(manifests, image) ? manifests[image] ?? null : null);
   const deployments: PolicyDeployment[] = [];
   for (const d of input.deployments) {
     if (!deploymentApplies(d, input.bootPath, input.now)) continue;
@@ -85,13 +104,11 @@ export function compilePolicy(input: PolicyInput): Policy {
       }
     }
     for (const name of d.secretReferences) secrets.add(name);
-    const images = new Set<string>();
-    imagesOf(d.taskSequence.document.steps, images);
     deployments.push({
       id: d.id, name: d.name, purpose: d.purpose, taskSequence: d.taskSequence,
       variables: Object.fromEntries([...values].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))),
       secrets: [...secrets].sort(),
-      content: [...images].sort().map((image) => ({ image })),
+      content: imageReferences(d.taskSequence.document).map((image) => ({ image, manifest: resolved(image) })),
     });
   }
   // Required before available, then by name, so the agent sees a stable order.

@@ -62,6 +62,14 @@ export function bootScript(opts: { image: BootImageRef; token: string; mac: stri
   ].join("\n");
 }
 
+/**
+ * Script for a machine with nothing to deploy: iPXE exits, and the firmware goes on to its
+ * next boot device (the local disk).
+ */
+export function localBootScript(deviceName: string): string {
+  return ["#!ipxe", `echo Slipway: nothing to deploy to ${safeEcho(deviceName)}; booting from the local disk`, "exit 0", ""].join("\n");
+}
+
 /** Script for a machine waiting for an administrator: polls, then boots as soon as it is approved. */
 export function waitScript(opts: { pollUrl: string; mac: string; seconds?: number }): string {
   return [

@@ -5,6 +5,7 @@
  * route without one.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { pipeline as pipeStreams, type Readable } from "node:stream";
 import { randomUUID } from "node:crypto";
 import type { z } from "zod";
 import { SlipwayError } from "../errors.ts";
@@ -13,7 +14,8 @@ import type { Logger } from "../log.ts";
 export type HttpMethod = "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
 
 export type RequestContext<B = unknown, Q = Record<string, string>, P = unknown> = {
-  method: HttpMethod;
+  /** "HEAD" only for GET routes that allow it (`head: true`): answer with headers, no body. */
+  method: HttpMethod | "HEAD";
   path: string;
   params: Record<string, string>;
   query: Q;
@@ -24,7 +26,11 @@ export type RequestContext<B = unknown, Q = Record<string, string>, P = unknown>
   headers: IncomingMessage["headers"];
 };
 
-export type Reply = { status?: number; body?: unknown; headers?: Record<string, string> };
+/**
+ * What a handler answers: a JSON body, or — for bytes such as image content — a `stream`
+ * sent as it is, with the handler's headers (it sets content-type and content-length).
+ */
+export type Reply = { status?: number; body?: unknown; headers?: Record<string, string>; stream?: Readable };
 
 /** A route; `access` is "public" or a value the role's authorize hook understands. */
 export type Route<A extends string = string, P = unknown> = {
@@ -37,6 +43,8 @@ export type Route<A extends string = string, P = unknown> = {
   query?: z.ZodType;
   /** Allowed while the administrator still has to change a one-time password. */
   allowWithPendingPasswordChange?: boolean;
+  /** A GET route that also answers HEAD (the handler sees ctx.method "HEAD"; no body is sent). */
+  head?: boolean;
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   handler: (ctx: RequestContext<any, any, P>) => Promise<Reply>;
 };
@@ -122,6 +130,22 @@ export function createPipeline<A extends string, P>(routes: readonly Route<A, P>
     });
     res.end(text);
   };
+  const SECURITY_HEADERS = { "cache-control": "no-store", "x-content-type-options": "nosniff", "strict-transport-security": "max-age=31536000" };
+  /** Sends a streamed reply; a failure mid-stream can only cut the connection, so it is logged. */
+  const sendStream = (req: IncomingMessage, res: ServerResponse, reply: Reply & { stream: Readable }, requestId: string) => {
+    res.writeHead(reply.status ?? 200, { ...SECURITY_HEADERS, ...reply.headers });
+    if (req.method === "HEAD") {
+      reply.stream.destroy();
+      res.end();
+      return;
+    }
+    pipeStreams(reply.stream, res, (err) => {
+      // A client that goes away mid-download is normal (it resumes with Range); anything else is ours.
+      if (err && (err as NodeJS.ErrnoException).code !== "ERR_STREAM_PREMATURE_CLOSE") {
+        hooks.log.error("streamed response failed", { requestId, method: req.method, path: (req.url ?? "").split("?")[0], err });
+      }
+    });
+  };
 
   async function dispatch(req: IncomingMessage, res: ServerResponse, requestId: string): Promise<void> {
     let url: URL;
@@ -138,7 +162,7 @@ export function createPipeline<A extends string, P>(routes: readonly Route<A, P>
       const m = c.re.exec(path);
       if (!m) continue;
       pathMatched = true;
-      if (c.route.method === method) {
+      if (c.route.method === method || (method === "HEAD" && c.route.method === "GET" && c.route.head)) {
         match = { c, m };
         break;
       }
@@ -155,7 +179,7 @@ export function createPipeline<A extends string, P>(routes: readonly Route<A, P>
       throw new SlipwayError("BAD_REQUEST", "The request path is malformed");
     }
     const ctx: RequestContext<unknown, Record<string, string>, P> = {
-      method: method as HttpMethod,
+      method: method as HttpMethod | "HEAD",
       path,
       params,
       query: Object.fromEntries(url.searchParams),
@@ -207,6 +231,10 @@ export function createPipeline<A extends string, P>(routes: readonly Route<A, P>
     }
 
     const reply = await route.handler(ctx);
+    if (reply.stream) {
+      sendStream(req, res, reply as Reply & { stream: Readable }, requestId);
+      return;
+    }
     send(res, reply.status ?? (reply.body === undefined ? 204 : 200), reply.body, reply.headers);
   }
 

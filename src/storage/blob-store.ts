@@ -23,6 +23,43 @@ export class BlobStore {
     return fs.existsSync(this.pathOf(sha256));
   }
 
+  /**
+   * Stores bytes already in memory (an image chunk); returns their digest, and whether they
+   * were new. Bytes already present are not rewritten: the name proves the content.
+   */
+  async putBuffer(data: Buffer): Promise<{ sha256: string; size: number; written: boolean }> {
+    const sha256 = createHash("sha256").update(data).digest("hex");
+    const target = this.pathOf(sha256);
+    if (fs.existsSync(target)) return { sha256, size: data.length, written: false };
+    await fs.promises.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const tmp = path.join(this.dir, `.tmp-${randomBytes(8).toString("hex")}`);
+    try {
+      const fh = await fs.promises.open(tmp, "wx", 0o600);
+      try {
+        await fh.writeFile(data);
+        // On disk before the rename makes it visible, so a crash never leaves a named blob short.
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await fs.promises.rename(tmp, target);
+      return { sha256, size: data.length, written: true };
+    } finally {
+      await fs.promises.rm(tmp, { force: true });
+    }
+  }
+
+  /** Removes a blob; true when it existed. */
+  async delete(sha256: string): Promise<boolean> {
+    try {
+      await fs.promises.unlink(this.pathOf(sha256));
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
+      throw err;
+    }
+  }
+
   /** Copies a file in; returns its digest and size. */
   async importFile(source: string): Promise<{ sha256: string; size: number }> {
     fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });

@@ -118,6 +118,16 @@ export const migrations: Migration[] = [
         mac TEXT PRIMARY KEY, ip TEXT NOT NULL UNIQUE, expires_at TEXT NOT NULL, updated_at TEXT NOT NULL)`,
     ],
   },
+  {
+    version: 4,
+    name: "content library: signed image manifests",
+    statements: [
+      `CREATE TABLE content_manifests (
+        digest TEXT PRIMARY KEY, name TEXT NOT NULL, format TEXT NOT NULL, size BIGINT NOT NULL, sha256 TEXT NOT NULL,
+        chunk_count INTEGER NOT NULL, document TEXT NOT NULL, created_by TEXT NOT NULL, created_at TEXT NOT NULL)`,
+      `CREATE INDEX content_manifests_name ON content_manifests(name, created_at)`,
+    ],
+  },
 ];
 
 /** Applies every migration newer than the database's version; returns the versions applied. */

@@ -11,11 +11,13 @@ import { EnrollmentStore } from "./enrollment-store.ts";
 import { RunStore } from "./run-store.ts";
 import { BootImageStore } from "./boot-image-store.ts";
 import { LeaseStore } from "./lease-store.ts";
+import { ContentStore } from "./content-store.ts";
 
 export type Stores = {
   admins: AdminStore; devices: DeviceStore; collections: CollectionStore; variables: VariableStore;
   taskSequences: TaskSequenceStore; deployments: DeploymentStore; certificates: CertificateStore;
   enrollment: EnrollmentStore; runs: RunStore; bootImages: BootImageStore; leases: LeaseStore;
+  content: ContentStore;
 };
 
 export function stores(sql: Sql): Stores {
@@ -23,6 +25,6 @@ export function stores(sql: Sql): Stores {
     admins: new AdminStore(sql), devices: new DeviceStore(sql), collections: new CollectionStore(sql),
     variables: new VariableStore(sql), taskSequences: new TaskSequenceStore(sql), deployments: new DeploymentStore(sql),
     certificates: new CertificateStore(sql), enrollment: new EnrollmentStore(sql), runs: new RunStore(sql),
-    bootImages: new BootImageStore(sql), leases: new LeaseStore(sql),
+    bootImages: new BootImageStore(sql), leases: new LeaseStore(sql), content: new ContentStore(sql),
   };
 }

@@ -13,6 +13,7 @@ import { stores } from "../../src/storage/stores.ts";
 import { AuditStore, readHead, verifyAuditLog } from "../../src/storage/audit-store.ts";
 import { createSchema, dropSchema, databasesUnderTest } from "../support/postgres.ts";
 import { tempDir } from "../support/site.ts";
+import { DEFAULT_CHUNK_SIZE, MANIFEST_KIND, manifestDigest, signManifest, type Manifest } from "../../src/content/manifest.ts";
 
 const now = "2026-11-25T12:00:00.000Z";
 
@@ -97,6 +98,38 @@ for (const kind of databasesUnderTest()) {
       await assert.rejects(s.taskSequences.addVersion({ ...v, document: { a: 2 } }, now));
       assert.deepEqual((await s.taskSequences.version(t.id, 1))?.document, { a: 1 });
       assert.equal((await s.taskSequences.byId(t.id))?.latestVersion, 1);
+    });
+
+    it("keeps content manifests by digest, finds the newest by name, and deletes one", async () => {
+      const s = stores(db);
+      const { privateKey } = generateKeyPairSync("ed25519");
+      const manifest = (name: string, createdAt: string, chunk: string) => {
+        const m: Manifest = { kind: MANIFEST_KIND, name, format: "tar.zst", size: 5_000_000_000, sha256: "ab".repeat(32), chunkSize: DEFAULT_CHUNK_SIZE,
+          chunks: [...Array.from({ length: 1192 }, () => ({ sha256: chunk.repeat(64), size: DEFAULT_CHUNK_SIZE })), { sha256: "cd".repeat(32), size: 5_000_000_000 - 1192 * DEFAULT_CHUNK_SIZE }],
+          createdAt };
+        const signed = signManifest(m, privateKey);
+        return { digest: manifestDigest(m), signed, createdBy: "local:test" };
+      };
+      const older = manifest("debian-base", "2026-11-25T10:00:00.000Z", "1");
+      const newer = manifest("debian-base", "2026-11-25T11:00:00.000Z", "2");
+      const other = manifest("alpine", "2026-11-25T12:00:00.000Z", "3");
+      for (const m of [newer, older, other]) await s.content.add(m);
+      const got = (await s.content.byDigest(older.digest))!;
+      assert.equal(got.size, 5_000_000_000, "sizes past 2^32 survive (BIGINT)");
+      assert.equal(got.chunkCount, 1193);
+      assert.equal(got.format, "tar.zst");
+      assert.deepEqual(got.signed, older.signed);
+      assert.equal((await s.content.latestByName("debian-base"))?.digest, newer.digest);
+      assert.equal(await s.content.latestByName("nothing"), undefined);
+      assert.equal(await s.content.byDigest("sha256:" + "0".repeat(64)), undefined);
+      assert.deepEqual((await s.content.list()).map((c) => c.digest), [other.digest, newer.digest, older.digest]);
+      assert.deepEqual((await s.content.list({ name: "debian-base" })).map((c) => c.digest), [newer.digest, older.digest]);
+      await assert.rejects(s.content.add(older), "a digest is recorded once");
+      assert.deepEqual([...(await s.content.chunksInUse())].sort(), ["1".repeat(64), "2".repeat(64), "3".repeat(64), "cd".repeat(32)]);
+      assert.equal(await s.content.delete(newer.digest), 1);
+      assert.equal(await s.content.delete(newer.digest), 0);
+      assert.equal((await s.content.latestByName("debian-base"))?.digest, older.digest);
+      assert.ok(!(await s.content.chunksInUse()).has("2".repeat(64)));
     });
 
     it("appends a verifiable audit chain, also from concurrent writers", async () => {

@@ -12,7 +12,8 @@ import type { AddressInfo } from "node:net";
 import type { Site } from "../site/site.ts";
 import { stores } from "../../storage/stores.ts";
 import { BlobStore } from "../../storage/blob-store.ts";
-import { bootScript, decideBoot, startScript, waitScript, LOADERS, type UnknownPolicy } from "../../domain/pxe.ts";
+import { bootScript, decideBoot, localBootScript, startScript, waitScript, LOADERS, type UnknownPolicy } from "../../domain/pxe.ts";
+import { devicePolicy } from "../management/policy.ts";
 import { normalizeMac, normalizeUuid } from "../../domain/device.ts";
 import { issueBootToken } from "../management/credentials.ts";
 import type { PxeLink } from "./pxe-responder.ts";
@@ -63,6 +64,16 @@ export async function startBootHttp(opts: BootHttpOptions): Promise<BootHttp> {
     if (device.smbiosUuid && uuid && device.smbiosUuid !== uuid) {
       await site.audit.append({ actor: "pxe", action: "pxe.script.refused", outcome: "denied", object: `device:${device.id}`, details: { mac, reason: "SMBIOS UUID differs from the device record" } });
       return { status: 404, body: "#!ipxe\necho Slipway: this machine does not match its record\nexit 1\n" };
+    }
+    // A machine whose required deployments have all run, and that is offered nothing else,
+    // boots from its own disk: PXE-first machines must not re-image themselves in a loop.
+    // (A machine with no deployment at all still gets the deploy environment, which says so.)
+    const policy = await devicePolicy(site, device, "pxe");
+    const done = new Set((await s.runs.list({ deviceId: device.id, state: "succeeded" })).map((r) => r.deploymentId));
+    const pending = policy.deployments.filter((d) => d.purpose === "available" || !done.has(d.id));
+    if (policy.deployments.length && !pending.length) {
+      await site.audit.append({ actor: "pxe", action: "pxe.script.local", object: `device:${device.id}`, details: { mac, link: link.name, reason: "required deployments done" } });
+      return { status: 200, body: localBootScript(device.name) };
     }
     const image = await s.bootImages.defaultImage();
     if (!image) {

@@ -2,7 +2,9 @@
 import type { Site } from "../site/site.ts";
 import { stores } from "../../storage/stores.ts";
 import type { Device } from "../../domain/device.ts";
-import { compilePolicy, type Policy, type PolicyInput, type PolicyVariable } from "../../domain/policy.ts";
+import { compilePolicy, imageReferences, type Policy, type PolicyInput, type PolicyVariable } from "../../domain/policy.ts";
+import { isManifestDigest } from "../../content/manifest.ts";
+import type { ContentStore } from "../../storage/content-store.ts";
 import { secretReferences, type TaskSequenceDocument } from "../../domain/task-sequence/validate.ts";
 import { computeMembership } from "../site/membership.ts";
 import { publicKeyFingerprint } from "../../security/signing.ts";
@@ -10,6 +12,19 @@ import { signPolicy, type SignedPolicy } from "../../security/signed-policy.ts";
 import type { VariableRecord } from "../../storage/variable-store.ts";
 
 export const POLICY_TTL_SECONDS = 3600;
+
+/**
+ * What each image reference names now: a name → the newest manifest with that name, a
+ * "sha256:…" digest → itself if that manifest exists; null when there is none.
+ */
+export async function resolveImages(content: ContentStore, references: Iterable<string>): Promise<Record<string, string | null>> {
+  const out: Record<string, string | null> = Object.create(null);
+  for (const ref of new Set(references)) {
+    const found = isManifestDigest(ref) ? await content.byDigest(ref) : await content.latestByName(ref);
+    out[ref] = found?.digest ?? null;
+  }
+  return out;
+}
 
 const asPolicyVars = (vs: VariableRecord[]): PolicyVariable[] => vs.map((v) => ({ name: v.name, value: v.secret ? null : v.value, secret: v.secret }));
 
@@ -36,9 +51,10 @@ export async function policyInput(site: Site, device: Device, bootPath: "pxe" | 
       });
     }
   }
+  const imageManifests = await resolveImages(s.content, deployments.flatMap((d) => imageReferences(d.taskSequence.document)));
   return {
     device: { id: device.id, name: device.name }, bootPath, now: site.now(), ttlSeconds: POLICY_TTL_SECONDS,
-    signingKeyFingerprint: publicKeyFingerprint(site.keys.verifyKey), deployments,
+    signingKeyFingerprint: publicKeyFingerprint(site.keys.verifyKey), deployments, imageManifests,
   };
 }
 

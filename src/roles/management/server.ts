@@ -12,12 +12,13 @@ import { SlipwayError } from "../../errors.ts";
 import { RateLimiter } from "../site/auth.ts";
 import { deviceFromRequest, type DevicePrincipal } from "./device-auth.ts";
 import { managementRoutes, type MpAccess, type MpRoute } from "./routes.ts";
+import { contentRoutes } from "./content-routes.ts";
 
 export type ManagementPoint = { url: string; port: number; routes: readonly MpRoute[]; close(): Promise<void> };
 
 export async function startManagementPoint(opts: { site: Site; host: string; port: number; tls: { certPem: string; keyPem: string } }): Promise<ManagementPoint> {
   const { site } = opts;
-  const routes = managementRoutes(site);
+  const routes = [...managementRoutes(site), ...contentRoutes(site)];
   const deniedAudit = new RateLimiter(60, 60_000, () => site.now().getTime());
   const pipeline = createPipeline<MpAccess, DevicePrincipal>(routes, {
     log: site.log,
