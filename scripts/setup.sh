@@ -15,7 +15,10 @@ apt_packages=()
 if [ "$want_test" = 1 ]; then
   command -v pg_ctlcluster >/dev/null 2>&1 && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || apt_packages+=(postgresql)
   # The lab (QEMU booting real firmware in network namespaces) and real network clients.
-  for pkg in qemu-system-x86 ipxe-qemu ipxe ovmf busybox-static dnsmasq-base tshark curl atftp iproute2 ethtool; do
+  # The deploy environment's builder (`slipway bootimage build`) and the test OS: busybox, disk
+  # tools, boot loader files, zstd, and binutils' strip for the Node binary.
+  for pkg in qemu-system-x86 ipxe-qemu ipxe ovmf busybox-static dnsmasq-base tshark curl atftp iproute2 ethtool \
+      fdisk e2fsprogs dosfstools extlinux syslinux-common systemd-boot-efi zstd binutils; do
     dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null | grep -qx installed || apt_packages+=("$pkg")
   done
 fi

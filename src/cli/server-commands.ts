@@ -2,13 +2,15 @@
 import fs from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { initSite, openSite, siteExists, type OpenSiteOptions } from "../roles/site/site.ts";
+import { initSite, openSite, siteExists, type OpenSiteOptions, type Site } from "../roles/site/site.ts";
+import { buildBootImage, DEFAULT_CMDLINE, type BootImage } from "../media/boot-image.ts";
 import { startSiteServer } from "../roles/site/server.ts";
 import { startManagementPoint } from "../roles/management/server.ts";
 import { startNetworkBoot } from "../roles/distribution/network-boot.ts";
 import { unknownPolicies, type UnknownPolicy } from "../domain/pxe.ts";
 import { parseRange, type IpRange } from "../domain/ip-pool.ts";
 import { ensureServerCertificate } from "../security/site-keys.ts";
+import { interfaceIPv4 } from "../net/bound-udp.ts";
 import { readHead, verifyAuditLog } from "../storage/audit-store.ts";
 import { createLogger } from "../log.ts";
 import os from "node:os";
@@ -19,11 +21,11 @@ import { CliError, ExitCode, type Command } from "./command.ts";
 export const DEFAULT_LISTEN = "127.0.0.1:8443";
 export const DEFAULT_MP_LISTEN = "127.0.0.1:8444";
 
-function dataOption(v: string | undefined): string {
+export function dataOption(v: string | undefined): string {
   return path.resolve(v ?? process.env.SLIPWAY_DATA ?? "./var");
 }
 
-function siteOptions(dataDir: string): OpenSiteOptions {
+export function siteOptions(dataDir: string): OpenSiteOptions {
   return { dataDir, databaseUrl: process.env.SLIPWAY_DATABASE_URL || undefined, log: createLogger({ level: (process.env.SLIPWAY_LOG_LEVEL as never) ?? "info" }) };
 }
 
@@ -83,14 +85,29 @@ const up: Command = {
       "public-name": { type: "string", multiple: true },
       "pxe-interface": { type: "string", multiple: true }, "pxe-mode": { type: "string" }, "dhcp-range": { type: "string", multiple: true },
       unknown: { type: "string" }, "pxe-http-port": { type: "string" }, "ipxe-dir": { type: "string" },
+      role: { type: "string" }, site: { type: "string" }, ca: { type: "string" }, "enroll-secret-file": { type: "string" }, "poll-seconds": { type: "string" },
     });
+    const role = (values.role as string | undefined) ?? "site";
+    if (role !== "site" && role !== "distribution") throw new CliError("--role is site (the default) or distribution", ExitCode.USAGE);
+    if (role === "distribution") {
+      const dp = await import("./distribution-up.ts");
+      if (values.help) {
+        process.stdout.write(dp.DISTRIBUTION_USAGE);
+        return ExitCode.OK;
+      }
+      return dp.upDistributionPoint(values);
+    }
+    for (const o of ["site", "ca", "enroll-secret-file", "poll-seconds"]) {
+      if (values[o] !== undefined) throw new CliError(`--${o} is for --role distribution`, ExitCode.USAGE);
+    }
     if (values.help) {
       process.stdout.write(`Usage: slipway up [--data DIR] [--listen HOST:PORT] [--mp-listen HOST:PORT] [--tls-cert FILE --tls-key FILE] [--public-name NAME]...
                   [--pxe-interface IF]... [--pxe-mode proxy|dhcp] [--dhcp-range FIRST-LAST] [--unknown deny|approve|allow] [--pxe-http-port N]
   The admin API listens on ${DEFAULT_LISTEN} and the management point (mutual TLS, for machines) on ${DEFAULT_MP_LISTEN} by default;
   with --pxe-interface the management point listens on all addresses (0.0.0.0:8444) unless --mp-listen says otherwise.
   PXE answers only on the interfaces named: ProxyDHCP beside your DHCP server (default), or full DHCP with --pxe-mode dhcp
-  and --dhcp-range. Unknown computers: deny (default), approve (recorded as pending, boot once approved) or allow.\n`);
+  and --dhcp-range. Unknown computers: deny (default), approve (recorded as pending, boot once approved) or allow.
+  A distribution point on another host: slipway up --role distribution --help\n`);
       return ExitCode.OK;
     }
     const dataDir = dataOption(values.data as string | undefined);
@@ -119,6 +136,11 @@ const up: Command = {
     } else {
       const names = ["localhost", "127.0.0.1", "::1", ...((values["public-name"] as string[] | undefined) ?? [])];
       for (const l of [listen, mpListen]) if (!["0.0.0.0", "::"].includes(l.host)) names.push(l.host);
+      // Boot scripts send agents to https://<PXE link address>: the certificate must name it.
+      for (const name of pxeInterfaces) {
+        const a = interfaceIPv4(name);
+        if (a) names.push(a.address);
+      }
       tls = await ensureServerCertificate(site.keys, dataDir, [...new Set(names)]);
     }
     const server = await startSiteServer({ site, host: listen.host, port: listen.port, tls });
@@ -168,55 +190,125 @@ const auditVerify: Command = {
   },
 };
 
+const BOOTIMAGE_USAGE = `Usage: slipway bootimage add --name NAME --kernel FILE --initrd FILE [--cmdline ARGS] [--default] [--data DIR] [--json]
+       slipway bootimage build [--name deploy] [--default] [--cmdline ARGS] [--kernel-version ABI] [--cache DIR] [--data DIR] [--json]
+       slipway bootimage list [--data DIR] [--json]
+  The first image added becomes the default.
+  build makes the deploy environment: Debian's kernel (apt-get download, nothing is installed), busybox, Node.js,
+  the agent, disk tools and boot loader files from this machine, and the site's CA certificate and public signing
+  key. It needs the Debian packages busybox-static fdisk e2fsprogs dosfstools extlinux syslinux-common
+  systemd-boot-efi zstd (binutils to strip Node). Downloads and the stripped Node are kept in --cache
+  (default DIR/cache, or SLIPWAY_CACHE_DIR). Command line default: "${DEFAULT_CMDLINE}".
+`;
+
+/** A boot image's name: what boot scripts and `--name` refer to. */
+function checkBootImageName(name: string | undefined): string {
+  if (!name || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) throw new CliError("--name must be 1-64 letters, digits, . _ -", ExitCode.USAGE);
+  return name;
+}
+
+function checkCmdline(cmdline: string): string {
+  // Boot scripts are public and travel in the clear: a command line is no place for a secret.
+  if (cmdline.length > 1024 || /[\u0000-\u001f\u007f]/.test(cmdline)) throw new CliError("--cmdline must be one line of at most 1024 characters", ExitCode.INVALID);
+  if (/slipway\.(token|mac|mp)=/.test(cmdline)) throw new CliError("--cmdline must not set slipway.token, slipway.mac or slipway.mp; Slipway adds them", ExitCode.INVALID);
+  return cmdline;
+}
+
+/**
+ * Imports a kernel and initrd into the content store and registers them as a boot image, with
+ * its audit entry in the same transaction (`bootimage add` and `bootimage build` alike).
+ */
+async function registerBootImage(site: Site, dataDir: string, r: {
+  name: string; kernel: string; initrd: string; cmdline: string; makeDefault: boolean;
+  action: "bootimage.add" | "bootimage.build"; details?: Record<string, unknown>;
+}) {
+  const blobs = new BlobStore(dataDir);
+  const k = await blobs.importFile(r.kernel);
+  const i = await blobs.importFile(r.initrd);
+  const isDefault = r.makeDefault || (await stores(site.db).bootImages.list()).length === 0;
+  const who = `local:${os.userInfo().username}`;
+  return site.db.transaction(async (tx) => {
+    const img = await stores(tx).bootImages.put({ name: r.name, kernelSha256: k.sha256, kernelSize: k.size, initrdSha256: i.sha256, initrdSize: i.size,
+      cmdline: r.cmdline, isDefault, createdBy: who, createdAt: site.now().toISOString() });
+    await site.audit.append({ actor: who, action: r.action, object: `bootimage:${r.name}`,
+      details: { kernel: k.sha256, initrd: i.sha256, cmdline: r.cmdline, isDefault, ...r.details } }, tx);
+    return img;
+  });
+}
+
 const bootimage: Command = {
-  summary: "Register the kernel and initrd PXE boot scripts boot (add), or list them — on the server's data folder",
+  summary: "Build the deploy environment (build), register a kernel and initrd PXE boot scripts boot (add), or list them — on the server's data folder",
   async run(args) {
     const { values, positionals } = parse(args, {
       data: { type: "string" }, name: { type: "string" }, kernel: { type: "string" }, initrd: { type: "string" },
       cmdline: { type: "string" }, default: { type: "boolean" }, json: { type: "boolean" },
+      cache: { type: "string" }, "kernel-version": { type: "string" },
     });
     const action = positionals[0];
-    if (values.help || (action !== "add" && action !== "list")) {
-      process.stdout.write("Usage: slipway bootimage add --name NAME --kernel FILE --initrd FILE [--cmdline ARGS] [--default] [--data DIR]\n       slipway bootimage list [--data DIR] [--json]\n  The first image added becomes the default.\n");
+    if (values.help || (action !== "add" && action !== "list" && action !== "build")) {
+      process.stdout.write(BOOTIMAGE_USAGE);
       return values.help ? ExitCode.OK : ExitCode.USAGE;
     }
     const dataDir = dataOption(values.data as string | undefined);
     if (!siteExists(dataDir)) throw new CliError(`No site in ${dataDir}`, ExitCode.NOT_FOUND);
     const site = await openSite({ ...siteOptions(dataDir), log: createLogger({ level: "warn", write: (l) => process.stderr.write(l + "\n") }) });
     try {
-      const images = stores(site.db).bootImages;
       if (action === "list") {
-        const list = await images.list();
+        const list = await stores(site.db).bootImages.list();
         process.stdout.write(values.json ? JSON.stringify(list) + "\n" : list.map((i) => `${i.isDefault ? "*" : " "} ${i.name}  kernel ${i.kernelSha256.slice(0, 12)} (${i.kernelSize} B)  initrd ${i.initrdSha256.slice(0, 12)} (${i.initrdSize} B)  ${i.cmdline}`).join("\n") + "\n");
         return ExitCode.OK;
       }
-      const name = values.name as string | undefined;
+      if (action === "build") return await buildAndRegister(site, dataDir, values);
+      const name = checkBootImageName(values.name as string | undefined);
       const kernel = values.kernel as string | undefined;
       const initrd = values.initrd as string | undefined;
-      if (!name || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) throw new CliError("--name must be 1-64 letters, digits, . _ -", ExitCode.USAGE);
       if (!kernel || !initrd) throw new CliError("--kernel FILE and --initrd FILE are required", ExitCode.USAGE);
       for (const f of [kernel, initrd]) if (!fs.existsSync(f) || !fs.statSync(f).isFile()) throw new CliError(`Cannot read ${f}: not a file`, ExitCode.NOT_FOUND);
-      const cmdline = (values.cmdline as string | undefined) ?? "";
-      // Boot scripts are public and travel in the clear: a command line is no place for a secret.
-      if (cmdline.length > 1024 || /[\u0000-\u001f\u007f]/.test(cmdline)) throw new CliError("--cmdline must be one line of at most 1024 characters", ExitCode.INVALID);
-      if (/slipway\.(token|mac|mp)=/.test(cmdline)) throw new CliError("--cmdline must not set slipway.token, slipway.mac or slipway.mp; Slipway adds them", ExitCode.INVALID);
-      const blobs = new BlobStore(dataDir);
-      const k = await blobs.importFile(kernel);
-      const i = await blobs.importFile(initrd);
-      const isDefault = Boolean(values.default) || (await images.list()).length === 0;
-      const who = `local:${os.userInfo().username}`;
-      const img = await site.db.transaction(async (tx) => {
-        const r = await stores(tx).bootImages.put({ name, kernelSha256: k.sha256, kernelSize: k.size, initrdSha256: i.sha256, initrdSize: i.size,
-          cmdline, isDefault, createdBy: who, createdAt: site.now().toISOString() });
-        await site.audit.append({ actor: who, action: "bootimage.add", object: `bootimage:${name}`, details: { kernel: k.sha256, initrd: i.sha256, cmdline, isDefault } }, tx);
-        return r;
-      });
-      process.stdout.write(values.json ? JSON.stringify(img) + "\n" : `Registered boot image "${name}"${img.isDefault ? " (default)" : ""}: kernel sha256:${k.sha256}, initrd sha256:${i.sha256}\n`);
+      const cmdline = checkCmdline((values.cmdline as string | undefined) ?? "");
+      const img = await registerBootImage(site, dataDir, { name, kernel, initrd, cmdline, makeDefault: Boolean(values.default), action: "bootimage.add" });
+      process.stdout.write(values.json ? JSON.stringify(img) + "\n" : `Registered boot image "${name}"${img.isDefault ? " (default)" : ""}: kernel sha256:${img.kernelSha256}, initrd sha256:${img.initrdSha256}\n`);
       return ExitCode.OK;
     } finally {
       await site.close();
     }
   },
 };
+
+/** `bootimage build`: the deploy environment with this site's trust pinned, registered like `add`. */
+async function buildAndRegister(site: Site, dataDir: string, values: Parsed["values"]): Promise<number> {
+  const name = checkBootImageName((values.name as string | undefined) ?? "deploy");
+  const cmdline = checkCmdline((values.cmdline as string | undefined) ?? DEFAULT_CMDLINE);
+  const kernelVersion = values["kernel-version"] as string | undefined;
+  if (kernelVersion !== undefined && !/^\d[\w.+-]*-amd64$/.test(kernelVersion)) throw new CliError("--kernel-version must be a Debian kernel ABI such as 6.1.0-56-amd64", ExitCode.USAGE);
+  const cacheDir = path.resolve((values.cache as string | undefined) ?? (process.env.SLIPWAY_CACHE_DIR || path.join(dataDir, "cache")));
+  fs.mkdirSync(cacheDir, { recursive: true, mode: 0o700 });
+  const outDir = fs.mkdtempSync(path.join(cacheDir, ".build-"));
+  const started = Date.now();
+  try {
+    let image: BootImage;
+    try {
+      image = await buildBootImage({
+        cacheDir, outDir, kernelVersion,
+        caCertPem: site.keys.ca.certPem,
+        signingPublicKeyPem: site.keys.verifyKey.export({ type: "spki", format: "pem" }) as string,
+        onProgress: (line) => process.stderr.write(`[bootimage] ${line}\n`),
+      });
+    } catch (err) {
+      throw new CliError(`Cannot build boot image "${name}": ${(err as Error).message}`, ExitCode.FAILURE);
+    }
+    const m = image.manifest;
+    const img = await registerBootImage(site, dataDir, {
+      name, kernel: image.kernel, initrd: image.initrd, cmdline, makeDefault: Boolean(values.default), action: "bootimage.build",
+      details: { kernelVersion: m.kernel.version, kernelPackage: `${m.kernel.package} ${m.kernel.packageVersion}`, kernelPackageSha256: m.kernel.debSha256,
+        node: m.node, agent: m.agent.sha256, trust: m.trust },
+    });
+    process.stderr.write(`[bootimage] built in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+    process.stdout.write(values.json ? JSON.stringify({ ...img, kernelVersion: m.kernel.version, manifest: m }) + "\n"
+      : `Built and registered boot image "${name}"${img.isDefault ? " (default)" : ""}: kernel ${m.kernel.version} sha256:${img.kernelSha256}, initrd sha256:${img.initrdSha256} (${img.initrdSize} B)\n`);
+    return ExitCode.OK;
+  } finally {
+    fs.rmSync(outDir, { recursive: true, force: true });
+  }
+}
 
 export const serverCommands: Record<string, Command> = { init, up, bootimage, "audit-verify": auditVerify };

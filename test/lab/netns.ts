@@ -33,6 +33,8 @@ export interface ExecOptions {
   input?: string;
   /** Resolve with the output instead of rejecting when the exit status is not 0. */
   allowFailure?: boolean;
+  /** Environment (default: this process's). */
+  env?: NodeJS.ProcessEnv;
 }
 
 /** Runs a command on the host (outside any namespace); rejects with its stderr on failure. */
@@ -41,7 +43,7 @@ export function run(cmd: string, args: string[], opts: ExecOptions = {}): Promis
     const child = execFile(
       cmd,
       args,
-      { timeout: opts.timeoutMs ?? 60_000, maxBuffer: 64 << 20, encoding: "utf8" },
+      { timeout: opts.timeoutMs ?? 60_000, maxBuffer: 64 << 20, encoding: "utf8", env: opts.env },
       (err, stdout, stderr) => {
         const code = err ? (typeof (err as { code?: unknown }).code === "number" ? (err as { code: number }).code : -1) : 0;
         if (err && !opts.allowFailure) {

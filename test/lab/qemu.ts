@@ -26,8 +26,14 @@ export interface DirectBoot {
 }
 
 export interface VmOptions {
-  /** The tap (in the lab namespace) the VM's NIC is plugged into. */
-  tap: string | Tap;
+  /**
+   * The tap (in the lab namespace) the VM's NIC is plugged into. Without one the machine has
+   * no NIC, unless `userNetwork` gives it QEMU's built-in NAT (DHCP server 10.0.2.2, lease
+   * 10.0.2.15); neither can network-boot.
+   */
+  tap?: string | Tap;
+  /** With no tap: a NIC on QEMU's user-mode network instead of none. */
+  userNetwork?: boolean;
   /** Fixed MAC address, e.g. "52:54:00:77:00:01". */
   mac: string;
   /** SMBIOS system UUID (iPXE's ${uuid}; firmware PXE's option 97). */
@@ -44,6 +50,10 @@ export interface VmOptions {
   memoryMiB?: number;
   /** A name for logs and `-name` (default vm-<random>). */
   name?: string;
+  /** A raw disk image file, attached as virtio-blk after the NIC in boot order. */
+  disk?: string;
+  /** Let the guest restart (default: a reboot makes QEMU exit, as -no-reboot does). */
+  allowReboot?: boolean;
   /** Extra QEMU arguments, appended last. */
   extraArgs?: string[];
 }
@@ -212,7 +222,8 @@ export async function startVm(lab: Lab, opts: VmOptions): Promise<Vm> {
   if (!UUID_RE.test(opts.uuid)) throw new Error(`bad UUID ${opts.uuid}`);
   const nic = opts.nic ?? "e1000";
   if (nic === "virtio-pxe" && opts.firmware !== "uefi") throw new Error("nic virtio-pxe (OVMF's own PXE client) needs firmware uefi");
-  const tap = typeof opts.tap === "string" ? opts.tap : opts.tap.name;
+  const tap = typeof opts.tap === "string" ? opts.tap : opts.tap?.name;
+  if (!tap && !opts.kernel) throw new Error("a VM without a tap cannot network-boot: give it kernel: { … }");
   const name = opts.name ?? `vm-${randomBytes(3).toString("hex")}`;
   if (!/^[A-Za-z0-9_.-]+$/.test(name)) throw new Error(`bad VM name ${name}`);
 
@@ -223,17 +234,22 @@ export async function startVm(lab: Lab, opts: VmOptions): Promise<Vm> {
     "-m", String(opts.memoryMiB ?? 256),
     // -nographic makes SeaBIOS mirror its (and iPXE's) console to the serial port.
     "-nographic", "-monitor", "none", "-serial", "stdio",
-    "-no-reboot",
+    ...(opts.allowReboot ? [] : ["-no-reboot"]),
     "-uuid", opts.uuid,
-    "-netdev", `tap,id=n0,ifname=${tap},script=no,downscript=no`,
   ];
+  if (tap) args.push("-netdev", `tap,id=n0,ifname=${tap},script=no,downscript=no`);
+  else if (opts.userNetwork) args.push("-netdev", "user,id=n0");
 
   const netBoot = !opts.kernel;
   let device = nic === "e1000" ? `e1000,netdev=n0,mac=${opts.mac}` : `virtio-net-pci,netdev=n0,mac=${opts.mac},romfile=`;
   if (netBoot) device += ",bootindex=1";
   // A direct boot has no use for the NIC's iPXE ROM; skipping it saves its POST prompt.
   else if (nic === "e1000") device += ",romfile=";
-  args.push("-device", device);
+  if (tap || opts.userNetwork) args.push("-device", device);
+  else args.push("-nic", "none");
+  if (opts.disk) {
+    args.push("-drive", `if=none,id=d0,format=raw,file=${opts.disk}`, "-device", `virtio-blk-pci,drive=d0${netBoot ? ",bootindex=2" : ""}`);
+  }
 
   if (opts.firmware === "uefi") {
     const { ovmf } = await ensureLabArtifacts();
@@ -248,7 +264,8 @@ export async function startVm(lab: Lab, opts: VmOptions): Promise<Vm> {
     const append = /(^|\s)console=/.test(opts.kernel.append) ? opts.kernel.append : `console=ttyS0 ${opts.kernel.append}`.trim();
     args.push("-kernel", opts.kernel.kernel, "-initrd", opts.kernel.initrd, "-append", append);
   } else if (opts.firmware === "bios") {
-    args.push("-boot", "n");
+    // Network first, then the disk: what a machine set to PXE-boot does after iPXE exits.
+    args.push("-boot", opts.disk ? "order=nc" : "n");
   }
   args.push(...(opts.extraArgs ?? []));
   return new Vm(lab, name, args, path.join(lab.dir, `${name}.serial.log`));
