@@ -32,6 +32,7 @@ export const ErrorCodes = {
   NOT_YOUR_RESOURCE: { status: 403, message: "Not allowed: that belongs to another device" },
   CSR_INVALID: { status: 400, message: "The certificate request is not valid" },
   INTERNAL: { status: 500, message: "Internal error" },
+  UNAVAILABLE: { status: 503, message: "Cannot answer now: a service this request needs is unreachable; try again later" },
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

@@ -12,6 +12,7 @@ import { deploymentCommand } from "./deployment-commands.ts";
 import { adminCommand, roleCommand } from "./admin-commands.ts";
 import { auditCommand, keysCommand, siteCommand } from "./site-commands.ts";
 import { certificateCommand, credentialCommand, pxeCommand, runCommand } from "./identity-commands.ts";
+import { dpCommand } from "./dp-commands.ts";
 
 export const clientCommands: Record<string, Command> = {
   ...accountCommands,
@@ -29,4 +30,5 @@ export const clientCommands: Record<string, Command> = {
   credential: credentialCommand,
   pxe: pxeCommand,
   run: runCommand,
+  dp: dpCommand,
 };

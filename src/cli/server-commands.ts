@@ -78,7 +78,7 @@ const init: Command = {
 };
 
 const up: Command = {
-  summary: "Start the site server (initializes an empty data folder first)",
+  summary: "Start the site server (initializes an empty data folder first), or a distribution point (--role distribution)",
   async run(args) {
     const { values } = parse(args, {
       data: { type: "string" }, listen: { type: "string" }, "mp-listen": { type: "string" }, "tls-cert": { type: "string" }, "tls-key": { type: "string" },

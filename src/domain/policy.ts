@@ -31,6 +31,11 @@ export type PolicyInput = {
    * the manifest exists; null (or absent) when there is none.
    */
   imageManifests?: Record<string, string | null>;
+  /**
+   * For a manifest digest, the base URLs of the distribution points that hold it ready, in the
+   * order the agent should try them (the management point itself stays the last resort).
+   */
+  contentSources?: Record<string, string[]>;
 };
 
 /** The parts of a task sequence document the policy reads. */
@@ -45,7 +50,11 @@ export type PolicyDeployment = {
   content: PolicyContent[];
 };
 
-export type PolicyContent = { image: string; manifest: string | null };
+/**
+ * An image, the manifest it resolved to, and the distribution points (base URLs) holding that
+ * manifest ready — tried in order before the management point itself.
+ */
+export type PolicyContent = { image: string; manifest: string | null; sources: string[] };
 
 export type Policy = {
   kind: typeof POLICY_KIND;
@@ -86,6 +95,8 @@ export function compilePolicy(input: PolicyInput): Policy {
   const manifests = input.imageManifests ?? {};
   // Own properties only: an image may well be called "constructor".
   const resolved = (image: string): string | null => (Object.hasOwn(manifests, image) ? manifests[image] ?? null : null);
+  const sourcesOf = input.contentSources ?? {};
+  const sources = (digest: string | null): string[] => (digest !== null && Object.hasOwn(sourcesOf, digest) ? [...sourcesOf[digest]] : []);
   const deployments: PolicyDeployment[] = [];
   for (const d of input.deployments) {
     if (!deploymentApplies(d, input.bootPath, input.now)) continue;
@@ -108,7 +119,7 @@ export function compilePolicy(input: PolicyInput): Policy {
       id: d.id, name: d.name, purpose: d.purpose, taskSequence: d.taskSequence,
       variables: Object.fromEntries([...values].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))),
       secrets: [...secrets].sort(),
-      content: imageReferences(d.taskSequence.document).map((image) => ({ image, manifest: resolved(image) })),
+      content: imageReferences(d.taskSequence.document).map((image) => ({ image, manifest: resolved(image), sources: sources(resolved(image)) })),
     });
   }
   // Required before available, then by name, so the agent sees a stable order.

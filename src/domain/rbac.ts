@@ -25,6 +25,8 @@ export const permissions = {
   "ts.write": "Create task sequences and publish versions",
   "deployment.read": "See deployments",
   "deployment.write": "Create, change and delete deployments",
+  "dp.read": "See distribution points, the content assigned to them and its replication state",
+  "dp.write": "Register and remove distribution points (minting a one-time enrollment secret) and assign content to them",
   "admin.read": "See administrators and their API tokens",
   "admin.write": "Create, change and delete administrators (granting only permissions you hold)",
   "admin.grant-any": "Grant any role but Full Administrator, including permissions you do not hold yourself",
@@ -61,7 +63,7 @@ export const builtinRoles: BuiltinRole[] = [
     id: "infrastructure-administrator",
     name: "Infrastructure Administrator",
     description: "Runs the site and its distribution points",
-    permissions: ["site.read", "site.write", "device.read", "collection.read", "ts.read", "deployment.read"],
+    permissions: ["site.read", "site.write", "device.read", "collection.read", "ts.read", "deployment.read", "dp.read", "dp.write"],
   },
   {
     id: "deployment-administrator",
@@ -69,7 +71,7 @@ export const builtinRoles: BuiltinRole[] = [
     description: "Builds and deploys task sequences; cannot create identities, certificates or media credentials",
     permissions: [
       "site.read", "device.read", "device.write", "collection.read", "collection.write",
-      "variable.read", "variable.write", "ts.read", "ts.write", "deployment.read", "deployment.write",
+      "variable.read", "variable.write", "ts.read", "ts.write", "deployment.read", "deployment.write", "dp.read",
     ],
   },
   {

@@ -4,7 +4,8 @@ import crypto from "node:crypto";
 import tls from "node:tls";
 import type { AddressInfo } from "node:net";
 import * as x509 from "@peculiar/x509";
-import { createCertificateAuthority, issueServerCertificate, type CertificateAndKey } from "./ca.ts";
+import { CertificateRequestError, createCertificateAuthority, issueServerCertificate, issueServerCertificateForRequest, type CertificateAndKey } from "./ca.ts";
+import { createKeyAndCsr } from "./csr.ts";
 
 const ca = await createCertificateAuthority({ commonName: "Slipway CA (test)" });
 const server = await issueServerCertificate(ca, {
@@ -117,4 +118,21 @@ test("a leaf never outlives its CA", async () => {
     (await issueServerCertificate(shortCa, { dnsNames: ["a.test"], ipAddresses: [] })).certPem,
   );
   assert.equal(leaf.validTo, new crypto.X509Certificate(shortCa.certPem).validTo);
+});
+
+test("a server certificate for a requested key names only the hosts the CA is given, and serves TLS with that key", async () => {
+  const { keyPem, csrPem } = await createKeyAndCsr("evil.example");
+  const issued = await issueServerCertificateForRequest(ca, { csrPem, dnsNames: ["dp1.example"], ipAddresses: ["127.0.0.1"], validDays: 30 });
+  const cert = new crypto.X509Certificate(issued.certPem);
+  assert.equal(cert.subjectAltName, "DNS:dp1.example, IP Address:127.0.0.1", "the request's own subject is ignored");
+  assert.ok(cert.checkPrivateKey(crypto.createPrivateKey(keyPem)));
+  assert.equal(new x509.X509Certificate(issued.certPem).getExtension(x509.ExtendedKeyUsageExtension)?.usages.join(), x509.ExtendedKeyUsage.serverAuth);
+  const days = (issued.notAfter.getTime() - issued.notBefore.getTime()) / 86_400_000;
+  assert.ok(days <= 30.01, `${days} days`);
+  assert.equal(await handshake({ certPem: issued.certPem, keyPem }, { ca: ca.certPem, servername: "dp1.example" }), null);
+  assert.ok(await handshake({ certPem: issued.certPem, keyPem }, { ca: ca.certPem, servername: "evil.example" }));
+  const der = Buffer.from(x509.PemConverter.decodeFirst(csrPem));
+  der[der.length - 5] ^= 0x01; // inside the signature: it no longer proves the key
+  await assert.rejects(issueServerCertificateForRequest(ca, { csrPem: x509.PemConverter.encode(der, "CERTIFICATE REQUEST"), dnsNames: ["dp1.example"], ipAddresses: [] }), CertificateRequestError);
+  await assert.rejects(issueServerCertificateForRequest(ca, { csrPem, dnsNames: [], ipAddresses: [] }), TypeError);
 });

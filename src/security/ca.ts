@@ -1,6 +1,6 @@
 /**
  * The site certificate authority (trust model §1b): an ECDSA P-256 root that issues TLS server
- * certificates to roles (and, later, client certificates to devices and distribution points).
+ * certificates to roles, and client certificates to devices and distribution points.
  * Boot media pin this root. Every X.509 structure is built by @peculiar/x509; nothing here
  * encodes ASN.1 by hand.
  */
@@ -59,6 +59,19 @@ export async function issueServerCertificate(
   ca: CertificateAndKey,
   opts: { dnsNames: string[]; ipAddresses: string[]; validDays?: number },
 ): Promise<CertificateAndKey> {
+  const { dnsNames, ipAddresses } = serverNames(opts);
+  const keys = (await crypto.subtle.generateKey(EC_P256, true, ["sign", "verify"])) as CryptoKeyPair;
+  const certPem = await issue(ca, {
+    commonName: dnsNames[0] ?? ipAddresses[0],
+    publicKey: keys.publicKey,
+    validDays: validDaysOrDefault(opts.validDays, SERVER_DEFAULT_DAYS),
+    extensions: serverExtensions(dnsNames, ipAddresses),
+  });
+  return { certPem, keyPem: await exportPkcs8Pem(keys.privateKey) };
+}
+
+/** Normalized, checked host names for a server certificate; at least one. */
+function serverNames(opts: { dnsNames: string[]; ipAddresses: string[] }): { dnsNames: string[]; ipAddresses: string[] } {
   const dnsNames = opts.dnsNames.map(normalizeDnsName);
   const ipAddresses = opts.ipAddresses.map((ip) => {
     if (net.isIP(ip) === 0) throw new TypeError(`Cannot issue a server certificate: "${ip}" is not an IP address`);
@@ -67,22 +80,19 @@ export async function issueServerCertificate(
   if (dnsNames.length + ipAddresses.length === 0) {
     throw new TypeError("Cannot issue a server certificate: name at least one DNS name or IP address");
   }
-  const keys = (await crypto.subtle.generateKey(EC_P256, true, ["sign", "verify"])) as CryptoKeyPair;
-  const certPem = await issue(ca, {
-    commonName: dnsNames[0] ?? ipAddresses[0],
-    publicKey: keys.publicKey,
-    validDays: validDaysOrDefault(opts.validDays, SERVER_DEFAULT_DAYS),
-    extensions: [
-      new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
-      new x509.SubjectAlternativeNameExtension([
-        ...dnsNames.map((value) => ({ type: "dns" as const, value })),
-        ...ipAddresses.map((value) => ({ type: "ip" as const, value })),
-      ]),
-    ],
-  });
-  return { certPem, keyPem: await exportPkcs8Pem(keys.privateKey) };
+  return { dnsNames, ipAddresses };
+}
+
+function serverExtensions(dnsNames: string[], ipAddresses: string[]): x509.Extension[] {
+  return [
+    new x509.BasicConstraintsExtension(false, undefined, true),
+    new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+    new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+    new x509.SubjectAlternativeNameExtension([
+      ...dnsNames.map((value) => ({ type: "dns" as const, value })),
+      ...ipAddresses.map((value) => ({ type: "ip" as const, value })),
+    ]),
+  ];
 }
 
 /** Sign an end-entity certificate for `publicKey` with the CA. Adds the subject and authority
@@ -181,19 +191,11 @@ export class CertificateRequestError extends Error {
   }
 }
 
-/**
- * Issues a short-lived TLS client certificate for the key in a PKCS#10 request. The request's
- * own signature must verify (the requester holds the private key, which never leaves it); its
- * subject is ignored — the CA names the holder (`commonName`, e.g. `device:<id>`) and binds it
- * with a URI SAN (`urn:slipway:device:<id>`).
- */
-export async function issueClientCertificate(
-  ca: CertificateAndKey,
-  opts: { csrPem: string; commonName: string; uri: string; validDays?: number; now?: Date },
-): Promise<IssuedCertificate> {
+/** The public key a PKCS#10 request proves its holder has (its own signature must verify). */
+async function requestedKey(csrPem: string): Promise<CryptoKey> {
   let csr: x509.Pkcs10CertificateRequest;
   try {
-    csr = new x509.Pkcs10CertificateRequest(opts.csrPem.trim());
+    csr = new x509.Pkcs10CertificateRequest(csrPem.trim());
   } catch {
     throw new CertificateRequestError("The certificate request is not a PEM or DER PKCS#10 request");
   }
@@ -214,6 +216,28 @@ export async function issueClientCertificate(
   if (alg.name.startsWith("RSA") && (alg.modulusLength ?? 0) < 2048) {
     throw new CertificateRequestError("The certificate request's RSA key is shorter than 2048 bits");
   }
+  return publicKey;
+}
+
+function issued(certPem: string): IssuedCertificate {
+  const c = new crypto.X509Certificate(certPem);
+  return {
+    certPem, serial: c.serialNumber.toLowerCase(), fingerprint: fingerprintOf(c),
+    notBefore: new Date(c.validFrom), notAfter: new Date(c.validTo),
+  };
+}
+
+/**
+ * Issues a short-lived TLS client certificate for the key in a PKCS#10 request. The request's
+ * own signature must verify (the requester holds the private key, which never leaves it); its
+ * subject is ignored — the CA names the holder (`commonName`, e.g. `device:<id>`) and binds it
+ * with a URI SAN (`urn:slipway:device:<id>`).
+ */
+export async function issueClientCertificate(
+  ca: CertificateAndKey,
+  opts: { csrPem: string; commonName: string; uri: string; validDays?: number; now?: Date },
+): Promise<IssuedCertificate> {
+  const publicKey = await requestedKey(opts.csrPem);
   const certPem = await issue(ca, {
     commonName: opts.commonName,
     publicKey,
@@ -226,11 +250,28 @@ export async function issueClientCertificate(
       new x509.SubjectAlternativeNameExtension([{ type: "url", value: opts.uri }]),
     ],
   });
-  const c = new crypto.X509Certificate(certPem);
-  return {
-    certPem, serial: c.serialNumber.toLowerCase(), fingerprint: fingerprintOf(c),
-    notBefore: new Date(c.validFrom), notAfter: new Date(c.validTo),
-  };
+  return issued(certPem);
+}
+
+/**
+ * Issues a TLS server certificate for the key in a PKCS#10 request — for a role on another
+ * host (a distribution point) whose key never leaves it. As with client certificates the
+ * request's subject and extensions are ignored: the CA names exactly the hosts it is given.
+ */
+export async function issueServerCertificateForRequest(
+  ca: CertificateAndKey,
+  opts: { csrPem: string; dnsNames: string[]; ipAddresses: string[]; validDays?: number; now?: Date },
+): Promise<IssuedCertificate> {
+  const { dnsNames, ipAddresses } = serverNames(opts);
+  const publicKey = await requestedKey(opts.csrPem);
+  const certPem = await issue(ca, {
+    commonName: dnsNames[0] ?? ipAddresses[0],
+    publicKey,
+    validDays: validDaysOrDefault(opts.validDays, SERVER_DEFAULT_DAYS),
+    now: opts.now,
+    extensions: serverExtensions(dnsNames, ipAddresses),
+  });
+  return issued(certPem);
 }
 
 /** SHA-256 of a certificate's DER in lower-case hex. */

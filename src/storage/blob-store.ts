@@ -49,6 +49,52 @@ export class BlobStore {
     }
   }
 
+  /**
+   * Stores streamed bytes only if they are exactly the blob named `sha256` (of `size` bytes),
+   * as a distribution point does with each chunk it replicates. Anything else — a different
+   * hash, too few or too many bytes — throws BlobMismatchError and leaves nothing behind, so
+   * a name here always proves its content, whoever sent the bytes.
+   */
+  async putVerified(source: AsyncIterable<Buffer>, expected: { sha256: string; size: number }): Promise<{ written: boolean }> {
+    const target = this.pathOf(expected.sha256);
+    if (fs.existsSync(target)) return { written: false };
+    await fs.promises.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const tmp = path.join(this.dir, `.tmp-${randomBytes(8).toString("hex")}`);
+    const hash = createHash("sha256");
+    let size = 0;
+    try {
+      const fh = await fs.promises.open(tmp, "wx", 0o600);
+      try {
+        for await (const data of source) {
+          size += data.length;
+          if (size > expected.size) throw new BlobMismatchError(expected.sha256, null, `more than the ${expected.size} bytes expected`);
+          hash.update(data);
+          await fh.write(data);
+        }
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      if (size !== expected.size) throw new BlobMismatchError(expected.sha256, null, `${size} bytes, not ${expected.size}`);
+      const got = hash.digest("hex");
+      if (got !== expected.sha256) throw new BlobMismatchError(expected.sha256, got, `its SHA-256 is ${got}`);
+      await fs.promises.rename(tmp, target);
+      return { written: true };
+    } finally {
+      await fs.promises.rm(tmp, { force: true });
+    }
+  }
+
+  /** The SHA-256 names of every stored blob (not the temporary files of writes in progress). */
+  async list(): Promise<string[]> {
+    try {
+      return (await fs.promises.readdir(this.dir)).filter((n) => /^[0-9a-f]{64}$/.test(n));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+      throw err;
+    }
+  }
+
   /** Removes a blob; true when it existed. */
   async delete(sha256: string): Promise<boolean> {
     try {
@@ -80,5 +126,17 @@ export class BlobStore {
     } finally {
       fs.rmSync(tmp, { force: true });
     }
+  }
+}
+
+/** Bytes that are not the blob they were meant to be; nothing was stored. */
+export class BlobMismatchError extends Error {
+  readonly expected: string;
+  readonly actual: string | null;
+  constructor(expected: string, actual: string | null, why: string) {
+    super(`The bytes are not blob ${expected}: ${why}`);
+    this.name = "BlobMismatchError";
+    this.expected = expected;
+    this.actual = actual;
   }
 }

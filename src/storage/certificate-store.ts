@@ -1,17 +1,21 @@
-/** Certificates the site CA issued to devices (and later distribution points). */
+/**
+ * Certificates the site CA issued: device client certificates, and a distribution point's
+ * client (`dp`) and server (`dp-server`) certificates.
+ */
 import type { Sql } from "./db.ts";
 
 export type CertificateStatus = "active" | "blocked" | "revoked";
+export type CertificateKind = "device" | "dp" | "dp-server";
 export type CertificateRecord = {
-  serial: string; fingerprint: string; kind: "device"; deviceId: string | null; subject: string;
+  serial: string; fingerprint: string; kind: CertificateKind; deviceId: string | null; dpId: string | null; subject: string;
   notBefore: string; notAfter: string; status: CertificateStatus; statusChangedAt: string | null;
   statusReason: string | null; issuedVia: string; lastUsedAt: string | null; createdAt: string;
 };
 
 type R = Record<string, unknown>;
 const cert = (r: R): CertificateRecord => ({
-  serial: String(r.serial), fingerprint: String(r.fingerprint), kind: String(r.kind) as "device",
-  deviceId: (r.device_id as string | null) ?? null, subject: String(r.subject), notBefore: String(r.not_before),
+  serial: String(r.serial), fingerprint: String(r.fingerprint), kind: String(r.kind) as CertificateKind,
+  deviceId: (r.device_id as string | null) ?? null, dpId: (r.dp_id as string | null) ?? null, subject: String(r.subject), notBefore: String(r.not_before),
   notAfter: String(r.not_after), status: String(r.status) as CertificateStatus,
   statusChangedAt: (r.status_changed_at as string | null) ?? null, statusReason: (r.status_reason as string | null) ?? null,
   issuedVia: String(r.issued_via), lastUsedAt: (r.last_used_at as string | null) ?? null, createdAt: String(r.created_at),
@@ -22,12 +26,12 @@ export class CertificateStore {
   constructor(db: Sql) {
     this.#db = db;
   }
-  async add(c: Omit<CertificateRecord, "status" | "statusChangedAt" | "statusReason" | "lastUsedAt">): Promise<void> {
+  async add(c: Omit<CertificateRecord, "status" | "statusChangedAt" | "statusReason" | "lastUsedAt" | "dpId"> & { dpId?: string | null }): Promise<void> {
     await this.#db.run(
-      `INSERT INTO certificates (serial, fingerprint, kind, device_id, subject, not_before, not_after, status,
+      `INSERT INTO certificates (serial, fingerprint, kind, device_id, dp_id, subject, not_before, not_after, status,
          status_changed_at, status_reason, issued_via, last_used_at, created_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, 'active', NULL, NULL, ?, NULL, ?)`,
-      [c.serial, c.fingerprint, c.kind, c.deviceId, c.subject, c.notBefore, c.notAfter, c.issuedVia, c.createdAt]);
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'active', NULL, NULL, ?, NULL, ?)`,
+      [c.serial, c.fingerprint, c.kind, c.deviceId, c.dpId ?? null, c.subject, c.notBefore, c.notAfter, c.issuedVia, c.createdAt]);
   }
   async byFingerprint(fp: string): Promise<CertificateRecord | undefined> {
     const r = await this.#db.get<R>(`SELECT * FROM certificates WHERE fingerprint = ?`, [fp]);
@@ -37,10 +41,11 @@ export class CertificateStore {
     const r = await this.#db.get<R>(`SELECT * FROM certificates WHERE serial = ?`, [serial.toLowerCase()]);
     return r && cert(r);
   }
-  async list(filter: { deviceId?: string; status?: CertificateStatus } = {}): Promise<CertificateRecord[]> {
+  async list(filter: { deviceId?: string; dpId?: string; status?: CertificateStatus } = {}): Promise<CertificateRecord[]> {
     const where: string[] = [];
     const p: unknown[] = [];
     if (filter.deviceId) (where.push("device_id = ?"), p.push(filter.deviceId));
+    if (filter.dpId) (where.push("dp_id = ?"), p.push(filter.dpId));
     if (filter.status) (where.push("status = ?"), p.push(filter.status));
     return (await this.#db.all<R>(
       `SELECT * FROM certificates ${where.length ? "WHERE " + where.join(" AND ") : ""} ORDER BY created_at`, p)).map(cert);

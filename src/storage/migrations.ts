@@ -128,6 +128,24 @@ export const migrations: Migration[] = [
       `CREATE INDEX content_manifests_name ON content_manifests(name, created_at)`,
     ],
   },
+  {
+    version: 5,
+    name: "distribution points: registration, identity and content assignments",
+    statements: [
+      `CREATE TABLE distribution_points (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, url TEXT NOT NULL UNIQUE, host_names TEXT NOT NULL,
+        secret_hash TEXT UNIQUE, secret_expires_at TEXT, enrolled_at TEXT, last_seen_at TEXT,
+        created_by TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL)`,
+      `CREATE TABLE distribution_point_content (
+        dp_id TEXT NOT NULL REFERENCES distribution_points(id) ON DELETE CASCADE,
+        digest TEXT NOT NULL REFERENCES content_manifests(digest) ON DELETE CASCADE,
+        state TEXT NOT NULL, message TEXT, assigned_by TEXT NOT NULL, assigned_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+        PRIMARY KEY (dp_id, digest))`,
+      `CREATE INDEX distribution_point_content_digest ON distribution_point_content(digest)`,
+      `ALTER TABLE certificates ADD COLUMN dp_id TEXT REFERENCES distribution_points(id) ON DELETE SET NULL`,
+      `CREATE INDEX certificates_dp ON certificates(dp_id)`,
+    ],
+  },
 ];
 
 /** Applies every migration newer than the database's version; returns the versions applied. */

@@ -12,12 +12,13 @@ import { RunStore } from "./run-store.ts";
 import { BootImageStore } from "./boot-image-store.ts";
 import { LeaseStore } from "./lease-store.ts";
 import { ContentStore } from "./content-store.ts";
+import { DistributionPointStore } from "./distribution-point-store.ts";
 
 export type Stores = {
   admins: AdminStore; devices: DeviceStore; collections: CollectionStore; variables: VariableStore;
   taskSequences: TaskSequenceStore; deployments: DeploymentStore; certificates: CertificateStore;
   enrollment: EnrollmentStore; runs: RunStore; bootImages: BootImageStore; leases: LeaseStore;
-  content: ContentStore;
+  content: ContentStore; distributionPoints: DistributionPointStore;
 };
 
 export function stores(sql: Sql): Stores {
@@ -26,5 +27,6 @@ export function stores(sql: Sql): Stores {
     variables: new VariableStore(sql), taskSequences: new TaskSequenceStore(sql), deployments: new DeploymentStore(sql),
     certificates: new CertificateStore(sql), enrollment: new EnrollmentStore(sql), runs: new RunStore(sql),
     bootImages: new BootImageStore(sql), leases: new LeaseStore(sql), content: new ContentStore(sql),
+    distributionPoints: new DistributionPointStore(sql),
   };
 }

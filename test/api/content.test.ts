@@ -110,7 +110,7 @@ for (const database of databasesUnderTest()) {
       const r = await a.call("GET", "/mp/v1/policy?bootPath=media");
       assert.equal(r.status, 200, r.text);
       const p = verifyPolicy(r.body, pinned, { deviceId: aId, now: new Date() });
-      assert.deepEqual(p.deployments[0].content, [{ image: "debian-base", manifest: digest }, { image: "not-imported", manifest: null }]);
+      assert.deepEqual(p.deployments[0].content, [{ image: "debian-base", manifest: digest, sources: [] }, { image: "not-imported", manifest: null, sources: [] }]);
       assert.notEqual(digest, olderDigest);
       assert.equal((await a.call("GET", "/mp/v1/policy?bootPath=pxe")).body.policy.deployments.length, 0);
     });

@@ -183,7 +183,7 @@ describe("device identity and the management point", () => {
       const d = p.deployments[0];
       assert.deepEqual(d.variables, { Keyboard: "us", OSDComputerName: "LAB-A", TimeZone: "Europe/Oslo" });
       assert.deepEqual(d.secrets, ["JoinCredential"]);
-      assert.deepEqual(d.content, [{ image: "debian-base", manifest: null }], "no image of that name is imported");
+      assert.deepEqual(d.content, [{ image: "debian-base", manifest: null, sources: [] }], "no image of that name is imported");
       assert.ok(!r.text.includes(canary));
       assert.throws(() => verifyPolicy(r.body, pinned, { deviceId: bId, now: new Date(clock) }), PolicyError, "another device's policy");
       assert.throws(() => verifyPolicy(r.body, pinned, { deviceId: aId, now: new Date(clock + 2 * 3600_000) }), PolicyError, "expired");

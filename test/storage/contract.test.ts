@@ -132,6 +132,51 @@ for (const kind of databasesUnderTest()) {
       assert.ok(!(await s.content.chunksInUse()).has("2".repeat(64)));
     });
 
+    it("keeps distribution points and their assignments, spends a secret once, and names only ready, certified ones as sources", async () => {
+      const s = stores(db);
+      const { privateKey } = generateKeyPairSync("ed25519");
+      const m: Manifest = { kind: MANIFEST_KIND, name: "dp-image", format: "raw", size: 10, sha256: "ef".repeat(32), chunkSize: DEFAULT_CHUNK_SIZE,
+        chunks: [{ sha256: "ef".repeat(32), size: 10 }], createdAt: now };
+      const digest = manifestDigest(m);
+      await s.content.add({ digest, signed: signManifest(m, privateKey), createdBy: "local:test" });
+      const later = "2026-11-26T12:00:00.000Z";
+      const a = await s.distributionPoints.create({ name: "branch-a", url: "https://dp-a.example:8445", hostNames: ["dp-a.example"], secretHash: "h-a", secretExpiresAt: later, createdBy: "admin:x" }, now);
+      const b = await s.distributionPoints.create({ name: "branch-b", url: "https://10.0.0.5:8445", hostNames: ["10.0.0.5"], secretHash: "h-b", secretExpiresAt: now, createdBy: "admin:x" }, now);
+      assert.deepEqual(a.hostNames, ["dp-a.example"]);
+      await assert.rejects(s.distributionPoints.create({ name: "branch-a", url: "https://other:1", hostNames: [], secretHash: "h-c", secretExpiresAt: later, createdBy: "x" }, now), "names are unique");
+      assert.equal((await s.distributionPoints.bySecretHash("h-a"))?.id, a.id);
+      assert.equal(await s.distributionPoints.spendSecret(b.id, "h-b", now), false, "an expired secret is not spent");
+      assert.equal(await s.distributionPoints.spendSecret(a.id, "h-a", now), true);
+      assert.equal(await s.distributionPoints.spendSecret(a.id, "h-a", now), false, "a secret works once");
+      assert.equal((await s.distributionPoints.byId(a.id))?.enrolledAt, now);
+      assert.equal(await s.distributionPoints.bySecretHash("h-a"), undefined);
+
+      assert.equal(await s.distributionPoints.assign(a.id, digest, "admin:x", now), true);
+      assert.equal(await s.distributionPoints.assign(a.id, digest, "admin:x", now), false, "assigning twice keeps one row");
+      assert.equal(await s.distributionPoints.assign(b.id, digest, "admin:x", now), true);
+      await assert.rejects(s.distributionPoints.assign(a.id, "sha256:" + "0".repeat(64), "admin:x", now), "only recorded manifests");
+      assert.equal((await s.distributionPoints.assignment(a.id, digest))?.state, "pending");
+      assert.equal(await s.distributionPoints.setState(a.id, digest, "failed", "chunk 0 mismatch", now), 1);
+      assert.deepEqual((await s.distributionPoints.assignments(a.id)).map((x) => [x.state, x.message]), [["failed", "chunk 0 mismatch"]]);
+      await s.distributionPoints.setState(a.id, digest, "ready", null, now);
+      await s.distributionPoints.setState(b.id, digest, "ready", null, now);
+      assert.equal((await s.distributionPoints.readySources([digest], now)).size, 0, "no active client certificate yet");
+      for (const [dp, serial] of [[a, "aa01"], [b, "bb01"]] as const) {
+        await s.certificates.add({ serial, fingerprint: serial.repeat(16), kind: "dp", deviceId: null, dpId: dp.id, subject: `dp:${dp.id}`,
+          notBefore: now, notAfter: later, issuedVia: "dp-secret", createdAt: now });
+      }
+      assert.equal((await s.certificates.list({ dpId: a.id }))[0].dpId, a.id);
+      assert.deepEqual((await s.distributionPoints.readySources([digest], now)).get(digest), ["https://dp-a.example:8445", "https://10.0.0.5:8445"]);
+      await s.certificates.setStatus("bb01", "revoked", "keyCompromise", now);
+      assert.deepEqual((await s.distributionPoints.readySources([digest], now)).get(digest), ["https://dp-a.example:8445"], "a revoked distribution point is no source");
+      assert.equal((await s.distributionPoints.readySources([digest], later)).size, 0, "nor one whose certificate expired");
+
+      await s.distributionPoints.delete(b.id);
+      assert.equal((await s.certificates.bySerial("bb01"))?.dpId, null, "its certificates stay in the inventory");
+      assert.equal(await s.content.delete(digest), 1);
+      assert.deepEqual(await s.distributionPoints.assignments(a.id), [], "deleting the manifest drops its assignments");
+    });
+
     it("appends a verifiable audit chain, also from concurrent writers", async () => {
       const { privateKey, publicKey } = generateKeyPairSync("ed25519");
       const audit = new AuditStore({ db, signingKey: privateKey, dataDir: null, now: () => new Date(now) });

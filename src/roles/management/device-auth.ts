@@ -1,7 +1,8 @@
 /**
- * Who is calling the management point: the device named by the TLS client certificate.
- * Checked on every request — not once per connection — so blocking a device or its
- * certificate takes effect on the very next request, keep-alive connections included.
+ * Who is calling the management point: the device — or distribution point — named by the TLS
+ * client certificate. Checked on every request — not once per connection — so blocking a
+ * device or its certificate takes effect on the very next request, keep-alive connections
+ * included. Which routes each kind may use is the server's authorize hook's decision.
  */
 import type { IncomingMessage } from "node:http";
 import type { TLSSocket } from "node:tls";
@@ -11,13 +12,16 @@ import { stores } from "../../storage/stores.ts";
 import { SlipwayError } from "../../errors.ts";
 import type { Device } from "../../domain/device.ts";
 import type { CertificateRecord } from "../../storage/certificate-store.ts";
+import type { DistributionPoint } from "../../storage/distribution-point-store.ts";
 
-export type DevicePrincipal = { device: Device; certificate: CertificateRecord };
+export type DevicePrincipal = { kind: "device"; device: Device; certificate: CertificateRecord };
+export type DpPrincipal = { kind: "dp"; dp: DistributionPoint; certificate: CertificateRecord };
+export type MpPrincipal = DevicePrincipal | DpPrincipal;
 
 const TOUCH_EVERY_MS = 60_000;
 
-/** The reason a presented certificate is refused, or the device it proves. */
-export async function deviceFromRequest(site: Site, req: IncomingMessage): Promise<DevicePrincipal | SlipwayError> {
+/** The reason a presented certificate is refused, or the device or distribution point it proves. */
+export async function principalFromRequest(site: Site, req: IncomingMessage): Promise<MpPrincipal | SlipwayError> {
   const socket = req.socket as TLSSocket;
   const peer = typeof socket.getPeerCertificate === "function" ? socket.getPeerCertificate() : null;
   if (!peer || !peer.raw) return new SlipwayError("CERTIFICATE_REQUIRED");
@@ -26,16 +30,27 @@ export async function deviceFromRequest(site: Site, req: IncomingMessage): Promi
   const fp = createHash("sha256").update(peer.raw).digest("hex");
   const s = stores(site.db);
   const cert = await s.certificates.byFingerprint(fp);
-  if (!cert || !cert.deviceId) return new SlipwayError("CERTIFICATE_REQUIRED", "The certificate is unknown to this site");
+  if (!cert) return new SlipwayError("CERTIFICATE_REQUIRED", "The certificate is unknown to this site");
   const now = site.now();
   if (cert.notAfter <= now.toISOString()) return new SlipwayError("CERTIFICATE_REQUIRED", "The certificate has expired; enroll again");
   if (cert.status !== "active") return new SlipwayError("DEVICE_BLOCKED", `The certificate is ${cert.status}`);
+  const stale = !cert.lastUsedAt || now.getTime() - Date.parse(cert.lastUsedAt) > TOUCH_EVERY_MS;
+  if (cert.kind === "dp" && cert.dpId) {
+    const dp = await s.distributionPoints.byId(cert.dpId);
+    if (!dp) return new SlipwayError("CERTIFICATE_REQUIRED", "The certificate's distribution point is no longer registered");
+    if (stale) {
+      await s.certificates.touch(cert.serial, now.toISOString());
+      await s.distributionPoints.touch(dp.id, now.toISOString());
+    }
+    return { kind: "dp", dp, certificate: cert };
+  }
+  if (cert.kind !== "device" || !cert.deviceId) return new SlipwayError("CERTIFICATE_REQUIRED", "The certificate is not a client certificate of this site");
   const device = await s.devices.byId(cert.deviceId);
   if (!device) return new SlipwayError("CERTIFICATE_REQUIRED", "The certificate's device no longer exists");
   if (device.state === "blocked") return new SlipwayError("DEVICE_BLOCKED");
-  if (!cert.lastUsedAt || now.getTime() - Date.parse(cert.lastUsedAt) > TOUCH_EVERY_MS) {
+  if (stale) {
     await s.certificates.touch(cert.serial, now.toISOString());
     await s.devices.update(device.id, { lastSeenAt: now.toISOString() }, now.toISOString());
   }
-  return { device, certificate: cert };
+  return { kind: "device", device, certificate: cert };
 }

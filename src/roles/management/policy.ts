@@ -52,9 +52,11 @@ export async function policyInput(site: Site, device: Device, bootPath: "pxe" | 
     }
   }
   const imageManifests = await resolveImages(s.content, deployments.flatMap((d) => imageReferences(d.taskSequence.document)));
+  const digests = Object.values(imageManifests).filter((d): d is string => d !== null);
+  const contentSources = Object.fromEntries(await s.distributionPoints.readySources(digests, site.now().toISOString()));
   return {
     device: { id: device.id, name: device.name }, bootPath, now: site.now(), ttlSeconds: POLICY_TTL_SECONDS,
-    signingKeyFingerprint: publicKeyFingerprint(site.keys.verifyKey), deployments, imageManifests,
+    signingKeyFingerprint: publicKeyFingerprint(site.keys.verifyKey), deployments, imageManifests, contentSources,
   };
 }
 

@@ -1,7 +1,8 @@
 /**
  * The management point's API (`/mp/v1`), spoken by agents over mutual TLS. Enrollment and
  * the CRL are the only routes without a device certificate; every other route acts on the
- * calling device's own resources and answers 403 for another device's.
+ * calling device's own resources and answers 403 for another device's. (Distribution points
+ * have routes of their own under `/mp/v1/dp`, in dp-routes.ts.)
  */
 import { z } from "zod";
 import type { Route, RequestContext } from "../pipeline.ts";
@@ -14,19 +15,21 @@ import type { TaskSequenceDocument } from "../../domain/task-sequence/validate.t
 import type { Run } from "../../storage/run-store.ts";
 import { EnrollBody, enroll, DEVICE_CERT_DAYS } from "./enroll.ts";
 import { devicePolicy, signedDevicePolicy } from "./policy.ts";
-import type { DevicePrincipal } from "./device-auth.ts";
+import type { DevicePrincipal, MpPrincipal } from "./device-auth.ts";
 import { currentCrl } from "./crl.ts";
 import { RateLimiter } from "../site/auth.ts";
 
-export type MpAccess = "device";
-export type MpRoute = Route<MpAccess, DevicePrincipal>;
-type Ctx = RequestContext<any, any, DevicePrincipal>;
+/** Which kind of client certificate a route takes: a device's, or a distribution point's. */
+export type MpAccess = "device" | "dp";
+export type MpRoute = Route<MpAccess, MpPrincipal>;
+type Ctx = RequestContext<any, any, MpPrincipal>;
 
 const BootPath = z.enum(["pxe", "media"]);
 const MAX_LOG_BYTES = 8 * 1024;
 
-function me(ctx: Ctx): DevicePrincipal {
-  if (!ctx.principal) throw new SlipwayError("CERTIFICATE_REQUIRED");
+/** The calling device (the server's authorize hook already refused every other caller on device routes). */
+export function me(ctx: Ctx): DevicePrincipal {
+  if (ctx.principal?.kind !== "device") throw new SlipwayError("CERTIFICATE_REQUIRED");
   return ctx.principal;
 }
 

@@ -1,7 +1,9 @@
 /**
  * The management point's HTTPS listener: mutual TLS with the site CA as the only trust root
  * for client certificates. A client certificate is requested but not required at the TLS
- * layer, so a machine without one can still reach enrollment; every other route checks it.
+ * layer, so a machine without one can still reach enrollment; every other route checks it,
+ * and takes only its own kind: device routes a device's, `/mp/v1/dp` routes a distribution
+ * point's.
  */
 import https from "node:https";
 import { constants } from "node:crypto";
@@ -10,20 +12,21 @@ import type { Site } from "../site/site.ts";
 import { createPipeline } from "../pipeline.ts";
 import { SlipwayError } from "../../errors.ts";
 import { RateLimiter } from "../site/auth.ts";
-import { deviceFromRequest, type DevicePrincipal } from "./device-auth.ts";
+import { principalFromRequest, type MpPrincipal } from "./device-auth.ts";
 import { managementRoutes, type MpAccess, type MpRoute } from "./routes.ts";
 import { contentRoutes } from "./content-routes.ts";
+import { distributionPointRoutes } from "./dp-routes.ts";
 
 export type ManagementPoint = { url: string; port: number; routes: readonly MpRoute[]; close(): Promise<void> };
 
 export async function startManagementPoint(opts: { site: Site; host: string; port: number; tls: { certPem: string; keyPem: string } }): Promise<ManagementPoint> {
   const { site } = opts;
-  const routes = [...managementRoutes(site), ...contentRoutes(site)];
+  const routes = [...managementRoutes(site), ...contentRoutes(site), ...distributionPointRoutes(site)];
   const deniedAudit = new RateLimiter(60, 60_000, () => site.now().getTime());
-  const pipeline = createPipeline<MpAccess, DevicePrincipal>(routes, {
+  const pipeline = createPipeline<MpAccess, MpPrincipal>(routes, {
     log: site.log,
     async authenticate(req) {
-      const r = await deviceFromRequest(site, req);
+      const r = await principalFromRequest(site, req);
       if (r instanceof SlipwayError) {
         const ip = req.socket.remoteAddress ?? "";
         if (deniedAudit.hit(ip)) {
@@ -34,8 +37,15 @@ export async function startManagementPoint(opts: { site: Site; host: string; por
       }
       return r;
     },
-    authorize: () => null,
-    async onDenied() {},
+    authorize: (route, p) => route.access === p.kind ? null
+      : new SlipwayError("FORBIDDEN", p.kind === "dp" ? "Not allowed: a distribution point's certificate cannot use device routes"
+        : "Not allowed: only distribution points may use this route"),
+    async onDenied(ctx, code) {
+      const p = ctx.principal;
+      if (!p || !deniedAudit.hit(ctx.ip)) return;
+      await site.audit.append({ actor: p.kind === "dp" ? `dp:${p.dp.id}` : `device:${p.device.id}`, action: "mp.denied", outcome: "denied",
+        object: `${ctx.method} ${ctx.path}`, details: { code: `SLIPWAY_${code}`, serial: p.certificate.serial, ip: ctx.ip } });
+    },
     mapError: (err) => {
       const e = err as { code?: string; message?: string };
       return e?.code === "23505" || /UNIQUE constraint failed/.test(e?.message ?? "") ? new SlipwayError("CONFLICT") : null;

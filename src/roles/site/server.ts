@@ -20,6 +20,7 @@ import { deploymentRoutes } from "./routes/deployments.ts";
 import { auditRoutes } from "./routes/audit.ts";
 import { keyRoutes } from "./routes/keys.ts";
 import { identityRoutes } from "./routes/identity.ts";
+import { distributionPointRoutes } from "./routes/distribution-points.ts";
 import { siteInfoRoutes, VERSION } from "./routes/site-info.ts";
 
 export function siteRoutes(site: Site, opts: { loginLimiter?: RateLimiter } = {}): Route[] {
@@ -36,6 +37,7 @@ export function siteRoutes(site: Site, opts: { loginLimiter?: RateLimiter } = {}
     ...auditRoutes(site),
     ...keyRoutes(site),
     ...identityRoutes(site),
+    ...distributionPointRoutes(site),
   );
   return routes;
 }

@@ -23,7 +23,7 @@ import { computeMembership, deviceInScope } from "../membership.ts";
 import { actor, Name, notFound, principal } from "./common.ts";
 
 const certView = (c: CertificateRecord, now: string) => ({
-  serial: c.serial, kind: c.kind, device: c.deviceId, subject: c.subject, fingerprint256: c.fingerprint,
+  serial: c.serial, kind: c.kind, device: c.deviceId, distributionPoint: c.dpId, subject: c.subject, fingerprint256: c.fingerprint,
   issued: c.createdAt, notBefore: c.notBefore, expires: c.notAfter, expired: c.notAfter <= now,
   status: c.status, statusChangedAt: c.statusChangedAt, reason: c.statusReason, issuedVia: c.issuedVia, lastUsedAt: c.lastUsedAt,
 });

@@ -1,0 +1,41 @@
+/**
+ * Rules for registering a distribution point: its name, the https URL devices reach it at,
+ * and the host names its server certificate may carry. Pure.
+ */
+import net from "node:net";
+
+const DP_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+// RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens, 253 octets max.
+const DNS_NAME = /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/;
+
+/** Whether `name` may name a distribution point (letters, digits, ".", "_", "-"; at most 64). */
+export function isDistributionPointName(name: string): boolean {
+  return DP_NAME.test(name);
+}
+
+/** A DNS host name (lower-cased, no trailing dot) or an IP address; null when it is neither. */
+export function normalizeHostName(text: string): string | null {
+  const t = text.trim().replace(/^\[(.*)\]$/, "$1");
+  if (net.isIP(t) !== 0) return t.toLowerCase();
+  const lower = t.toLowerCase().replace(/\.$/, "");
+  return DNS_NAME.test(lower) ? lower : null;
+}
+
+/**
+ * The origin (`https://host:port`) and host of a distribution point's URL; throws a
+ * TypeError saying what is wrong. Only https: devices send their certificates to it.
+ */
+export function parseDistributionPointUrl(text: string): { origin: string; host: string } {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new TypeError(`"${text}" is not a URL`);
+  }
+  if (url.protocol !== "https:") throw new TypeError(`the URL must use https, not ${url.protocol.replace(":", "")}`);
+  if (url.username || url.password) throw new TypeError("the URL must not hold a user name or password");
+  if ((url.pathname !== "/" && url.pathname !== "") || url.search || url.hash) throw new TypeError("the URL must be an origin only (https://host:port), without a path");
+  const host = normalizeHostName(url.hostname);
+  if (!host) throw new TypeError(`"${url.hostname}" is not a host name or IP address`);
+  return { origin: url.origin, host };
+}
