@@ -18,7 +18,7 @@ if [ "$want_test" = 1 ]; then
   # The deploy environment's builder (`slipway bootimage build`) and the test OS: busybox, disk
   # tools, boot loader files, zstd, and binutils' strip for the Node binary.
   for pkg in qemu-system-x86 ipxe-qemu ipxe ovmf busybox-static dnsmasq-base tshark curl atftp iproute2 ethtool \
-      fdisk e2fsprogs dosfstools extlinux syslinux-common systemd-boot-efi zstd binutils; do
+      fdisk e2fsprogs dosfstools extlinux syslinux-common systemd-boot-efi efibootmgr zstd binutils; do
     dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null | grep -qx installed || apt_packages+=("$pkg")
   done
 fi

@@ -19,7 +19,7 @@ import { MpClient, MpError } from "./mp-client.ts";
 import { askHidden, askLine, say } from "./console.ts";
 import { runSequence, mask, type AnyStep, type StepEvent } from "./engine.ts";
 import { stepModules } from "./steps/index.ts";
-import { DistributionPointContent } from "./content.ts";
+import { DistributionPointContent, type PolicyContent } from "./content.ts";
 
 const MAX_PASSWORD_TRIES = 5;
 
@@ -111,7 +111,7 @@ export async function main(opts: { configDir: string; cmdline: string; reboot: b
     const outcome = await runSequence({
       steps: d.taskSequence.document.steps as AnyStep[], modules: stepModules, vars, masks,
       state: { firmware: inv.firmware },
-      content: new DistributionPointContent(client, cfg.signingKey, d.content as { image: string; manifest?: string | null }[]),
+      content: new DistributionPointContent(client, cfg.signingKey, d.content as PolicyContent[], (line) => say(`content ${line}`)),
       report,
       secret: async (path, name) => (await client.jsonRetry<{ value: string }>("POST", `/mp/v1/runs/${run.id}/secrets`, { step: path, name })).value,
     });

@@ -43,6 +43,13 @@ export class MpClient {
     return new https.Agent({ keepAlive: true, maxSockets: 4, ca: this.#ca, key: this.#identity?.keyPem, cert: this.#identity?.certPem });
   }
 
+  /** Another server of the same site (a distribution point), reached with the same identity. */
+  sibling(baseUrl: string): MpClient {
+    const c = new MpClient(baseUrl, this.#ca);
+    if (this.#identity) c.setIdentity(this.#identity);
+    return c;
+  }
+
   /** From now on every request presents this certificate. */
   setIdentity(identity: Identity): void {
     this.#identity = identity;

@@ -51,6 +51,8 @@ export const DEPLOY_MODULES = [
   "virtio_blk", "virtio_scsi", "ahci", "ata_piix", "sd_mod", "nvme",
   // file systems and the code pages vfat mounts with
   "ext4", "vfat", "nls_cp437", "nls_iso8859_1", "nls_utf8", "nls_ascii",
+  // UEFI variables (the boot loader step registers the installed system with the firmware)
+  "efivarfs",
 ];
 
 /** Host programs in the image: where they go, where they come from, and their package. */
@@ -64,6 +66,7 @@ const TOOLS: { target: string; sources: string[]; package: string }[] = [
   { target: "/usr/sbin/mkfs.vfat", sources: ["/usr/sbin/mkfs.vfat", "/sbin/mkfs.vfat"], package: "dosfstools" },
   { target: "/usr/bin/extlinux", sources: ["/usr/bin/extlinux"], package: "extlinux" },
   { target: "/usr/bin/zstd", sources: ["/usr/bin/zstd"], package: "zstd" },
+  { target: "/usr/bin/efibootmgr", sources: ["/usr/bin/efibootmgr", "/bin/efibootmgr"], package: "efibootmgr" },
 ];
 
 const BOOTLOADER_DIR = "/usr/lib/slipway/bootloader";
@@ -326,6 +329,8 @@ while read -r m; do
   [ -n "$m" ] || continue
   insmod "@MODDIR@/$m" 2>/tmp/insmod.err || say "SLIPWAY-DEPLOY-ENV module-failed $m: $(cat /tmp/insmod.err)"
 done < @MODDIR@/load-order
+# UEFI variables, so the boot loader step can register the installed system with the firmware.
+[ -d /sys/firmware/efi/efivars ] && mount -t efivarfs efivarfs /sys/firmware/efi/efivars 2>/dev/null
 
 # slipway.mac= (from the boot script) names the NIC the machine booted from.
 want=

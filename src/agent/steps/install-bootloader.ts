@@ -10,7 +10,7 @@
 import { copyFileSync, existsSync, mkdirSync, openSync, closeSync, readFileSync, readdirSync, writeFileSync, writeSync } from "node:fs";
 import path from "node:path";
 import type { StepModule } from "../engine.ts";
-import { diskPath, fsUuid, mount, mustRun, partitionOf } from "../system.ts";
+import { diskPath, execTool, fsUuid, mount, mustRun, partitionOf } from "../system.ts";
 
 export const LOADER_DIR = process.env.SLIPWAY_LOADER_DIR ?? "/usr/lib/slipway/bootloader";
 const ESP_DIR = "/mnt/esp";
@@ -56,7 +56,14 @@ export const installBootloader: StepModule = {
         ["title Slipway deployed system", "linux /slipway/vmlinuz", ...(files.initrd ? ["initrd /slipway/initrd.img"] : []), `options ${options}`, ""].join("\n"));
       await mustRun("sync", []);
       await mustRun("umount", [ESP_DIR]);
-      return { status: "succeeded", message: `systemd-boot on ${esp} booting ${files.kernel} with ${options}` };
+      // Register the system with the firmware, as an installer does: some firmware (OVMF with
+      // variables from a boot when the disk was empty, many laptops) never looks at the
+      // removable-media path of a fixed disk. Without writable UEFI variables the path remains.
+      const partNo = Number(/(\d+)$/.exec(esp)![1]);
+      const entry = await execTool("efibootmgr", ["--create", "--disk", disk, "--part", String(partNo), "--label", "Slipway deployed system", "--loader", "\\EFI\\BOOT\\BOOTX64.EFI"], { signal: ctx.signal })
+        .catch((err: Error) => ({ code: -1, output: err.message }));
+      if (entry.code !== 0) ctx.log(`could not add a UEFI boot entry (the removable-media path remains): ${entry.output.trim().split("\n").at(-1)}`);
+      return { status: "succeeded", message: `systemd-boot on ${esp} booting ${files.kernel} with ${options}${entry.code === 0 ? "; UEFI boot entry added" : ""}` };
     }
     const syslinuxDir = path.join(target, "boot/syslinux");
     mkdirSync(syslinuxDir, { recursive: true });
