@@ -5,7 +5,7 @@
  * route without one.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { pipeline as pipeStreams, type Readable } from "node:stream";
+import { pipeline as pipeStreams, type Readable, type Writable } from "node:stream";
 import { randomUUID } from "node:crypto";
 import type { z } from "zod";
 import { SlipwayError } from "../errors.ts";
@@ -28,9 +28,11 @@ export type RequestContext<B = unknown, Q = Record<string, string>, P = unknown>
 
 /**
  * What a handler answers: a JSON body, or — for bytes such as image content — a `stream`
- * sent as it is, with the handler's headers (it sets content-type and content-length).
+ * sent as it is, or a `send` that writes the bytes to the response itself (for a writer that
+ * reuses its buffers, which a Readable cannot: nothing tells it when a chunk it pushed has been
+ * consumed), with the handler's headers (it sets content-type and content-length).
  */
-export type Reply = { status?: number; body?: unknown; headers?: Record<string, string>; stream?: Readable };
+export type Reply = { status?: number; body?: unknown; headers?: Record<string, string>; stream?: Readable; send?: (out: Writable) => Promise<void> };
 
 /** A route; `access` is "public" or a value the role's authorize hook understands. */
 export type Route<A extends string = string, P = unknown> = {
@@ -132,19 +134,27 @@ export function createPipeline<A extends string, P>(routes: readonly Route<A, P>
   };
   const SECURITY_HEADERS = { "cache-control": "no-store", "x-content-type-options": "nosniff", "strict-transport-security": "max-age=31536000" };
   /** Sends a streamed reply; a failure mid-stream can only cut the connection, so it is logged. */
-  const sendStream = (req: IncomingMessage, res: ServerResponse, reply: Reply & { stream: Readable }, requestId: string) => {
+  const sendStream = (req: IncomingMessage, res: ServerResponse, reply: Reply, requestId: string) => {
     res.writeHead(reply.status ?? 200, { ...SECURITY_HEADERS, ...reply.headers });
-    if (req.method === "HEAD") {
-      reply.stream.destroy();
-      res.end();
-      return;
-    }
-    pipeStreams(reply.stream, res, (err) => {
+    const failed = (err: unknown) => {
       // A client that goes away mid-download is normal (it resumes with Range); anything else is ours.
       if (err && (err as NodeJS.ErrnoException).code !== "ERR_STREAM_PREMATURE_CLOSE") {
         hooks.log.error("streamed response failed", { requestId, method: req.method, path: (req.url ?? "").split("?")[0], err });
       }
-    });
+    };
+    if (req.method === "HEAD") {
+      reply.stream?.destroy();
+      res.end();
+      return;
+    }
+    if (reply.send) {
+      reply.send(res).then(() => res.end(), (err) => {
+        if (!res.destroyed) failed(err);
+        res.destroy();
+      });
+      return;
+    }
+    pipeStreams(reply.stream!, res, failed);
   };
 
   async function dispatch(req: IncomingMessage, res: ServerResponse, requestId: string): Promise<void> {
@@ -231,8 +241,8 @@ export function createPipeline<A extends string, P>(routes: readonly Route<A, P>
     }
 
     const reply = await route.handler(ctx);
-    if (reply.stream) {
-      sendStream(req, res, reply as Reply & { stream: Readable }, requestId);
+    if (reply.stream || reply.send) {
+      sendStream(req, res, reply, requestId);
       return;
     }
     send(res, reply.status ?? (reply.body === undefined ? 204 : 200), reply.body, reply.headers);

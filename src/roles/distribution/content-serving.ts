@@ -7,10 +7,9 @@
  * never the whole image in memory. Who may have what is the caller's `find`; the agent
  * verifies every chunk against the signed manifest, so nothing here has to be trusted.
  */
-import { Readable } from "node:stream";
 import type { Route, RequestContext } from "../pipeline.ts";
 import { isManifestDigest, type SignedManifest } from "../../content/manifest.ts";
-import { readImageRange } from "../../content/chunk-reader.ts";
+import { writeImageRange } from "../../content/chunk-reader.ts";
 import { parseRange, contentRange } from "../../protocol/http-range.ts";
 import type { BlobStore } from "../../storage/blob-store.ts";
 import { SlipwayError } from "../../errors.ts";
@@ -61,7 +60,7 @@ export function contentServingRoutes<A extends string, P>(opts: ContentServingOp
             ...(range ? { "content-range": contentRange(range, size) } : {}),
           },
           // Import refuses empty files, but a manifest may list no chunks: then there is nothing to read.
-          stream: size === 0 ? Readable.from([]) : readImageRange(opts.blobs, signed.manifest, start, end),
+          send: size === 0 ? async () => {} : (out) => writeImageRange(opts.blobs, signed.manifest, start, end, out),
         };
       },
     },
