@@ -1,6 +1,6 @@
-import { describe, it } from "node:test";
+import { describe, it, test } from "node:test";
 import assert from "node:assert/strict";
-import { bootScript, decideBoot, firmwareOf, startScript, waitScript } from "./pxe.ts";
+import { bootScript, decideBoot, firmwareOf, localBootScript, startScript, waitScript } from "./pxe.ts";
 import { chooseAddress, parseRange, intToIp, ipToInt } from "./ip-pool.ts";
 import type { Device } from "./device.ts";
 
@@ -49,4 +49,10 @@ describe("lab DHCP pool", () => {
     assert.equal(chooseAddress(r, new Set(["10.0.0.10"]), undefined, "10.0.0.10"), "10.0.0.11");
     assert.equal(chooseAddress(r, new Set(["10.0.0.10", "10.0.0.11", "10.0.0.12"])), undefined);
   });
+});
+
+test("the nothing-to-deploy script exits with an error, so UEFI firmware tries its next boot option", () => {
+  const s = localBootScript("lab-1");
+  assert.match(s, /^#!ipxe\n/);
+  assert.match(s, /\nexit [1-9]\d*\n$/);
 });

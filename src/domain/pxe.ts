@@ -64,10 +64,12 @@ export function bootScript(opts: { image: BootImageRef; token: string; mac: stri
 
 /**
  * Script for a machine with nothing to deploy: iPXE exits, and the firmware goes on to its
- * next boot device (the local disk).
+ * next boot device (the local disk). The exit status must be an error: UEFI's boot manager
+ * (EDK2, OVMF) treats a boot option that returns success as "booted" and opens its setup
+ * menu instead of trying the next option; BIOS firmware moves on either way.
  */
 export function localBootScript(deviceName: string): string {
-  return ["#!ipxe", `echo Slipway: nothing to deploy to ${safeEcho(deviceName)}; booting from the local disk`, "exit 0", ""].join("\n");
+  return ["#!ipxe", `echo Slipway: nothing to deploy to ${safeEcho(deviceName)}; booting from the local disk`, "exit 1", ""].join("\n");
 }
 
 /** Script for a machine waiting for an administrator: polls, then boots as soon as it is approved. */

@@ -186,7 +186,9 @@ describe("deployment end to end", () => {
   }
 
   it("a flipped byte on the distribution point fails the apply step, names the chunk, and leaves nothing bootable", { timeout: DEPLOY_TIMEOUT_MS + 60_000 }, async () => {
-    const images = await admin("GET", "/api/v1/devices/lab-bios/policy");
+    const m = { name: "lab-flip", mac: "52:54:00:82:00:03", uuid: "5f1c0d3e-8a4b-4c2d-9e1f-000000820003" };
+    await addMachine(m.name, m.mac, m.uuid, "never-named");
+    const images = await admin("GET", `/api/v1/devices/${m.name}/policy`);
     const content = (images.body?.deployments?.[0]?.content ?? []) as { image: string; manifest: string }[];
     const digest = content.find((c) => c.image === "test-os")?.manifest;
     assert.ok(digest, `the policy names the test-os manifest: ${images.text}`);
@@ -199,8 +201,6 @@ describe("deployment end to end", () => {
     fs.chmodSync(file, 0o600);
     fs.writeFileSync(file, bytes);
 
-    const m = { name: "lab-flip", mac: "52:54:00:82:00:03", uuid: "5f1c0d3e-8a4b-4c2d-9e1f-000000820003" };
-    await addMachine(m.name, m.mac, m.uuid, "never-named");
     const disk = path.join(srv.dir, `${m.name}.disk`);
     fs.writeFileSync(disk, "");
     fs.truncateSync(disk, 2 * 1024 ** 3);
