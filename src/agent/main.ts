@@ -86,7 +86,8 @@ export async function main(opts: { configDir: string; cmdline: string; reboot: b
       const signed = await client.jsonRetry("GET", `/mp/v1/policy?bootPath=${cfg.bootPath}`);
       policy = verifyPolicy(signed, cfg.signingKey, { deviceId: me.deviceId, now: new Date() });
     } catch (err) {
-      say(`error ${err instanceof PolicyError || err instanceof MpError || err instanceof ConfigError ? err.message : `Cannot reach the management point: ${(err as Error).message}`}`);
+      const known = err instanceof PolicyError || err instanceof MpError || err instanceof ConfigError || /^Cannot /.test((err as Error).message);
+      say(`error ${known ? (err as Error).message : `Cannot reach the management point: ${(err as Error).message}`}`);
       return 3;
     }
     const d = await chooseDeployment(policy, cfg);

@@ -27,6 +27,9 @@ describe("agent content sources", () => {
   let client: MpClient;
   let rogue: https.Server;
   let rogueUrl = "";
+  let flaky: https.Server;
+  let flakyUrl = "";
+  const flakyRanges: string[] = [];
 
   async function fetchAll(sources: string[]): Promise<{ bytes: Buffer; log: string[] }> {
     const log: string[] = [];
@@ -72,12 +75,34 @@ describe("agent content sources", () => {
     });
     await new Promise<void>((resolve) => rogue.listen(0, "127.0.0.1", resolve));
     rogueUrl = `https://127.0.0.1:${(rogue.address() as AddressInfo).port}`;
+
+    // A network that drops: the first answer is cut off in the middle of the third chunk.
+    flaky = https.createServer({
+      cert: fs.readFileSync(path.join(t.dataDir, "keys/server.crt")), key: fs.readFileSync(path.join(t.dataDir, "keys/server.key")),
+    }, (req, res) => {
+      if (req.url?.endsWith("/manifest")) {
+        void client.json("GET", req.url).then((m) => res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(m)));
+        return;
+      }
+      flakyRanges.push(String(req.headers.range ?? ""));
+      const start = Number(/bytes=(\d+)-/.exec(String(req.headers.range ?? ""))?.[1] ?? 0);
+      res.writeHead(start ? 206 : 200, { "content-length": image.length - start });
+      if (flakyRanges.length === 1) {
+        res.write(image.subarray(0, DEFAULT_CHUNK_SIZE * 2 + 12345), () => res.destroy());
+        return;
+      }
+      res.end(image.subarray(start));
+    });
+    await new Promise<void>((resolve) => flaky.listen(0, "127.0.0.1", resolve));
+    flakyUrl = `https://127.0.0.1:${(flaky.address() as AddressInfo).port}`;
   });
 
   after(async () => {
     client?.close();
     rogue?.closeAllConnections();
     rogue?.close();
+    flaky?.closeAllConnections();
+    flaky?.close();
     await t.close();
   });
 
@@ -91,6 +116,12 @@ describe("agent content sources", () => {
     const { bytes, log } = await fetchAll([rogueUrl]);
     assert.equal(sha(bytes), sha(image));
     assert.ok(log.some((l) => l.includes(rogueUrl) && /sha256 mismatch in chunk 1/.test(l) && /continuing from chunk 1/.test(l)), log.join("\n"));
+  });
+
+  it("a connection broken mid-chunk resumes from the same source with Range at the first chunk not yet verified", async () => {
+    const { bytes } = await fetchAll([flakyUrl]);
+    assert.equal(sha(bytes), sha(image));
+    assert.deepEqual(flakyRanges, ["", `bytes=${DEFAULT_CHUNK_SIZE * 2}-`]);
   });
 
   it("with only the altered source and no way around it, the download fails naming the chunk", async () => {
