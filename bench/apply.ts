@@ -87,7 +87,9 @@ try {
   fs.writeFileSync(disk, "");
   fs.truncateSync(disk, (sizeMiB + 1024) * 1024 * 1024);
   const tap = await br0.addTap("tapb");
-  const vm = await startVm(lab, { tap, mac: "52:54:00:84:00:01", uuid: "5f1c0d3e-8a4b-4c2d-9e1f-000000840001", firmware, disk, memoryMiB: 1536, name: "bench-apply" });
+  const vm = await startVm(lab, { tap, mac: "52:54:00:84:00:01", uuid: "5f1c0d3e-8a4b-4c2d-9e1f-000000840001", firmware, disk, memoryMiB: 1536, name: "bench-apply",
+    // Real machines have AES-NI and SHA extensions; TCG emulates them with -cpu max (the default qemu64 has neither).
+    extraArgs: ["-cpu", "max"] });
   try {
     const done = await vm.waitForSerial(/SLIPWAY-AGENT run \S+ (succeeded|failed)/, { timeoutMs: 4 * 3600_000 });
     if (done[1] !== "succeeded") throw new Error(`the run failed:\n${vm.serial().slice(-3000)}`);

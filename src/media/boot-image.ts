@@ -327,6 +327,8 @@ say() {
 
 while read -r m; do
   [ -n "$m" ] || continue
+  # UEFI variables exist only on UEFI machines; on BIOS the module refuses to load.
+  case "$m" in */efivarfs.ko) [ -d /sys/firmware/efi ] || continue ;; esac
   insmod "@MODDIR@/$m" 2>/tmp/insmod.err || say "SLIPWAY-DEPLOY-ENV module-failed $m: $(cat /tmp/insmod.err)"
 done < @MODDIR@/load-order
 # UEFI variables, so the boot loader step can register the installed system with the firmware.
