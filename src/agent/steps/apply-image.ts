@@ -2,17 +2,19 @@
  * Applies an image from the content library to a partition, streamed from the distribution
  * point and verified chunk by chunk before a byte of it is written:
  * - file-based images (tar, tar.gz, tar.zst) are unpacked into the mounted file system;
- * - raw images (a file-system image) are written to the partition, holding the first chunk —
+ * - raw images are written to the partition (a file-system image) or, when the step names a
+ *   whole disk, to the disk (a disk image with its own partitions and boot code), holding the first chunk —
  *   where the file system's superblock lives — back until every other chunk has verified, so
  *   an interrupted write never leaves a mountable, let alone bootable, half.
  * On any failure the partition's first MiB is zeroed: nothing half-applied can boot.
  */
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { closeSync, fsyncSync, openSync, writeSync, readSync } from "node:fs";
+import { closeSync, existsSync, fsyncSync, openSync, writeSync, readSync } from "node:fs";
+import path from "node:path";
 import type { StepModule, StepContext } from "../engine.ts";
 import type { Manifest } from "../../content/manifest.ts";
-import { mount, mustRun, execTool, partitionPath, unmountDevice, waitForDevice } from "../system.ts";
+import { diskPath, mount, mustRun, execTool, partitionOf, partitionPath, unmountDevice, waitForDevice } from "../system.ts";
 
 export const TARGET_DIR = "/mnt/target";
 
@@ -63,7 +65,8 @@ async function applyArchive(m: Manifest, digest: string, dev: string, ctx: StepC
   await mustRun("sync", []);
 }
 
-async function applyRaw(m: Manifest, digest: string, dev: string, ctx: StepContext): Promise<void> {
+async function applyRaw(m: Manifest, digest: string, dev: string, ctx: StepContext, wholeDisk: boolean): Promise<void> {
+  if (wholeDisk) for (let n = 1; n <= 128; n++) await unmountDevice(partitionOf(dev, n)).catch(() => {});
   await unmountDevice(dev);
   const fd = openSync(dev, "r+");
   let first: Buffer | undefined;
@@ -94,13 +97,13 @@ async function applyRaw(m: Manifest, digest: string, dev: string, ctx: StepConte
   } finally {
     closeSync(rfd);
   }
-  if (probe.readUInt16LE(0) === 0xef53) {
+  if (!wholeDisk && probe.readUInt16LE(0) === 0xef53) {
     const fsck = await execTool("e2fsck", ["-f", "-y", dev], { signal: ctx.signal });
     // 0: clean, 1: errors corrected — both leave a usable file system.
     if (fsck.code > 1) throw new Error(`Cannot apply image "${m.name}": e2fsck found the written file system damaged (exit ${fsck.code})`);
     await mustRun("resize2fs", [dev], { signal: ctx.signal });
   }
-  await mount(dev, TARGET_DIR);
+  if (!wholeDisk) await mount(dev, TARGET_DIR);
 }
 
 export const applyImage: StepModule = {
@@ -109,18 +112,28 @@ export const applyImage: StepModule = {
     const image = ctx.expand(params.image);
     const digest = ctx.content.resolve(image);
     if (!digest) return { status: "failed", message: `Cannot apply image "${image}": the site has no such image in this deployment's content (import it with slipway image import)` };
-    const dev = params.partition ? partitionPath(ctx.expand(params.partition)) : ctx.state.root;
+    const ref = params.partition === undefined ? undefined : ctx.expand(params.partition);
+    // A whole disk ("0", "/dev/sda") takes a raw disk image: partition table, boot code and all.
+    const wholeDisk = ref !== undefined && (/^\d{1,3}$/.test(ref) || (ref.startsWith("/dev/") && existsSync(`/sys/block/${path.basename(ref)}`)));
+    const dev = ref === undefined ? ctx.state.root : wholeDisk ? diskPath(ref) : partitionPath(ref);
     if (!dev) return { status: "failed", message: `Cannot apply image "${image}": no partition given and no disk partitioned earlier in the sequence` };
     await waitForDevice(dev);
     const m = await ctx.content.manifest(digest);
+    if (wholeDisk && m.format !== "raw") return { status: "failed", message: `Cannot apply image "${m.name}" to the whole disk ${dev}: a ${m.format} image needs a partition with a file system` };
     ctx.log(`image "${m.name}" ${digest}: ${m.format}, ${m.size} bytes in ${m.chunks.length} chunks`);
     try {
-      if (m.format === "raw") await applyRaw(m, digest, dev, ctx);
+      if (m.format === "raw") await applyRaw(m, digest, dev, ctx, wholeDisk);
       else await applyArchive(m, digest, dev, ctx);
     } catch (err) {
       await unmountDevice(dev).catch(() => {});
       zeroStart(dev);
       throw new Error(`${(err as Error).message}; ${dev} was wiped so that nothing half-applied can boot`);
+    }
+    if (wholeDisk) {
+      // The image brought its own partitions and boot loader: the steps after it start from there.
+      await mustRun("blockdev", ["--rereadpt", dev]);
+      Object.assign(ctx.state, { disk: dev, root: undefined, target: undefined, esp: undefined, scheme: undefined });
+      return { status: "succeeded", message: `disk image "${m.name}" (sha256 ${m.sha256}) written to ${dev}` };
     }
     ctx.state.root = dev;
     ctx.state.target = TARGET_DIR;
