@@ -99,7 +99,7 @@ export async function main(opts: { configDir: string; cmdline: string; reboot: b
     say(`run ${run.id} deployment="${d.name}" task-sequence="${d.taskSequence.name}" v${d.taskSequence.version}`);
     const masks = new Set<string>();
     const report = async (e: StepEvent) => {
-      say(`step ${e.step} ${e.state}${e.progress !== undefined ? ` ${e.progress}%` : ""} ${e.name ?? ""}${e.state === "failed" && e.message ? `: ${mask(e.message, masks).split("\n")[0]}` : ""}`);
+      say(`${e.step === "" ? "run" : `step ${e.step}`} ${e.state}${e.progress !== undefined ? ` ${e.progress}%` : ""} ${e.name ?? ""}${e.state === "failed" && e.message ? `: ${mask(e.message, masks).split("\n")[0]}` : ""}`);
       try {
         await client.jsonRetry("POST", `/mp/v1/runs/${run.id}/events`, e);
       } catch (err) {

@@ -14,7 +14,7 @@ import { closeSync, existsSync, fsyncSync, openSync, writeSync, readSync } from 
 import path from "node:path";
 import type { StepModule, StepContext } from "../engine.ts";
 import type { Manifest } from "../../content/manifest.ts";
-import { diskPath, mount, mustRun, execTool, partitionOf, partitionPath, unmountDevice, waitForDevice } from "../system.ts";
+import { diskPath, mount, mountPointOf, mustRun, execTool, partitionOf, partitionPath, unmountDevice, waitForDevice } from "../system.ts";
 
 export const TARGET_DIR = "/mnt/target";
 
@@ -103,7 +103,14 @@ async function applyRaw(m: Manifest, digest: string, dev: string, ctx: StepConte
     if (fsck.code > 1) throw new Error(`Cannot apply image "${m.name}": e2fsck found the written file system damaged (exit ${fsck.code})`);
     await mustRun("resize2fs", [dev], { signal: ctx.signal });
   }
-  if (!wholeDisk) await mount(dev, TARGET_DIR);
+  if (wholeDisk) return;
+  // The steps after it (configure-os, install-bootloader) work in the mounted system; an image
+  // that is not a file system this kernel mounts is still applied, just not mounted.
+  try {
+    await mount(dev, TARGET_DIR);
+  } catch (err) {
+    ctx.log(`applied, but not mounted (not a file system this deploy environment mounts): ${(err as Error).message}`);
+  }
 }
 
 export const applyImage: StepModule = {
@@ -136,7 +143,7 @@ export const applyImage: StepModule = {
       return { status: "succeeded", message: `disk image "${m.name}" (sha256 ${m.sha256}) written to ${dev}` };
     }
     ctx.state.root = dev;
-    ctx.state.target = TARGET_DIR;
+    ctx.state.target = mountPointOf(dev) === TARGET_DIR ? TARGET_DIR : undefined;
     return { status: "succeeded", message: `image "${m.name}" (sha256 ${m.sha256}) applied to ${dev}` };
   },
 };
