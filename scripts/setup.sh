@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up everything Slipway needs on a Debian machine; safe to run again.
-#   scripts/setup.sh          runtime only (Node.js 24 + npm packages)
+#   scripts/setup.sh          runtime (Node.js 24, npm packages, what boot images are built from)
 #   scripts/setup.sh --test   also what the test suite needs (PostgreSQL)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,13 +15,15 @@ apt_packages=()
 if [ "$want_test" = 1 ]; then
   command -v pg_ctlcluster >/dev/null 2>&1 && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || apt_packages+=(postgresql)
   # The lab (QEMU booting real firmware in network namespaces) and real network clients.
-  # The deploy environment's builder (`slipway bootimage build`) and the test OS: busybox, disk
-  # tools, boot loader files, zstd, and binutils' strip for the Node binary.
-  for pkg in qemu-system-x86 ipxe-qemu ipxe ovmf busybox-static dnsmasq-base tshark curl atftp iproute2 ethtool \
-      fdisk e2fsprogs dosfstools extlinux syslinux-common systemd-boot-efi efibootmgr zstd binutils; do
+  for pkg in qemu-system-x86 ipxe-qemu ipxe ovmf dnsmasq-base tshark curl atftp iproute2 ethtool; do
     dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null | grep -qx installed || apt_packages+=("$pkg")
   done
 fi
+# What `slipway bootimage build` puts in the deploy environment (busybox, disk tools, boot
+# loader files, zstd, binutils' strip for the Node binary) and the iPXE loaders PXE serves.
+for pkg in ipxe busybox-static fdisk e2fsprogs dosfstools extlinux syslinux-common systemd-boot-efi efibootmgr zstd binutils; do
+  dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null | grep -qx installed || apt_packages+=("$pkg")
+done
 command -v npm >/dev/null 2>&1 || apt_packages+=(npm)
 command -v openssl >/dev/null 2>&1 || apt_packages+=(openssl)
 if [ ${#apt_packages[@]} -gt 0 ]; then
