@@ -15,6 +15,34 @@ import type { ContentSource } from "./engine.ts";
 import { MpClient, MpError, isRetryable } from "./mp-client.ts";
 
 const MAX_RESUMES = 20;
+/** Verified chunks held ahead of the writer (16 MiB), so the network need not wait for the disk. */
+const READ_AHEAD_CHUNKS = 4;
+
+/**
+ * Pulls up to `depth` items ahead of the consumer. An async generator queues next() calls and
+ * runs on to fulfil them, so the download and its verification go on while the consumer
+ * writes; values and the first error still arrive in order.
+ */
+export async function* readAhead<T>(source: AsyncIterable<T>, depth: number): AsyncIterable<T> {
+  const it = source[Symbol.asyncIterator]();
+  const queue: Promise<IteratorResult<T>>[] = [];
+  const pull = () => {
+    const p = it.next();
+    p.catch(() => {}); // observed when its turn comes; never an unhandled rejection meanwhile
+    queue.push(p);
+  };
+  try {
+    for (let i = 0; i < depth; i++) pull();
+    for (;;) {
+      const r = await queue.shift()!;
+      if (r.done) return;
+      pull();
+      yield r.value;
+    }
+  } finally {
+    await it.return?.(undefined as never).catch(() => {});
+  }
+}
 
 export type PolicyContent = { image: string; manifest?: string | null; sources?: string[] };
 
@@ -61,7 +89,7 @@ export class DistributionPointContent implements ContentSource {
     for (let i = 0; i < clients.length; i++) {
       const c = clients[i];
       try {
-        for await (const chunk of this.#from(c, m, digest, next, opts)) {
+        for await (const chunk of readAhead(this.#from(c, m, digest, next, opts), READ_AHEAD_CHUNKS)) {
           next++;
           yield chunk;
         }

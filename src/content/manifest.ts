@@ -5,7 +5,7 @@
  * every chunk as it streams, so no server between the site and the disk can change a byte.
  * Pure: no files, no sockets — the agent bundle carries it.
  */
-import { createHash, type KeyObject } from "node:crypto";
+import { createHash, type Hash, type KeyObject } from "node:crypto";
 import { canonicalJson } from "../security/canonical-json.ts";
 import { signValue, verifyValue } from "../security/signing.ts";
 
@@ -121,6 +121,7 @@ export class ChunkVerifier {
   #index: number;
   #pending: Buffer[] = [];
   #pendingBytes = 0;
+  #hash: Hash | undefined;
   constructor(manifest: Manifest, startChunk = 0) {
     this.#m = manifest;
     this.#index = startChunk;
@@ -137,24 +138,28 @@ export class ChunkVerifier {
 
   push(data: Buffer): Buffer[] {
     const out: Buffer[] = [];
-    this.#pending.push(data);
-    this.#pendingBytes += data.length;
-    while (this.#index < this.#m.chunks.length && this.#pendingBytes >= this.#m.chunks[this.#index].size) {
+    // Hash as the bytes arrive (not all at once when a chunk completes), so hashing overlaps
+    // the network instead of stalling it, and a chunk is copied at most once.
+    for (let off = 0; off < data.length; ) {
+      if (this.#index >= this.#m.chunks.length) {
+        throw new ManifestError(`Cannot apply image "${this.#m.name}": more bytes than the manifest lists`);
+      }
       const want = this.#m.chunks[this.#index];
-      const all = Buffer.concat(this.#pending, this.#pendingBytes);
-      const chunk = all.subarray(0, want.size);
-      const got = createHash("sha256").update(chunk).digest("hex");
-      if (got !== want.sha256) {
+      const piece = data.subarray(off, off + (want.size - this.#pendingBytes));
+      this.#hash ??= createHash("sha256");
+      this.#hash.update(piece);
+      this.#pending.push(piece);
+      this.#pendingBytes += piece.length;
+      off += piece.length;
+      if (this.#pendingBytes < want.size) continue;
+      if (this.#hash.digest("hex") !== want.sha256) {
         throw new ManifestError(`Cannot apply image "${this.#m.name}": sha256 mismatch in chunk ${this.#index} (bytes ${this.offset}-${this.offset + want.size - 1})`);
       }
-      out.push(chunk);
-      const rest = all.subarray(want.size);
-      this.#pending = rest.length ? [rest] : [];
-      this.#pendingBytes = rest.length;
+      out.push(this.#pending.length === 1 ? this.#pending[0] : Buffer.concat(this.#pending, want.size));
+      this.#pending = [];
+      this.#pendingBytes = 0;
+      this.#hash = undefined;
       this.#index++;
-    }
-    if (this.#index >= this.#m.chunks.length && this.#pendingBytes > 0) {
-      throw new ManifestError(`Cannot apply image "${this.#m.name}": more bytes than the manifest lists`);
     }
     return out;
   }
