@@ -9,6 +9,7 @@
  * On any failure the partition's first MiB is zeroed: nothing half-applied can boot.
  */
 import { spawn } from "node:child_process";
+import { open } from "node:fs/promises";
 import { once } from "node:events";
 import { closeSync, existsSync, fsyncSync, openSync, writeSync, readSync } from "node:fs";
 import path from "node:path";
@@ -68,7 +69,9 @@ async function applyArchive(m: Manifest, digest: string, dev: string, ctx: StepC
 async function applyRaw(m: Manifest, digest: string, dev: string, ctx: StepContext, wholeDisk: boolean): Promise<void> {
   if (wholeDisk) for (let n = 1; n <= 128; n++) await unmountDevice(partitionOf(dev, n)).catch(() => {});
   await unmountDevice(dev);
-  const fd = openSync(dev, "r+");
+  // Writes go through the thread pool (not writeSync), so the event loop keeps reading and
+  // verifying the next chunks off the network while the disk takes this one.
+  const fh = await open(dev, "r+");
   let first: Buffer | undefined;
   let offset = 0;
   try {
@@ -76,18 +79,18 @@ async function applyRaw(m: Manifest, digest: string, dev: string, ctx: StepConte
       if (offset === 0) {
         first = Buffer.from(chunk);
         // Until the real first chunk lands, the partition must not look like a file system.
-        writeSync(fd, Buffer.alloc(chunk.length), 0, chunk.length, 0);
+        await fh.write(Buffer.alloc(chunk.length), 0, chunk.length, 0);
       } else {
-        writeSync(fd, chunk, 0, chunk.length, offset);
+        await fh.write(chunk, 0, chunk.length, offset);
       }
       offset += chunk.length;
     }
     if (!first) throw new Error(`Cannot apply image "${m.name}": it is empty`);
-    fsyncSync(fd);
-    writeSync(fd, first, 0, first.length, 0);
-    fsyncSync(fd);
+    await fh.sync();
+    await fh.write(first, 0, first.length, 0);
+    await fh.sync();
   } finally {
-    closeSync(fd);
+    await fh.close();
   }
   // An ext file system image is usually smaller than the partition: grow it to fill it.
   const probe = Buffer.alloc(2);
