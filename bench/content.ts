@@ -15,7 +15,7 @@
  * have passed, at least once; default 5), --reps R (measurements per server and client count,
  * the table shows medians; default 3), --only slipway|nginx|floor, --nginx-workers N|auto
  * (default auto), --floor (also measure a yardstick that is not Slipway, below),
- * --floor-reads pooled|fresh|stream (how the floor reads the chunk files, default pooled),
+ * --floor-reads pooled|fresh (how the floor reads the chunk files, default pooled),
  * --cpu-prof (profile this process's main thread — the management point's, and the floor's —
  * during their measurements with the in-process inspector; prints where the time goes by
  * function and file and keeps the last .cpuprofile of each).
@@ -24,9 +24,8 @@
  * the management point) sending the same chunk files, with no routing, no device lookup and no
  * policy check. `pooled` reads into four 256 KiB buffers per response that it reuses once the
  * response's write callback says TLS has consumed them; `fresh` is the same with a new buffer
- * per read (as fs.createReadStream does); `stream` pipes Slipway's own readImageRange
- * (src/content/chunk-reader.ts) to the response as the pipeline does. Comparing them splits the
- * management point's cost into buffer churn, stream plumbing and the rest.
+ * per read (as fs.createReadStream does). Comparing them with the management point splits its
+ * cost into buffer churn and the rest (routing, device lookup, policy check).
  *
  * What it does, in one run:
  * 1. A real site (test/support/site.ts: SQLite, the real site server and management point on
@@ -64,7 +63,6 @@ import os from "node:os";
 import path from "node:path";
 import { Session } from "node:inspector/promises";
 import { parseArgs } from "node:util";
-import { pipeline, type Readable } from "node:stream";
 import { onExit } from "../test/lab/cleanup.ts";
 
 const MB = 1e6;
@@ -148,14 +146,14 @@ const CLIENTS = argv.clients!.split(",").map(Number);
 const SECONDS = Number(argv.seconds);
 const REPS = Number(argv.reps);
 const WORKERS = argv["nginx-workers"]!;
-/** How the floor reads: "pooled" (reused buffers), "fresh" (a new buffer per read, otherwise the same), "stream" (Slipway's own readImageRange piped to the response). */
-const FLOOR_READS = argv["floor-reads"] as "pooled" | "fresh" | "stream";
+/** How the floor reads: "pooled" (reused buffers), "fresh" (a new buffer per read, otherwise the same). */
+const FLOOR_READS = argv["floor-reads"] as "pooled" | "fresh";
 type Kind = "slipway" | "nginx" | "floor";
 const KINDS: Kind[] = argv.only ? [argv.only as Kind] : ["slipway", "nginx", ...(argv.floor ? ["floor" as const] : [])];
 if (!(SIZE >= 1024 * 1024 && SIZE <= 16 * 1024 ** 3) || CLIENTS.some((c) => !(Number.isInteger(c) && c >= 1 && c <= 500)) || !(SECONDS >= 0 && SECONDS <= 600) || !(REPS >= 1 && REPS <= 20)
   || KINDS.some((k) => k !== "slipway" && k !== "nginx" && k !== "floor") || !(WORKERS === "auto" || Number(WORKERS) >= 1)
-  || !["pooled", "fresh", "stream"].includes(FLOOR_READS)) {
-  throw new Error("--size-mib 1..16384, --clients 1..500 (comma-separated), --seconds 0..600, --reps 1..20, --only slipway|nginx|floor, --nginx-workers N|auto, --floor-reads pooled|fresh|stream");
+  || !["pooled", "fresh"].includes(FLOOR_READS)) {
+  throw new Error("--size-mib 1..16384, --clients 1..500 (comma-separated), --seconds 0..600, --reps 1..20, --only slipway|nginx|floor, --nginx-workers N|auto, --floor-reads pooled|fresh");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -353,7 +351,7 @@ async function sendPooled(res: import("node:http").ServerResponse, chunks: Floor
   res.end();
 }
 
-async function startFloor(tls: { certPem: string; keyPem: string }, caPem: string, chunks: FloorChunk[], stream: () => Readable): Promise<{ url: string; close(): Promise<void> }> {
+async function startFloor(tls: { certPem: string; keyPem: string }, caPem: string, chunks: FloorChunk[]): Promise<{ url: string; close(): Promise<void> }> {
   const size = chunks.reduce((s, c) => s + c.size, 0);
   const server = https.createServer({
     cert: tls.certPem, key: tls.keyPem, ca: [caPem], requestCert: true, rejectUnauthorized: false, minVersion: "TLSv1.2",
@@ -364,8 +362,7 @@ async function startFloor(tls: { certPem: string; keyPem: string }, caPem: strin
       return;
     }
     res.writeHead(200, { "content-type": "application/octet-stream", "content-length": String(size) });
-    if (FLOOR_READS === "stream") pipeline(stream(), res, () => {});
-    else sendPooled(res, chunks).catch((err) => res.destroy(err));
+    sendPooled(res, chunks).catch((err) => res.destroy(err));
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port } = server.address() as net.AddressInfo;
@@ -405,7 +402,6 @@ async function main(): Promise<void> {
   const { newMachine } = await import("../test/support/device.ts");
   const { addImage } = await import("../src/roles/site/content-library.ts");
   const { BlobStore } = await import("../src/storage/blob-store.ts");
-  const { readImageRange } = await import("../src/content/chunk-reader.ts");
 
   const work = fs.mkdtempSync(path.join(os.tmpdir(), "slipway-bench-content-"));
   // nginx's workers run as nobody when started by root: they must be able to read the image.
@@ -462,8 +458,7 @@ async function main(): Promise<void> {
     const blobs = new BlobStore(t.dataDir);
     const readKey = (n: string) => fs.readFileSync(path.join(t.dataDir, "keys", n), "utf8");
     floor = await startFloor({ certPem: readKey("server.crt"), keyPem: readKey("server.key") }, t.ca,
-      record.signed.manifest.chunks.map((c) => ({ file: blobs.pathOf(c.sha256), size: c.size })),
-      () => readImageRange(blobs, record.signed.manifest, 0, record.signed.manifest.size - 1));
+      record.signed.manifest.chunks.map((c) => ({ file: blobs.pathOf(c.sha256), size: c.size })));
     urls.floor = floor.url;
   }
   if (KINDS.includes("nginx")) {

@@ -7,6 +7,7 @@
  */
 import { evaluate, parseExpression } from "../domain/expression.ts";
 import type { Manifest } from "../content/manifest.ts";
+import { maskSecrets as mask } from "../domain/mask.ts";
 
 export type EventState = "started" | "progress" | "succeeded" | "failed" | "skipped";
 
@@ -98,20 +99,14 @@ export function expandVariables(text: string, vars: Map<string, string>): string
   });
 }
 
-export function mask(text: string, masks: Set<string>): string {
-  let out = text;
-  for (const s of masks) if (s.length >= 4) out = out.split(s).join("********");
-  return out;
-}
 
 /** Variables as the expression language sees them: a missing name is `undefined`. */
 function lookup(vars: Map<string, string>) {
   return (name: string) => vars.get(name);
 }
 
-export async function runSequence(opts: EngineOptions): Promise<RunOutcome> {
-  const outcome = await runSteps(opts.steps, "", opts);
-  return outcome;
+export function runSequence(opts: EngineOptions): Promise<RunOutcome> {
+  return runSteps(opts.steps, "", opts);
 }
 
 async function runSteps(steps: AnyStep[], prefix: string, opts: EngineOptions): Promise<RunOutcome> {
@@ -121,7 +116,7 @@ async function runSteps(steps: AnyStep[], prefix: string, opts: EngineOptions): 
     const r = await runOne(step, path, opts);
     if (r.status === "reboot") {
       // Whatever follows a restart would need an agent in the installed system: say so.
-      await skipRest(steps.slice(i + 1), path, prefix, i + 1, opts, "the machine restarted before this step");
+      await skipRest(steps.slice(i + 1), prefix, i + 1, opts, "the machine restarted before this step");
       return r;
     }
     if (r.status === "failed" && !step.continueOnError) return r;
@@ -129,7 +124,7 @@ async function runSteps(steps: AnyStep[], prefix: string, opts: EngineOptions): 
   return { status: "succeeded" };
 }
 
-async function skipRest(steps: AnyStep[], _at: string, prefix: string, start: number, opts: EngineOptions, why: string): Promise<void> {
+async function skipRest(steps: AnyStep[], prefix: string, start: number, opts: EngineOptions, why: string): Promise<void> {
   for (let j = 0; j < steps.length; j++) {
     const path = prefix ? `${prefix}/${start + j}` : String(start + j);
     await opts.report({ step: path, name: steps[j].name, state: "skipped", message: why });

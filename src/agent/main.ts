@@ -17,7 +17,8 @@ import { ConfigError, loadConfig, type AgentConfig } from "./config.ts";
 import { collectInventory, type Inventory } from "./inventory.ts";
 import { MpClient, MpError } from "./mp-client.ts";
 import { askHidden, askLine, say } from "./console.ts";
-import { runSequence, mask, type AnyStep, type StepEvent } from "./engine.ts";
+import { runSequence, type AnyStep, type StepEvent } from "./engine.ts";
+import { maskSecrets } from "../domain/mask.ts";
 import { stepModules } from "./steps/index.ts";
 import { DistributionPointContent, type PolicyContent } from "./content.ts";
 
@@ -30,12 +31,15 @@ async function enroll(client: MpClient, cfg: AgentConfig, inv: Inventory): Promi
   for (let attempt = 1; ; attempt++) {
     try {
       const body = { credential: { kind: "boot-token", token: cfg.token, ...(pxePassword !== undefined ? { pxePassword } : {}) }, csr: csrPem,
-        inventory: { ...inv, smbiosUuid: inv.smbiosUuid, disks: inv.disks.slice(0, 64), macs: inv.macs.slice(0, 16) } };
+        inventory: { ...inv, disks: inv.disks.slice(0, 64), macs: inv.macs.slice(0, 16) } };
       const r = await client.jsonRetry<{ deviceId: string; deviceName: string; certificate: string }>("POST", "/mp/v1/enroll", body);
       client.setIdentity({ keyPem, certPem: r.certificate });
       return r;
     } catch (err) {
-      if (err instanceof MpError && err.code === "SLIPWAY_PXE_PASSWORD_REQUIRED" && attempt <= MAX_PASSWORD_TRIES) {
+      // The site says as little as it can about a refusal: once a password was sent, a plain
+      // refusal of this (otherwise valid) token is the password's, so ask again.
+      const askAgain = err instanceof MpError && (err.code === "SLIPWAY_PXE_PASSWORD_REQUIRED" || (pxePassword !== undefined && err.code === "SLIPWAY_ENROLLMENT_REFUSED"));
+      if (askAgain && attempt <= MAX_PASSWORD_TRIES) {
         if (pxePassword !== undefined) say("the PXE password was not accepted");
         const typed = await askHidden("This site requires the PXE password: ");
         if (typed === null) throw new Error("Cannot enroll: the site requires the PXE password and there is no console to ask it on");
@@ -99,7 +103,7 @@ export async function main(opts: { configDir: string; cmdline: string; reboot: b
     say(`run ${run.id} deployment="${d.name}" task-sequence="${d.taskSequence.name}" v${d.taskSequence.version}`);
     const masks = new Set<string>();
     const report = async (e: StepEvent) => {
-      say(`${e.step === "" ? "run" : `step ${e.step}`} ${e.state}${e.progress !== undefined ? ` ${e.progress}%` : ""} ${e.name ?? ""}${e.state === "failed" && e.message ? `: ${mask(e.message, masks).split("\n")[0]}` : ""}`);
+      say(`${e.step === "" ? "run" : `step ${e.step}`} ${e.state}${e.progress !== undefined ? ` ${e.progress}%` : ""} ${e.name ?? ""}${e.state === "failed" && e.message ? `: ${maskSecrets(e.message, masks).split("\n")[0]}` : ""}`);
       try {
         await client.jsonRetry("POST", `/mp/v1/runs/${run.id}/events`, e);
       } catch (err) {

@@ -116,6 +116,17 @@ export async function unmountDevice(dev: string): Promise<void> {
   for (let where = mountPointOf(dev); where; where = mountPointOf(dev)) await mustRun("umount", [where]);
 }
 
+/** Unmounts the disk and every partition of it that is mounted (read from /proc/mounts once). */
+export async function unmountDisk(disk: string): Promise<void> {
+  const ofDisk = new RegExp(`^${disk.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}(p?\\d+)?$`);
+  const targets = readFileSync("/proc/mounts", "utf8").split("\n")
+    .map((line) => line.split(" "))
+    .filter(([source, target]) => target && ofDisk.test(source))
+    .map(([, target]) => target.replace(/\\040/g, " "));
+  // Innermost first, so a mount inside another comes off before it.
+  for (const target of targets.reverse()) await mustRun("umount", [target]);
+}
+
 /** The UUID of the file system on a device, as `root=UUID=` wants it. */
 export async function fsUuid(dev: string): Promise<string> {
   const out = await mustRun("blkid", [dev]);

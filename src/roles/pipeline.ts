@@ -4,7 +4,8 @@
  * one place where errors become responses. Every route declares its access; there is no
  * route without one.
  */
-import type { IncomingMessage, ServerResponse } from "node:http";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
 import { pipeline as pipeStreams, type Readable, type Writable } from "node:stream";
 import { randomUUID } from "node:crypto";
 import type { z } from "zod";
@@ -273,5 +274,28 @@ export function createPipeline<A extends string, P>(routes: readonly Route<A, P>
           });
         });
     },
+  };
+}
+
+export type Listening = { url: string; port: number; host: string; close(): Promise<void> };
+
+/**
+ * Starts an HTTPS server listening (rejecting on EADDRINUSE and the like) and says where: the
+ * bound port, and the URL with an IPv6 address in brackets. `close` also ends keep-alive
+ * connections, so it does not wait for idle clients.
+ */
+export async function listenHttps(server: Server, host: string, port: number): Promise<Listening> {
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => resolve());
+  });
+  const addr = server.address() as AddressInfo;
+  const hostPart = addr.address.includes(":") ? `[${addr.address}]` : addr.address;
+  return {
+    url: `https://${hostPart}:${addr.port}`, port: addr.port, host: addr.address,
+    close: () => new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    }),
   };
 }

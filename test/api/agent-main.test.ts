@@ -14,6 +14,30 @@ import { collectInventory } from "../../src/agent/inventory.ts";
 import { main } from "../../src/agent/main.ts";
 import { issueBootToken } from "../../src/roles/management/credentials.ts";
 import { generateSigningKeyPair } from "../../src/security/signing.ts";
+import { spawn } from "node:child_process";
+
+/**
+ * The agent in its own process with a terminal (`script` gives it a pseudo-terminal), typing
+ * `answers` at each prompt it prints; resolves with its exit code and what it printed.
+ */
+function agentAtConsole(configDir: string, cmdline: string, answers: string[]): Promise<{ code: number; output: string }> {
+  const runner = path.resolve(import.meta.dirname, "../support/agent-runner.ts");
+  return new Promise((resolve, reject) => {
+    const child = spawn("script", ["-qfec", `${JSON.stringify(process.execPath)} ${JSON.stringify(runner)}`, "/dev/null"], {
+      env: { ...process.env, SLIPWAY_CONFIG_DIR: configDir, SLIPWAY_CMDLINE: cmdline }, stdio: ["pipe", "pipe", "pipe"],
+    });
+    let output = "";
+    let prompts = 0;
+    child.stdout.on("data", (d: Buffer) => {
+      output += d.toString("utf8");
+      const seen = output.split("requires the PXE password: ").length - 1;
+      while (prompts < seen && prompts < answers.length) child.stdin.write(answers[prompts++] + "\r");
+    });
+    child.stderr.on("data", (d: Buffer) => (output += d.toString("utf8")));
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code: code ?? -1, output }));
+  });
+}
 
 describe("agent on this host", () => {
   let t: TestSite;
@@ -88,6 +112,20 @@ describe("agent on this host", () => {
     assert.equal((await admin("PUT", "/api/v1/pxe/password", { password: "Lab-PXE-Passphrase-77" })).status, 204);
     try {
       assert.equal(await main({ configDir, cmdline: await cmdline(), reboot: false }), 3);
+    } finally {
+      await admin("DELETE", "/api/v1/pxe/password");
+    }
+  });
+
+  it("at a console it asks the PXE password without echoing it, says when it is wrong, and enrolls with the right one", async () => {
+    const password = "Lab-PXE-Passphrase-78";
+    assert.equal((await admin("PUT", "/api/v1/pxe/password", { password })).status, 204);
+    try {
+      const r = await agentAtConsole(configDir, await cmdline(), ["not-the-password", password]);
+      assert.equal(r.code, 0, r.output);
+      assert.match(r.output, /the PXE password was not accepted/);
+      assert.match(r.output, /SLIPWAY-AGENT enrolled device=/);
+      assert.ok(!r.output.includes(password) && !r.output.includes("not-the-password"), `typed passwords are not echoed:\n${r.output}`);
     } finally {
       await admin("DELETE", "/api/v1/pxe/password");
     }

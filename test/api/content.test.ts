@@ -8,43 +8,19 @@ import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import https from "node:https";
 import { createHash, createPublicKey, randomBytes, type KeyObject } from "node:crypto";
 import { startTestSite, type TestSite } from "../support/site.ts";
 import { databasesUnderTest } from "../support/postgres.ts";
-import { newMachine, request, type TestMachine } from "../support/device.ts";
+import { fetchBytes, newMachine, request, type Download, type TestMachine } from "../support/device.ts";
 import { addImage, deleteImage } from "../../src/roles/site/content-library.ts";
 import { ChunkVerifier, DEFAULT_CHUNK_SIZE, ManifestError, verifyManifest, type Manifest } from "../../src/content/manifest.ts";
 import { BlobStore } from "../../src/storage/blob-store.ts";
 import { verifyPolicy } from "../../src/security/signed-policy.ts";
 import { SlipwayError } from "../../src/errors.ts";
 
-type Download = { status: number; headers: Record<string, string | string[] | undefined>; body: Buffer };
-
 /** GET (or HEAD) on the management point with the machine's certificate, the body as bytes. */
 function download(t: TestSite, m: TestMachine | null, p: string, opts: { headers?: Record<string, string>; method?: string; stopAfter?: number } = {}): Promise<Download> {
-  return new Promise((resolve, reject) => {
-    const req = https.request(new URL(p, t.mp.url), {
-      method: opts.method ?? "GET", ca: t.ca, headers: opts.headers, agent: m?.agent ?? false,
-      key: m?.certPem ? m.keyPem : undefined, cert: m?.certPem ?? undefined,
-    }, (res) => {
-      const chunks: Buffer[] = [];
-      let got = 0;
-      res.on("data", (c: Buffer) => {
-        chunks.push(c);
-        got += c.length;
-        // A broken connection mid-download: keep what arrived, drop the rest.
-        if (opts.stopAfter !== undefined && got >= opts.stopAfter) {
-          res.destroy();
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) });
-        }
-      });
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
-      res.on("error", reject);
-    });
-    req.on("error", reject);
-    req.end();
-  });
+  return fetchBytes(t.mp.url, t.ca, m, p, { ...opts, agent: m?.agent ?? false });
 }
 
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");

@@ -12,12 +12,11 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
-import https from "node:https";
 import { spawn, type ChildProcess } from "node:child_process";
 import { createHash, createPrivateKey, createPublicKey, randomBytes, X509Certificate, type KeyObject } from "node:crypto";
 import { startTestSite, tempDir, type TestSite } from "../support/site.ts";
 import { databasesUnderTest } from "../support/postgres.ts";
-import { newMachine, request, type TestMachine } from "../support/device.ts";
+import { fetchBytes, newMachine, request, type TestMachine } from "../support/device.ts";
 import { addImage } from "../../src/roles/site/content-library.ts";
 import { ChunkVerifier, DEFAULT_CHUNK_SIZE, verifyManifest, type Manifest } from "../../src/content/manifest.ts";
 import { BlobStore } from "../../src/storage/blob-store.ts";
@@ -27,33 +26,6 @@ import { createKeyAndCsr } from "../../src/security/csr.ts";
 const bin = path.resolve(import.meta.dirname, "../../bin/slipway");
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-type Download = { status: number; headers: Record<string, string | string[] | undefined>; body: Buffer };
-
-/** GET (or HEAD) with a client certificate, pinning the site CA; the body as bytes. */
-function fetchBytes(url: string, ca: string, who: { keyPem: string; certPem: string | null } | null, p: string, opts: { headers?: Record<string, string>; method?: string; stopAfter?: number } = {}): Promise<Download> {
-  return new Promise((resolve, reject) => {
-    const req = https.request(new URL(p, url), {
-      method: opts.method ?? "GET", ca, headers: opts.headers, agent: false,
-      key: who?.certPem ? who.keyPem : undefined, cert: who?.certPem ?? undefined,
-    }, (res) => {
-      const chunks: Buffer[] = [];
-      let got = 0;
-      res.on("data", (c: Buffer) => {
-        chunks.push(c);
-        got += c.length;
-        if (opts.stopAfter !== undefined && got >= opts.stopAfter) {
-          res.destroy();
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) });
-        }
-      });
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
-      res.on("error", reject);
-    });
-    req.on("error", reject);
-    req.end();
-  });
-}
 
 async function freePort(): Promise<number> {
   const s = net.createServer();

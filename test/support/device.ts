@@ -71,3 +71,34 @@ export async function newMachine(t: TestSite, ids: { macs: string[]; smbiosUuid?
   };
   return m;
 }
+
+export type Download = { status: number; headers: Record<string, string | string[] | undefined>; body: Buffer };
+
+/**
+ * GET (or HEAD) with a client certificate, pinning the site CA; the body as bytes. `stopAfter`
+ * breaks the connection once that many bytes arrived (a download cut off mid-way).
+ */
+export function fetchBytes(url: string, ca: string, who: { keyPem: string; certPem: string | null } | null, p: string,
+  opts: { headers?: Record<string, string>; method?: string; stopAfter?: number; agent?: https.Agent | false } = {}): Promise<Download> {
+  return new Promise((resolve, reject) => {
+    const req = https.request(new URL(p, url), {
+      method: opts.method ?? "GET", ca, headers: opts.headers, agent: opts.agent ?? false,
+      key: who?.certPem ? who.keyPem : undefined, cert: who?.certPem ?? undefined,
+    }, (res) => {
+      const chunks: Buffer[] = [];
+      let got = 0;
+      res.on("data", (c: Buffer) => {
+        chunks.push(c);
+        got += c.length;
+        if (opts.stopAfter !== undefined && got >= opts.stopAfter) {
+          res.destroy();
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) });
+        }
+      });
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}

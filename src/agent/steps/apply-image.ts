@@ -15,7 +15,7 @@ import { closeSync, existsSync, fsyncSync, openSync, writeSync, readSync } from 
 import path from "node:path";
 import type { StepModule, StepContext } from "../engine.ts";
 import type { Manifest } from "../../content/manifest.ts";
-import { diskPath, mount, mountPointOf, mustRun, execTool, partitionOf, partitionPath, unmountDevice, waitForDevice } from "../system.ts";
+import { diskPath, mount, mountPointOf, mustRun, execTool, partitionPath, unmountDevice, unmountDisk, waitForDevice } from "../system.ts";
 
 export const TARGET_DIR = "/mnt/target";
 
@@ -67,8 +67,7 @@ async function applyArchive(m: Manifest, digest: string, dev: string, ctx: StepC
 }
 
 async function applyRaw(m: Manifest, digest: string, dev: string, ctx: StepContext, wholeDisk: boolean): Promise<void> {
-  if (wholeDisk) for (let n = 1; n <= 128; n++) await unmountDevice(partitionOf(dev, n)).catch(() => {});
-  await unmountDevice(dev);
+  await (wholeDisk ? unmountDisk(dev) : unmountDevice(dev));
   // Writes go through the thread pool (not writeSync), so the event loop keeps reading and
   // verifying the next chunks off the network while the disk takes this one.
   const fh = await open(dev, "r+");

@@ -12,7 +12,8 @@ import path from "node:path";
 import type { StepModule } from "../engine.ts";
 import { diskPath, execTool, fsUuid, mount, mustRun, partitionOf } from "../system.ts";
 
-export const LOADER_DIR = process.env.SLIPWAY_LOADER_DIR ?? "/usr/lib/slipway/bootloader";
+/** Where the boot image puts syslinux's MBR code and systemd-boot (src/media/boot-image.ts). */
+const LOADER_DIR = "/usr/lib/slipway/bootloader";
 const ESP_DIR = "/mnt/esp";
 
 /** The kernel and initrd of the applied system, relative to its root. */

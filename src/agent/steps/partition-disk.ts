@@ -5,7 +5,7 @@
  *   gpt-bios  1: BIOS boot partition (1 MiB)   2: root, flagged legacy-BIOS-bootable
  *   mbr       1: root, active
  */
-import { mustRun, diskPath, partitionOf, unmountDevice, waitForDevice } from "../system.ts";
+import { mustRun, diskPath, partitionOf, unmountDisk, waitForDevice } from "../system.ts";
 import type { StepModule } from "../engine.ts";
 import { openSync, closeSync, readFileSync, writeSync } from "node:fs";
 import path from "node:path";
@@ -46,7 +46,7 @@ export const partitionDisk: StepModule = {
     const disk = diskPath(ctx.expand(params.disk));
     await waitForDevice(disk);
     // Nothing of the old system may stay mounted while its table is rewritten.
-    for (let n = 1; n <= 128; n++) await unmountDevice(partitionOf(disk, n)).catch(() => {});
+    await unmountDisk(disk);
     wipeEnds(disk);
     await mustRun("sfdisk", ["--wipe", "always", "--wipe-partitions", "always", disk], { input: LAYOUTS[params.scheme], signal: ctx.signal });
     const count = params.scheme === "mbr" ? 1 : 2;

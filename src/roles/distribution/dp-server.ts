@@ -10,8 +10,7 @@ import https from "node:https";
 import { constants, createHash } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import type { TLSSocket } from "node:tls";
-import type { AddressInfo } from "node:net";
-import { createPipeline } from "../pipeline.ts";
+import { createPipeline, listenHttps } from "../pipeline.ts";
 import { contentServingRoutes } from "./content-serving.ts";
 import { SlipwayError } from "../../errors.ts";
 import type { BlobStore } from "../../storage/blob-store.ts";
@@ -113,18 +112,10 @@ export async function startDpServer(opts: {
     requestTimeout: 60_000, headersTimeout: 15_000, keepAliveTimeout: 30_000, maxHeaderSize: 16 * 1024,
   }, pipeline.handle);
   server.on("clientError", (_err, socket) => socket.destroy());
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(opts.port, opts.host, () => resolve());
-  });
-  const addr = server.address() as AddressInfo;
-  const host = addr.address.includes(":") ? `[${addr.address}]` : addr.address;
+  const l = await listenHttps(server, opts.host, opts.port);
   return {
-    url: `https://${host}:${addr.port}`, port: addr.port,
+    url: l.url, port: l.port,
     setCertificate: (tls) => server.setSecureContext(tlsOptions(tls)),
-    close: () => new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      server.closeAllConnections();
-    }),
+    close: l.close,
   };
 }

@@ -18,6 +18,7 @@ import { devicePolicy, signedDevicePolicy } from "./policy.ts";
 import type { DevicePrincipal, MpPrincipal } from "./device-auth.ts";
 import { currentCrl } from "./crl.ts";
 import { RateLimiter } from "../site/auth.ts";
+import { maskSecrets } from "../../domain/mask.ts";
 
 /** Which kind of client certificate a route takes: a device's, or a distribution point's. */
 export type MpAccess = "device" | "dp";
@@ -44,13 +45,6 @@ export function stepAt(doc: TaskSequenceDocument, path: string): { type: string;
     steps = step.steps ?? [];
   }
   return step;
-}
-
-/** Replaces every occurrence of each secret value in text. */
-export function maskSecrets(text: string, secrets: readonly string[]): string {
-  let out = text;
-  for (const s of secrets) if (s.length >= 4) out = out.split(s).join("********");
-  return out;
 }
 
 export function managementRoutes(site: Site): MpRoute[] {

@@ -7,9 +7,8 @@
  */
 import https from "node:https";
 import { constants } from "node:crypto";
-import type { AddressInfo } from "node:net";
 import type { Site } from "../site/site.ts";
-import { createPipeline } from "../pipeline.ts";
+import { createPipeline, listenHttps } from "../pipeline.ts";
 import { SlipwayError } from "../../errors.ts";
 import { RateLimiter } from "../site/auth.ts";
 import { principalFromRequest, type MpPrincipal } from "./device-auth.ts";
@@ -59,18 +58,7 @@ export async function startManagementPoint(opts: { site: Site; host: string; por
     requestTimeout: 60_000, headersTimeout: 15_000, keepAliveTimeout: 30_000, maxHeaderSize: 16 * 1024,
   }, pipeline.handle);
   server.on("clientError", (_err, socket) => socket.destroy());
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(opts.port, opts.host, () => resolve());
-  });
-  const addr = server.address() as AddressInfo;
-  const host = addr.address.includes(":") ? `[${addr.address}]` : addr.address;
-  site.log.info("management point listening", { url: `https://${host}:${addr.port}` });
-  return {
-    url: `https://${host}:${addr.port}`, port: addr.port, routes,
-    close: () => new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      server.closeAllConnections();
-    }),
-  };
+  const l = await listenHttps(server, opts.host, opts.port);
+  site.log.info("management point listening", { url: l.url });
+  return { url: l.url, port: l.port, routes, close: l.close };
 }

@@ -3,9 +3,9 @@
  * listener. Reading this file shows the whole site API's wiring.
  */
 import https from "node:https";
-import type { AddressInfo } from "node:net";
 import { createPipeline, type Route, type RequestContext } from "./http.ts";
 import type { Site } from "./site.ts";
+import { listenHttps } from "../pipeline.ts";
 import { authenticate, RateLimiter } from "./auth.ts";
 import { openApiDocument } from "./openapi.ts";
 import { SlipwayError } from "../../errors.ts";
@@ -84,19 +84,13 @@ export async function startSiteServer(opts: {
     stores(site.db).admins.deleteExpiredSessions(site.now().toISOString()).catch((err) => site.log.warn("session sweep failed", { err }));
   }, 10 * 60_000);
   sweep.unref();
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(opts.port, opts.host, () => resolve());
-  });
-  const addr = server.address() as AddressInfo;
-  const hostPart = addr.address.includes(":") ? `[${addr.address}]` : addr.address;
-  site.log.info("site server listening", { url: `https://${hostPart}:${addr.port}`, database: site.db.description });
+  const l = await listenHttps(server, opts.host, opts.port);
+  site.log.info("site server listening", { url: l.url, database: site.db.description });
   return {
-    url: `https://${hostPart}:${addr.port}`, port: addr.port, host: addr.address, routes, rejected,
-    close: () => new Promise<void>((resolve) => {
+    url: l.url, port: l.port, host: l.host, routes, rejected,
+    close: () => {
       clearInterval(sweep);
-      server.close(() => resolve());
-      server.closeAllConnections();
-    }),
+      return l.close();
+    },
   };
 }
