@@ -24,9 +24,11 @@ import { stores } from "../src/storage/stores.ts";
 import { createLogger } from "../src/log.ts";
 import { startPxeResponder, type PxeLink } from "../src/roles/distribution/pxe-responder.ts";
 import {
-  buildReply, clientArch, clientUuid, decodeDhcp, encodeDhcp, encodePxeVendorOptions, isHttpClient, isIpxe, isPxeClient, messageType,
+  buildReply, clientArch, clientUuid, decodeDhcp, encodeDhcp, encodePxeVendorOptions, isIpxe, messageType, vendorClass,
   DhcpMessageType, DhcpOption, PxeDiscoveryControl, PxeVendorOption, type DhcpMessage,
 } from "../src/protocol/dhcp.ts";
+import { ReplyTemplate, replyShape } from "../src/protocol/dhcp-reply-template.ts";
+import { BootIdentityCache } from "../src/roles/distribution/boot-identity-cache.ts";
 import { firmwareOf } from "../src/domain/pxe.ts";
 
 const { values: argv } = parseArgs({ options: { clients: { type: "string", default: "4000" }, ms: { type: "string", default: "1500" } } });
@@ -116,14 +118,16 @@ try {
   const req = decodeDhcp(packets[7]);
   const decoded = packets.map((p) => decodeDhcp(p));
   const vendor = encodePxeVendorOptions([[PxeVendorOption.DiscoveryControl, Uint8Array.of(PxeDiscoveryControl.UseBootfile)]]);
+  // What handle() reads per request.
   const accessors = (m: DhcpMessage) => {
     messageType(m);
-    const pxe = isPxeClient(m) || isHttpClient(m);
+    const v = vendorClass(m);
+    const http = v?.startsWith("HTTPClient") ?? false;
+    const pxe = http || (v?.startsWith("PXEClient") ?? false);
     clientUuid(m);
-    firmwareOf(clientArch(m), isHttpClient(m));
-    firmwareOf(clientArch(m), isHttpClient(m));
+    firmwareOf(clientArch(m), http);
     isIpxe(m);
-    return pxe;
+    return replyShape(m, v) && pxe;
   };
   const reply = (m: DhcpMessage) => encodeDhcp(buildReply(m, {
     messageType: DhcpMessageType.Offer, serverId: LINK.address, siaddr: LINK.address, bootfile: "undionly.kpxe",
@@ -132,8 +136,6 @@ try {
   // Cheaper ways to the same answers.
   const sqlite = new DatabaseSync(path.join(dir, "data", "slipway.db"), { readOnly: true });
   const oneQuery = sqlite.prepare(`SELECT d.id, d.state FROM devices d JOIN device_macs m ON m.device_id = d.id WHERE m.mac = ?`);
-  const byMacMap = new Map<string, { id: string; state: string }>();
-  for (const d of await s.devices.list()) for (const m of d.macs) byMacMap.set(m, { id: d.id, state: d.state });
   const macHex = (b: Uint8Array) => {
     let t = "";
     for (let k = 0; k < 6; k++) t += (k ? ":" : "") + (b[k] < 16 ? "0" : "") + b[k].toString(16);
@@ -149,25 +151,27 @@ try {
     }
     return false;
   };
-  const template = Buffer.from(reply(req));
+
+  const cache = new BootIdentityCache({ byMac: (m) => s.devices.bootIdentityByMac(m), byUuid: (u) => s.devices.bootIdentityByUuid(u), ttlMs: 3_600_000 });
+  for (let i = 0; i < CLIENTS; i++) await cache.get(macText(i), undefined);
+  const filler = new ReplyTemplate(req, vendorClass(req), {
+    messageType: DhcpMessageType.Offer, serverId: LINK.address, siaddr: LINK.address, bootfile: "undionly.kpxe",
+    options: [{ code: DhcpOption.VendorSpecific, data: vendor }],
+  });
 
   const rows: [string, number][] = [
     ["whole responder, first sight (offer + audit entry, fsync)", firstSightUs],
     ["whole responder, known machine, audit suppressed", wholeUs],
     ["  decodeDhcp", await time((i) => decodeDhcp(packets[i]))],
-    ["  option accessors handle() calls (no buildReply)", await time((i) => accessors(decoded[i]))],
-    ["  devices.byMac (2 SQL statements behind the async mutex)", await time((i) => s.devices.byMac(macText(i)), true)],
+    ["  option accessors (vendor class once, UUID, arch, iPXE)", await time((i) => accessors(decoded[i]))],
+    ["  BootIdentityCache.peek (what a known machine costs)", await time((i) => cache.peek(decoded[i].mac!, undefined))],
+    ["  ReplyTemplate.fill (copy, patch the request's fields)", await time((i) => filler.fill(decoded[i], packets[i]))],
+    ["what the cache and template save, per miss:", NaN],
+    ["  devices.bootIdentityByMac (SQL behind the async mutex)", await time((i) => s.devices.bootIdentityByMac(macText(i)), true)],
     ["  buildReply + encodeDhcp", await time((i) => reply(decoded[i]))],
-    ["alternatives:", NaN],
+    ["alternatives not taken:", NaN],
     ["  one prepared SELECT id, state (node:sqlite, no mutex)", await time((i) => oneQuery.get(macText(i)))],
-    ["  Map lookup of approved MACs kept in memory", await time((i) => byMacMap.get(macHex(packets[i].subarray(28, 34))))],
     ["  MAC + option-60 test on the raw bytes, no decode", await time((i) => pxeRaw(packets[i]) && macHex(packets[i].subarray(28, 34)))],
-    ["  reply from a prebuilt template (copy, patch xid/chaddr)", await time((i) => {
-      const out = Buffer.from(template);
-      packets[i].copy(out, 4, 4, 8);
-      packets[i].copy(out, 28, 28, 44);
-      return out;
-    })],
   ];
   await responder.close();
   await site.close();

@@ -192,7 +192,10 @@ export function decodeDhcp(bytes: Uint8Array): DhcpMessage {
       bytes.length,
     );
   }
-  const r = new Reader(bytes);
+  // One copy of the datagram up front (the caller may reuse its receive buffer); every field
+  // and option below is a view of it, which costs far less than a copy per option.
+  const own = new Uint8Array(bytes);
+  const r = new Reader(own);
   const op = r.u8();
   if (op !== DhcpOp.BootRequest && op !== DhcpOp.BootReply) {
     r.fail(`Cannot decode DHCP message: op ${op} at offset 0 is neither BOOTREQUEST (1) nor BOOTREPLY (2)`, 0);
@@ -208,22 +211,22 @@ export function decodeDhcp(bytes: Uint8Array): DhcpMessage {
   const yiaddr = readIp(r);
   const siaddr = readIp(r);
   const giaddr = readIp(r);
-  const chaddr = r.bytes(16);
-  const rawSname = r.bytes(SNAME_LENGTH);
-  const rawFile = r.bytes(FILE_LENGTH);
+  const chaddr = r.view(16);
+  const rawSname = r.view(SNAME_LENGTH);
+  const rawFile = r.view(FILE_LENGTH);
   const cookie = r.u32();
   if (cookie !== MAGIC_COOKIE) {
     r.fail(`Cannot decode DHCP message: the magic cookie at offset ${HEADER_LENGTH} is not 99.130.83.99 (RFC 2131 §3)`, HEADER_LENGTH);
   }
   const options = readOptions(r, "options field", true);
-  const padding = r.bytes(r.remaining);
+  const padding = r.view(r.remaining);
 
   const overload = overloadOf(options, true);
   const overloadOptions: DhcpOptionEntry[] = [];
   // RFC 2131 §4.1: the file field is read before sname. A fixed-size field may end without
   // END (its end is a clean boundary), but an option may not run past it.
-  if (overload & 1) overloadOptions.push(...readOptions(new Reader(bytes, FILE_OFFSET, FILE_OFFSET + FILE_LENGTH), "file field", false));
-  if (overload & 2) overloadOptions.push(...readOptions(new Reader(bytes, SNAME_OFFSET, SNAME_OFFSET + SNAME_LENGTH), "sname field", false));
+  if (overload & 1) overloadOptions.push(...readOptions(new Reader(own, FILE_OFFSET, FILE_OFFSET + FILE_LENGTH), "file field", false));
+  if (overload & 2) overloadOptions.push(...readOptions(new Reader(own, SNAME_OFFSET, SNAME_OFFSET + SNAME_LENGTH), "sname field", false));
 
   const msg: DhcpMessage = {
     op,
@@ -509,7 +512,7 @@ function readOptions(r: Reader, area: string, requireEnd: boolean): DhcpOptionEn
     if (len > r.remaining) {
       r.fail(`Cannot decode DHCP option ${code} at offset ${at}: its ${len} bytes run past the end of the ${area} (${r.remaining} left)`, at);
     }
-    options.push({ code, data: r.bytes(len) });
+    options.push({ code, data: r.view(len) });
   }
   if (requireEnd) {
     // Every client seen sends END (RFC 2131 §3 requires it); a message without one was cut short.
@@ -611,9 +614,13 @@ function optionError(code: number, name: string, problem: string): DecodeError {
   return new DecodeError(`Cannot read DHCP option ${code} (${name}): it ${problem}`, 0);
 }
 
+/** Two lower-case hex digits per byte value: formatting MACs and UUIDs is on the per-packet path. */
+const HEX = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, "0"));
+
 function macOf(msg: DhcpMessage): string | undefined {
-  if (msg.htype !== 1 || msg.hlen !== 6 || msg.chaddr.length < 6) return undefined;
-  return Array.from(msg.chaddr.subarray(0, 6), (b) => b.toString(16).padStart(2, "0")).join(":");
+  const c = msg.chaddr;
+  if (msg.htype !== 1 || msg.hlen !== 6 || c.length < 6) return undefined;
+  return `${HEX[c[0]]}:${HEX[c[1]]}:${HEX[c[2]]}:${HEX[c[3]]}:${HEX[c[4]]}:${HEX[c[5]]}`;
 }
 
 function readIp(r: Reader): string {
@@ -630,7 +637,8 @@ function parseIp(ip: string): Uint8Array {
 function formatUuid(bytes16: Uint8Array, swap: boolean): string {
   const b = bytes16.slice();
   if (swap) swapGuidFields(b);
-  const hex = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  let hex = "";
+  for (const x of b) hex += HEX[x];
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
@@ -650,7 +658,8 @@ function hexBytes(hex: string): Uint8Array {
 /** Bytes as text, one character per byte (ISO-8859-1), so any bytes survive a round trip. */
 function latin1(bytes: Uint8Array): string {
   let s = "";
-  for (let i = 0; i < bytes.length; i += 4096) s += String.fromCharCode(...bytes.subarray(i, i + 4096));
+  // apply takes the typed array as is; spreading it would go through an iterator.
+  for (let i = 0; i < bytes.length; i += 4096) s += String.fromCharCode.apply(null, bytes.subarray(i, i + 4096) as unknown as number[]);
   return s;
 }
 

@@ -83,6 +83,15 @@ export class Reader {
     return out;
   }
 
+  /** The next `n` bytes as a view of the reader's buffer, no copy: for a buffer the caller owns. */
+  view(n: number): Uint8Array {
+    this.#checkCount(n);
+    this.#need(n, plural(n, "byte"));
+    const out = this.#bytes.subarray(this.#pos, this.#pos + n);
+    this.#pos += n;
+    return out;
+  }
+
   skip(n: number): void {
     this.#checkCount(n);
     this.#need(n, plural(n, "byte"));

@@ -6,6 +6,20 @@ import type { Device, DeviceState } from "../domain/device.ts";
 
 type R = Record<string, unknown>;
 
+/**
+ * Counts writes that can change whom the PXE responder answers: a device created, deleted, or
+ * its state, MACs or SMBIOS UUID changed. Bumped before and after each such statement, so a
+ * reader that cached boot identities (see BootIdentityCache) can tell its entries may be stale.
+ * It is per process: another process sharing a PostgreSQL database is seen through the
+ * cache's expiry instead.
+ */
+let identityGeneration = 0;
+
+/** The current identity generation (see above). */
+export function deviceIdentityGeneration(): number {
+  return identityGeneration;
+}
+
 export class DeviceStore {
   readonly #db: Sql;
   constructor(db: Sql) {
@@ -33,12 +47,14 @@ export class DeviceStore {
 
   async create(d: Omit<Device, "id" | "createdAt" | "updatedAt" | "lastSeenAt">, now: string): Promise<Device> {
     const id = randomUUID();
+    identityGeneration++;
     await this.#db.run(
       `INSERT INTO devices (id, name, smbios_uuid, serial, state, attributes, last_seen_at, created_at, updated_at)
        VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?)`,
       [id, d.name, d.smbiosUuid, d.serial, d.state, JSON.stringify(d.attributes), now, now],
     );
     for (const mac of d.macs) await this.#db.run(`INSERT INTO device_macs (mac, device_id) VALUES (?, ?)`, [mac, id]);
+    identityGeneration++;
     return (await this.byId(id))!;
   }
 
@@ -59,13 +75,15 @@ export class DeviceStore {
     return r ? (await this.#withMacs([r]))[0] : undefined;
   }
   /**
-   * Just what a boot decision needs (id, name, state), by MAC or else SMBIOS UUID: one
-   * indexed query, no full record. The PXE responder asks this for every DISCOVER.
+   * Just what a boot decision needs (id, name, state) for a MAC: one indexed query, no full
+   * record. The PXE responder asks this (through BootIdentityCache) for DISCOVERs.
    */
-  async bootIdentity(mac: string, uuid: string | undefined): Promise<Pick<Device, "id" | "name" | "state"> | undefined> {
-    const r = await this.#db.get<{ id: string; name: string; state: DeviceState }>(
+  async bootIdentityByMac(mac: string): Promise<Pick<Device, "id" | "name" | "state"> | undefined> {
+    return this.#db.get<{ id: string; name: string; state: DeviceState }>(
       `SELECT d.id, d.name, d.state FROM devices d JOIN device_macs m ON m.device_id = d.id WHERE m.mac = ?`, [mac]);
-    if (r || !uuid) return r;
+  }
+  /** The same by SMBIOS UUID, for a machine whose MAC is not on record. */
+  async bootIdentityByUuid(uuid: string): Promise<Pick<Device, "id" | "name" | "state"> | undefined> {
     return this.#db.get<{ id: string; name: string; state: DeviceState }>(`SELECT id, name, state FROM devices WHERE smbios_uuid = ?`, [uuid]);
   }
 
@@ -77,6 +95,9 @@ export class DeviceStore {
     const cur = await this.byId(id);
     if (!cur) return undefined;
     const n = { ...cur, ...defined(patch) };
+    // lastSeenAt changes on every authenticated agent request; only identity changes count.
+    const identity = patch.macs !== undefined || n.state !== cur.state || n.smbiosUuid !== cur.smbiosUuid || n.name !== cur.name;
+    if (identity) identityGeneration++;
     await this.#db.run(
       `UPDATE devices SET name = ?, smbios_uuid = ?, serial = ?, state = ?, attributes = ?, last_seen_at = ?, updated_at = ? WHERE id = ?`,
       [n.name, n.smbiosUuid, n.serial, n.state, JSON.stringify(n.attributes), n.lastSeenAt, now, id],
@@ -85,10 +106,14 @@ export class DeviceStore {
       await this.#db.run(`DELETE FROM device_macs WHERE device_id = ?`, [id]);
       for (const mac of patch.macs) await this.#db.run(`INSERT INTO device_macs (mac, device_id) VALUES (?, ?)`, [mac, id]);
     }
+    if (identity) identityGeneration++;
     return this.byId(id);
   }
 
   async delete(id: string): Promise<number> {
-    return (await this.#db.run(`DELETE FROM devices WHERE id = ?`, [id])).changes;
+    identityGeneration++;
+    const changes = (await this.#db.run(`DELETE FROM devices WHERE id = ?`, [id])).changes;
+    identityGeneration++;
+    return changes;
   }
 }

@@ -10,9 +10,11 @@ import type dgram from "node:dgram";
 import type { Site } from "../site/site.ts";
 import { stores } from "../../storage/stores.ts";
 import {
-  buildReply, clientArch, clientUuid, decodeDhcp, encodeDhcp, encodePxeVendorOptions, isHttpClient, isIpxe, isPxeClient,
-  messageType, optionData, DhcpMessageType, DhcpOption, PxeDiscoveryControl, PxeVendorOption, type DhcpMessage, type DhcpOptionEntry,
+  buildReply, clientArch, clientUuid, decodeDhcp, encodeDhcp, encodePxeVendorOptions, isIpxe,
+  messageType, optionData, vendorClass, DhcpMessageType, DhcpOption, PxeDiscoveryControl, PxeVendorOption, type DhcpMessage, type DhcpOptionEntry,
 } from "../../protocol/dhcp.ts";
+import { ReplyTemplate, replyShape } from "../../protocol/dhcp-reply-template.ts";
+import { BootIdentityCache } from "./boot-identity-cache.ts";
 import { DecodeError } from "../../protocol/reader.ts";
 import { decideBoot, firmwareOf, LOADERS, type FirmwareKind, type UnknownPolicy } from "../../domain/pxe.ts";
 import { chooseAddress, intToIp, ipToInt, type IpRange } from "../../domain/ip-pool.ts";
@@ -55,19 +57,28 @@ export async function startPxeResponder(opts: PxeResponderOptions): Promise<PxeR
   let recordWindow = { start: 0, count: 0 };
   const sockets: dgram.Socket[] = [];
 
-  async function audit(key: string, event: Parameters<Site["audit"]["append"]>[0]) {
+  const identities = new BootIdentityCache({ byMac: (mac) => s.devices.bootIdentityByMac(mac), byUuid: (uuid) => s.devices.bootIdentityByUuid(uuid) });
+  /** ProxyDHCP answers by link, request kind and shape: built once, patched per request. */
+  const templates = new Map<string, ReplyTemplate>();
+
+  /** Whether `key`'s decision is due an audit entry: at most one per AUDIT_EVERY_MS. */
+  function auditDue(key: string): boolean {
     const now = site.now().getTime();
     const prev = lastAudit.get(key);
     if (prev !== undefined && now - prev < AUDIT_EVERY_MS) {
       stats.suppressedAudits++;
-      return;
+      return false;
     }
     lastAudit.delete(key);
     lastAudit.set(key, now);
     // Oldest first in a Map: evicting from the front keeps it bounded under a flood of MACs.
     while (lastAudit.size > AUDIT_MEMORY) lastAudit.delete(lastAudit.keys().next().value!);
+    return true;
+  }
+
+  function audit(key: string, event: Parameters<Site["audit"]["append"]>[0]): void {
     // Batched: a burst of first-time machines costs one commit, not one per machine.
-    site.audit.appendSoon(event);
+    if (auditDue(key)) site.audit.appendSoon(event);
   }
 
   async function record(mac: string, uuid: string | undefined, firmware: string, link: PxeLink, state: "pending" | "approved"): Promise<Pick<Device, "id" | "name" | "state"> | undefined> {
@@ -89,9 +100,9 @@ export async function startPxeResponder(opts: PxeResponderOptions): Promise<PxeR
     });
   }
 
-  function bootOptions(req: DhcpMessage, link: PxeLink, firmware: FirmwareKind): { bootfile?: string; options: DhcpOptionEntry[]; ipxeNoProxyDhcp?: boolean } | undefined {
+  function bootOptions(ipxe: boolean, link: PxeLink, firmware: FirmwareKind): { bootfile?: string; options: DhcpOptionEntry[]; ipxeNoProxyDhcp?: boolean } | undefined {
     if (firmware === "unsupported") return undefined;
-    if (isIpxe(req)) return { bootfile: `${opts.bootBaseUrl(link)}/ipxe/start`, options: [], ipxeNoProxyDhcp: true };
+    if (ipxe) return { bootfile: `${opts.bootBaseUrl(link)}/ipxe/start`, options: [], ipxeNoProxyDhcp: true };
     if (firmware === "uefi-http") return { bootfile: `${opts.bootBaseUrl(link)}/ipxe/loaders/${opts.uefiLoader ?? LOADERS.uefi}`, options: [] };
     // Firmware PXE: take the boot file from this offer, no boot server discovery (PXE 2.1 §2.4).
     const vendor = encodePxeVendorOptions([[PxeVendorOption.DiscoveryControl, Uint8Array.of(PxeDiscoveryControl.UseBootfile)]]);
@@ -150,8 +161,9 @@ export async function startPxeResponder(opts: PxeResponderOptions): Promise<PxeR
       return;
     }
     // Read the vendor class once: it decides PXE-ness, HTTP boot and the loader.
-    const httpClient = isHttpClient(req);
-    const pxe = httpClient || isPxeClient(req);
+    const vendor = vendorClass(req);
+    const httpClient = vendor?.startsWith("HTTPClient") ?? false;
+    const pxe = httpClient || (vendor?.startsWith("PXEClient") ?? false);
     if (opts.mode === "proxy" && (!pxe || (type === DhcpMessageType.Request && !viaProxyPort) || type === DhcpMessageType.Release)) {
       stats.ignored++;
       return;
@@ -168,14 +180,16 @@ export async function startPxeResponder(opts: PxeResponderOptions): Promise<PxeR
       uuid = undefined;
     }
     if (uuid === "00000000-0000-0000-0000-000000000000") uuid = undefined;
-    let device = await s.devices.bootIdentity(mac, uuid);
+    // From memory when it can: no await, so a known machine is answered in this same turn.
+    const cached = identities.peek(mac, uuid);
+    let device = cached === undefined ? await identities.get(mac, uuid) : (cached ?? undefined);
     const decision = decideBoot(device, opts.unknown);
     const firmware = firmwareOf(clientArch(req), httpClient);
     const auditBase = { actor: "pxe", object: device ? `device:${device.id}` : `mac:${mac}` };
     if (decision === "ignore") {
       stats.ignored++;
       const why = device ? (device.state === "blocked" ? "blocked" : "pending (unknown-computer policy deny)") : "unknown computer (policy deny)";
-      await audit(`${mac}:ignore`, { ...auditBase, action: "pxe.refused", outcome: "denied", details: { mac, smbiosUuid: uuid ?? null, link: link.name, reason: why, relayed: req.giaddr !== "0.0.0.0" } });
+      audit(`${mac}:ignore`, { ...auditBase, action: "pxe.refused", outcome: "denied", details: { mac, smbiosUuid: uuid ?? null, link: link.name, reason: why, relayed: req.giaddr !== "0.0.0.0" } });
       return;
     }
     if (decision === "record-pending" || decision === "record-approved") {
@@ -186,23 +200,31 @@ export async function startPxeResponder(opts: PxeResponderOptions): Promise<PxeR
       device = await record(mac, uuid, firmware, link, decision === "record-pending" ? "pending" : "approved");
       if (!device) {
         stats.ignored++;
-        await audit(`record-limit`, { actor: "pxe", action: "pxe.refused", outcome: "denied", details: { reason: "too many unknown machines; not recording more for now", link: link.name } });
+        audit(`record-limit`, { actor: "pxe", action: "pxe.refused", outcome: "denied", details: { reason: "too many unknown machines; not recording more for now", link: link.name } });
         return;
       }
     }
-    const boot = pxe ? bootOptions(req, link, firmware) : undefined;
+    const ipxe = pxe && isIpxe(req);
+    const boot = pxe ? bootOptions(ipxe, link, firmware) : undefined;
     if (pxe && !boot) {
       stats.ignored++;
-      await audit(`${mac}:arch`, { ...auditBase, action: "pxe.refused", outcome: "denied", details: { mac, reason: `unsupported architecture ${clientArch(req)?.join(",")}` } });
+      audit(`${mac}:arch`, { ...auditBase, action: "pxe.refused", outcome: "denied", details: { mac, reason: `unsupported architecture ${clientArch(req)?.join(",")}` } });
       return;
     }
 
-    let reply: DhcpMessage;
+    let reply: DhcpMessage | Uint8Array;
     if (opts.mode === "proxy") {
-      reply = buildReply(req, {
-        messageType: type === DhcpMessageType.Discover ? DhcpMessageType.Offer : DhcpMessageType.Ack,
-        serverId: link.address, siaddr: link.address, bootfile: boot!.bootfile, options: boot!.options, ipxeNoProxyDhcp: boot!.ipxeNoProxyDhcp,
-      });
+      // Everything in a proxy answer but the patched fields follows from this key.
+      const key = `${link.name} ${type} ${firmware} ${ipxe} ${replyShape(req, vendor)}`;
+      let template = templates.get(key);
+      if (!template) {
+        template = new ReplyTemplate(req, vendor, {
+          messageType: type === DhcpMessageType.Discover ? DhcpMessageType.Offer : DhcpMessageType.Ack,
+          serverId: link.address, siaddr: link.address, bootfile: boot!.bootfile, options: boot!.options, ipxeNoProxyDhcp: boot!.ipxeNoProxyDhcp,
+        });
+        templates.set(key, template);
+      }
+      reply = template.fill(req, bytes);
     } else {
       const requestedBytes = optionData(req, DhcpOption.RequestedIp);
       const requested = requestedBytes?.length === 4 ? intToIp(new DataView(requestedBytes.buffer, requestedBytes.byteOffset).getUint32(0)) : (req.ciaddr !== "0.0.0.0" ? req.ciaddr : undefined);
@@ -214,7 +236,7 @@ export async function startPxeResponder(opts: PxeResponderOptions): Promise<PxeR
       const ip = await leaseFor(link, mac, requested);
       if (!ip) {
         stats.ignored++;
-        await audit("pool-exhausted", { actor: "pxe", action: "dhcp.pool-exhausted", outcome: "failure", details: { link: link.name } });
+        audit("pool-exhausted", { actor: "pxe", action: "dhcp.pool-exhausted", outcome: "failure", details: { link: link.name } });
         return;
       }
       if (type === DhcpMessageType.Request && requested && requested !== ip) {
@@ -238,10 +260,10 @@ export async function startPxeResponder(opts: PxeResponderOptions): Promise<PxeR
       }
     }
     const to = destination(req, rinfo, viaProxyPort);
-    socket.send(encodeDhcp(reply), to.port, to.address);
+    socket.send(reply instanceof Uint8Array ? reply : encodeDhcp(reply), to.port, to.address);
     stats.answered++;
-    if (pxe && type === DhcpMessageType.Discover) {
-      await audit(`${mac}:${decision}`, { ...auditBase, action: decision === "wait" || decision === "record-pending" ? "pxe.waiting" : "pxe.offer",
+    if (pxe && type === DhcpMessageType.Discover && auditDue(`${mac}:${decision}`)) {
+      site.audit.appendSoon({ ...auditBase, action: decision === "wait" || decision === "record-pending" ? "pxe.waiting" : "pxe.offer",
         details: { mac, smbiosUuid: uuid ?? null, link: link.name, firmware, bootfile: boot?.bootfile ?? null, relayed: req.giaddr !== "0.0.0.0" } });
     }
   }
