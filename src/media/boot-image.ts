@@ -382,7 +382,8 @@ fi
 say "SLIPWAY-DEPLOY-ENV ready ip=$ip"
 
 cd /root
-env -i SLIPWAY_CONFIG_DIR=/etc/slipway PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \\
+# The agent talks on every active console (screen and serial), not only /dev/console.
+env -i SLIPWAY_CONFIG_DIR=/etc/slipway SLIPWAY_CONSOLES="$consoles" PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \\
   /opt/slipway/bin/node /opt/slipway/src/agent/main.ts </dev/console >/dev/console 2>&1
 code=$?
 if [ $code -eq 0 ]; then
