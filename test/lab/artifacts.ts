@@ -85,6 +85,8 @@ case " $cmdline " in
     ;;
 esac
 sync
+# poweroff -f cuts off whatever the serial console has not sent yet (the marker line, once in ~15 boots).
+sleep 1
 poweroff -f
 `;
 
