@@ -9,6 +9,7 @@ import { siteExists } from "../roles/site/site.ts";
 import { DEFAULT_POLL_SECONDS, readSecretFile, startDistributionPoint } from "../roles/distribution/distribution-point.ts";
 import { createLogger } from "../log.ts";
 import { integer } from "./arguments.ts";
+import { DP_MAX_POLL_SECONDS, DP_SILENT_AFTER_MS } from "../domain/distribution-point.ts";
 import { CliError, ExitCode } from "./command.ts";
 import { dataOption, parseListen } from "./server-commands.ts";
 
@@ -21,7 +22,9 @@ export const DISTRIBUTION_USAGE = `Usage: slipway up --role distribution --site 
   (every chunk verified against the signed manifest) and serves it to devices over mutual TLS.
   --site is the management point (https://HOST:8444), --ca the site CA certificate it pins.
   --listen defaults to 0.0.0.0 and the port of the URL it was registered with; --public-name limits
-  its server certificate to some of the registered host names; --poll-seconds defaults to ${DEFAULT_POLL_SECONDS}.
+  its server certificate to some of the registered host names; --poll-seconds defaults to ${DEFAULT_POLL_SECONDS}
+  (at most ${DP_MAX_POLL_SECONDS}); a distribution point the site has not heard from for ${DP_SILENT_AFTER_MS / 60_000} minutes is
+  left out of policies' content sources until it polls again.
 `;
 
 export async function upDistributionPoint(values: Values): Promise<number> {
@@ -47,7 +50,7 @@ export async function upDistributionPoint(values: Values): Promise<number> {
   const dataDir = dataOption(values.data as string | undefined);
   if (siteExists(dataDir)) throw new CliError(`${dataDir} holds a site; a distribution point needs a data folder of its own`, ExitCode.USAGE);
   const listen = values.listen ? parseListen(values.listen as string) : undefined;
-  const pollSeconds = values["poll-seconds"] ? integer(values["poll-seconds"] as string, "--poll-seconds", 1, 86_400) : DEFAULT_POLL_SECONDS;
+  const pollSeconds = values["poll-seconds"] ? integer(values["poll-seconds"] as string, "--poll-seconds", 1, DP_MAX_POLL_SECONDS) : DEFAULT_POLL_SECONDS;
   const secretFile = values["enroll-secret-file"] as string | undefined;
   let enrollSecret: string | undefined;
   if (secretFile) {

@@ -4,6 +4,14 @@
  */
 import net from "node:net";
 
+/**
+ * A distribution point not heard from for this long (it polls every --poll-seconds, at most
+ * DP_MAX_POLL_SECONDS, so this is at least three missed polls) is left out of policies'
+ * content sources until it is heard from again.
+ */
+export const DP_SILENT_AFTER_MS = 15 * 60_000;
+export const DP_MAX_POLL_SECONDS = 300;
+
 const DP_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 // RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens, 253 octets max.
 const DNS_NAME = /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/;

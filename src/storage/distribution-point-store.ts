@@ -115,19 +115,20 @@ export class DistributionPointStore {
   }
 
   /**
-   * For each digest, the URLs of the distribution points that hold it ready and still have an
-   * active, unexpired client certificate, ordered by name: the sources a policy lists.
+   * For each digest, the URLs of the distribution points that hold it ready, still have an
+   * active, unexpired client certificate and were heard from at `seenSince` or later, ordered
+   * by name: the sources a policy lists.
    */
-  async readySources(digests: readonly string[], now: string): Promise<Map<string, string[]>> {
+  async readySources(digests: readonly string[], now: string, seenSince: string): Promise<Map<string, string[]>> {
     const out = new Map<string, string[]>();
     const wanted = [...new Set(digests)];
     for (let i = 0; i < wanted.length; i += 500) {
       const part = wanted.slice(i, i + 500);
       const rows = await this.#db.all<{ digest: string; url: string }>(
         `SELECT c.digest AS digest, d.url AS url FROM distribution_point_content c JOIN distribution_points d ON d.id = c.dp_id
-         WHERE c.state = 'ready' AND c.digest IN (${part.map(() => "?").join(",")})
+         WHERE c.state = 'ready' AND c.digest IN (${part.map(() => "?").join(",")}) AND d.last_seen_at >= ?
            AND EXISTS (SELECT 1 FROM certificates k WHERE k.dp_id = d.id AND k.kind = 'dp' AND k.status = 'active' AND k.not_after > ?)
-         ORDER BY d.name, d.url`, [...part, now]);
+         ORDER BY d.name, d.url`, [...part, seenSince, now]);
       for (const r of rows) out.set(String(r.digest), [...(out.get(String(r.digest)) ?? []), String(r.url)]);
     }
     return out;

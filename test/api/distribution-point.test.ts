@@ -325,9 +325,16 @@ for (const database of databasesUnderTest()) {
       assert.ok(r.body.equals(broken));
     });
 
-    it("after a restart it needs no secret and serves again", async () => {
+    it("a distribution point silent for 15 minutes is no source until it polls again; after a restart it needs no secret and serves again", async () => {
       await dp!.stop();
+      const sourcesNow = async () => verifyPolicy((await a.call("GET", "/mp/v1/policy?bootPath=pxe")).body, pinned, { deviceId: aId, now: new Date() })
+        .deployments[0].content.find((x) => x.image === "dp-base")?.sources;
+      assert.deepEqual(await sourcesNow(), [dpUrl], "heard from a moment ago");
+      // Stopped, and last heard from 16 minutes ago as far as the site knows.
+      await t.site.db.run(`UPDATE distribution_points SET last_seen_at = ? WHERE id = ?`, [new Date(Date.now() - 16 * 60_000).toISOString(), dpId]);
+      assert.deepEqual(await sourcesNow(), [], "a silent distribution point is left out");
       dp = await startDp(dpArgs());
+      await until("listed again after its first poll", async () => (await sourcesNow())?.[0] === dpUrl);
       await until("content served again", async () => (await fetchBytes(dpUrl, t.ca, a, `/mp/v1/content/${digest}/manifest`)).status === 200);
       assert.match(dp.stdout(), /"msg":"distribution point listening"/);
       assert.ok(!/distribution point enrolled/.test(dp.stdout()), "no second enrollment");

@@ -160,16 +160,19 @@ for (const kind of databasesUnderTest()) {
       assert.deepEqual((await s.distributionPoints.assignments(a.id)).map((x) => [x.state, x.message]), [["failed", "chunk 0 mismatch"]]);
       await s.distributionPoints.setState(a.id, digest, "ready", null, now);
       await s.distributionPoints.setState(b.id, digest, "ready", null, now);
-      assert.equal((await s.distributionPoints.readySources([digest], now)).size, 0, "no active client certificate yet");
+      await s.distributionPoints.touch(b.id, now); // a was heard from when it enrolled
+      assert.equal((await s.distributionPoints.readySources([digest], now, now)).size, 0, "no active client certificate yet");
       for (const [dp, serial] of [[a, "aa01"], [b, "bb01"]] as const) {
         await s.certificates.add({ serial, fingerprint: serial.repeat(16), kind: "dp", deviceId: null, dpId: dp.id, subject: `dp:${dp.id}`,
           notBefore: now, notAfter: later, issuedVia: "dp-secret", createdAt: now });
       }
       assert.equal((await s.certificates.list({ dpId: a.id }))[0].dpId, a.id);
-      assert.deepEqual((await s.distributionPoints.readySources([digest], now)).get(digest), ["https://dp-a.example:8445", "https://10.0.0.5:8445"]);
+      assert.deepEqual((await s.distributionPoints.readySources([digest], now, now)).get(digest), ["https://dp-a.example:8445", "https://10.0.0.5:8445"]);
+      await s.distributionPoints.touch(b.id, later);
+      assert.deepEqual((await s.distributionPoints.readySources([digest], now, later)).get(digest), ["https://10.0.0.5:8445"], "one not heard from since is no source");
       await s.certificates.setStatus("bb01", "revoked", "keyCompromise", now);
-      assert.deepEqual((await s.distributionPoints.readySources([digest], now)).get(digest), ["https://dp-a.example:8445"], "a revoked distribution point is no source");
-      assert.equal((await s.distributionPoints.readySources([digest], later)).size, 0, "nor one whose certificate expired");
+      assert.deepEqual((await s.distributionPoints.readySources([digest], now, now)).get(digest), ["https://dp-a.example:8445"], "a revoked distribution point is no source");
+      assert.equal((await s.distributionPoints.readySources([digest], later, now)).size, 0, "nor one whose certificate expired");
 
       await s.distributionPoints.delete(b.id);
       assert.equal((await s.certificates.bySerial("bb01"))?.dpId, null, "its certificates stay in the inventory");

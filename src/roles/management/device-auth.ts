@@ -38,10 +38,9 @@ export async function principalFromRequest(site: Site, req: IncomingMessage): Pr
   if (cert.kind === "dp" && cert.dpId) {
     const dp = await s.distributionPoints.byId(cert.dpId);
     if (!dp) return new SlipwayError("CERTIFICATE_REQUIRED", "The certificate's distribution point is no longer registered");
-    if (stale) {
-      await s.certificates.touch(cert.serial, now.toISOString());
-      await s.distributionPoints.touch(dp.id, now.toISOString());
-    }
+    if (stale) await s.certificates.touch(cert.serial, now.toISOString());
+    // Policies leave out DPs not heard from lately: throttle by the DP's own record, not the certificate's.
+    if (!dp.lastSeenAt || now.getTime() - Date.parse(dp.lastSeenAt) > TOUCH_EVERY_MS) await s.distributionPoints.touch(dp.id, now.toISOString());
     return { kind: "dp", dp, certificate: cert };
   }
   if (cert.kind !== "device" || !cert.deviceId) return new SlipwayError("CERTIFICATE_REQUIRED", "The certificate is not a client certificate of this site");

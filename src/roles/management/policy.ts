@@ -8,6 +8,7 @@ import type { ContentStore } from "../../storage/content-store.ts";
 import { secretReferences, type TaskSequenceDocument } from "../../domain/task-sequence/validate.ts";
 import { computeMembership } from "../site/membership.ts";
 import { publicKeyFingerprint } from "../../security/signing.ts";
+import { DP_SILENT_AFTER_MS } from "../../domain/distribution-point.ts";
 import { signPolicy, type SignedPolicy } from "../../security/signed-policy.ts";
 import type { VariableRecord } from "../../storage/variable-store.ts";
 
@@ -53,7 +54,10 @@ export async function policyInput(site: Site, device: Device, bootPath: "pxe" | 
   }
   const imageManifests = await resolveImages(s.content, deployments.flatMap((d) => imageReferences(d.taskSequence.document)));
   const digests = Object.values(imageManifests).filter((d): d is string => d !== null);
-  const contentSources = Object.fromEntries(await s.distributionPoints.readySources(digests, site.now().toISOString()));
+  // A DP that stopped polling (down, cut off) is no source: agents would spend a connection
+  // timeout on it before falling back.
+  const seenSince = new Date(site.now().getTime() - DP_SILENT_AFTER_MS).toISOString();
+  const contentSources = Object.fromEntries(await s.distributionPoints.readySources(digests, site.now().toISOString(), seenSince));
   return {
     device: { id: device.id, name: device.name }, bootPath, now: site.now(), ttlSeconds: POLICY_TTL_SECONDS,
     signingKeyFingerprint: publicKeyFingerprint(site.keys.verifyKey), deployments, imageManifests, contentSources,
