@@ -13,6 +13,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { startTestSite, tempDir, type TestSite } from "../support/site.ts";
 import { newMachine } from "../support/device.ts";
 import { startBootHttp, type BootHttp } from "../../src/roles/distribution/boot-http.ts";
+import { deployToEveryone } from "../support/deployment.ts";
 
 const bin = path.resolve(import.meta.dirname, "../../bin/slipway");
 const get = (url: string): Promise<{ status: number; body: Buffer }> => new Promise((resolve, reject) => {
@@ -41,6 +42,7 @@ describe("boot scripts over HTTP", () => {
     const added = await run(["bootimage", "add", "--data", t.dataDir, "--name", "deploy-env", "--kernel", path.join(dir, "vmlinuz"), "--initrd", path.join(dir, "initrd"), "--cmdline", "console=ttyS0 quiet"]);
     assert.equal(added.code, 0, added.stderr);
     assert.match(added.stdout, /\(default\)/);
+    await deployToEveryone((m, p, body) => t.request(m, p, { token: t.adminToken, body }), `name != "lab-lonely"`);
     boot = await startBootHttp({ site: t.site, links: [link], port: 0, unknown: "approve", managementPointUrl: () => t.mp.url, bindToDevice: false });
     url = boot.baseUrl(link);
   });
@@ -86,6 +88,18 @@ describe("boot scripts over HTTP", () => {
     assert.equal((await get(`${url}/ipxe/machine?mac=52:54:00:20:00:03`)).status, 404);
     assert.equal((await get(`${url}/ipxe/machine?mac=52:54:00:20:00:99`)).status, 404);
     assert.equal((await get(`${url}/ipxe/machine?mac=nonsense`)).status, 400);
+  });
+
+  it("an approved machine that no deployment targets is sent to its local disk, audited", async () => {
+    const mac = "52:54:00:20:00:04";
+    assert.equal((await t.request("POST", "/api/v1/devices", { token: t.adminToken, body: { name: "lab-lonely", macs: [mac], state: "approved" } })).status, 201);
+    const r = await get(`${url}/ipxe/machine?mac=${mac}`);
+    assert.equal(r.status, 200);
+    const script = r.body.toString();
+    assert.match(script, /nothing to deploy to lab-lonely; booting from the local disk\nexit 1\n/);
+    assert.doesNotMatch(script, /slipway\.token|kernel /);
+    const audit = (await t.request("GET", "/api/v1/audit?action=pxe.script.local&limit=100", { token: t.adminToken })).body as { details: { mac: string; reason: string } }[];
+    assert.ok(audit.some((e) => e.details.mac === mac && e.details.reason === "no deployment for this machine"), JSON.stringify(audit));
   });
 
   it("serves only registered boot image files and known loaders", async () => {

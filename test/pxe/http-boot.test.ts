@@ -21,6 +21,7 @@ import { startVm } from "../lab/qemu.ts";
 import { httpsRequest, tempDir } from "../support/site.ts";
 import { request as mpRequest } from "../support/device.ts";
 import { createKeyAndCsr } from "../../src/security/csr.ts";
+import { deployToEveryone } from "../support/deployment.ts";
 
 if (process.getuid?.() !== 0) throw new Error("the HTTP boot tests need root (network namespaces): run scripts/test.sh as root");
 
@@ -65,6 +66,8 @@ async function startSlipway(lab: Lab, link: Link, up: string, mode: "dhcp" | "pr
   assert.equal(changed.status, 204, changed.text);
   const art = await ensureLabArtifacts();
   await run(bin, ["bootimage", "add", "--data", dataDir, "--name", "marker", "--kernel", art.kernel, "--initrd", art.initrd, "--cmdline", "console=ttyS0"]);
+  // A machine no deployment targets is sent to its disk; this one must get the boot image.
+  await deployToEveryone(admin);
   return { admin, mpUrl: `https://${adminNet}.2:8444`, ca, log: () => log };
 }
 

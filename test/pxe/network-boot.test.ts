@@ -17,6 +17,7 @@ import { startVm } from "../lab/qemu.ts";
 import { httpsRequest, tempDir } from "../support/site.ts";
 import { request as mpRequest } from "../support/device.ts";
 import { createKeyAndCsr } from "../../src/security/csr.ts";
+import { deployToEveryone } from "../support/deployment.ts";
 
 if (process.getuid?.() !== 0) throw new Error("the network boot tests need root (network namespaces): run scripts/test.sh as root");
 
@@ -97,6 +98,8 @@ describe("network boot", () => {
     assert.equal(r.status, 204, r.text);
     const added = await run(bin, ["bootimage", "add", "--data", dataDir, "--name", "marker", "--kernel", art.kernel, "--initrd", art.initrd, "--cmdline", "console=ttyS0"]);
     assert.match(added.stdout, /default/);
+    // A machine no deployment targets is sent to its disk; these must get the boot image.
+    await deployToEveryone(admin);
   });
 
   after(async () => {

@@ -16,6 +16,7 @@ import { tempDir } from "../support/site.ts";
 if (process.getuid?.() !== 0) throw new Error("the network boot tests need root (network namespaces): run scripts/test.sh as root");
 
 const bin = path.resolve(import.meta.dirname, "../../bin/slipway");
+const PASSWORD = "Proxy-Dhcp-Test-Passphrase-1";
 
 describe("ProxyDHCP beside the site's DHCP server", () => {
   let lab: Lab;
@@ -35,7 +36,7 @@ describe("ProxyDHCP beside the site's DHCP server", () => {
     await waitForOutput(dhcp, /started, version/, 10_000, "site DHCP server");
     dataDir = tempDir("slipway-proxy-");
     // Set up the site before starting it: an approved machine and the boot image.
-    const init = await lab.exec(bin, ["init", "--data", dataDir], {});
+    const init = await lab.exec(bin, ["init", "--data", dataDir], { env: { ...process.env, SLIPWAY_ADMIN_PASSWORD: PASSWORD, SLIPWAY_DATABASE_URL: "" } });
     assert.equal(init.code, 0);
     const added = await lab.exec(bin, ["bootimage", "add", "--data", dataDir, "--name", "marker", "--kernel", art.kernel, "--initrd", art.initrd, "--cmdline", "console=ttyS0"]);
     assert.equal(added.code, 0);
@@ -44,6 +45,11 @@ describe("ProxyDHCP beside the site's DHCP server", () => {
     slipway.stdout?.on("data", (d) => (log += d));
     slipway.stderr?.on("data", (d) => (log += d));
     await waitForOutput(slipway, /PXE \(proxy/, 60_000, "slipway up");
+    // A machine no deployment targets is sent to its disk; this one must get the boot image.
+    // The API listens inside the namespace only, so the set-up runs there too.
+    const setup = await lab.exec(process.execPath, ["--disable-warning=ExperimentalWarning", path.resolve(import.meta.dirname, "../support/deploy-to-everyone.ts"),
+      "https://127.0.0.1:8443", path.join(dataDir, "keys/ca.crt"), PASSWORD], { allowFailure: true });
+    assert.equal(setup.code, 0, setup.stderr);
   });
   after(async () => {
     if (slipway) await lab.stop(slipway);

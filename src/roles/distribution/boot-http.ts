@@ -65,14 +65,15 @@ export async function startBootHttp(opts: BootHttpOptions): Promise<BootHttp> {
       await site.audit.append({ actor: "pxe", action: "pxe.script.refused", outcome: "denied", object: `device:${device.id}`, details: { mac, reason: "SMBIOS UUID differs from the device record" } });
       return { status: 404, body: "#!ipxe\necho Slipway: this machine does not match its record\nexit 1\n" };
     }
-    // A machine whose required deployments have all run, and that is offered nothing else,
-    // boots from its own disk: PXE-first machines must not re-image themselves in a loop.
-    // (A machine with no deployment at all still gets the deploy environment, which says so.)
+    // A machine with nothing to run boots from its own disk: one whose required deployments
+    // have all run (PXE-first machines must not re-image themselves in a loop), and one no
+    // deployment targets on this boot path (it would only sit in the deploy environment).
     const policy = await devicePolicy(site, device, "pxe");
     const done = new Set((await s.runs.list({ deviceId: device.id, state: "succeeded" })).map((r) => r.deploymentId));
     const pending = policy.deployments.filter((d) => d.purpose === "available" || !done.has(d.id));
-    if (policy.deployments.length && !pending.length) {
-      await site.audit.append({ actor: "pxe", action: "pxe.script.local", object: `device:${device.id}`, details: { mac, link: link.name, reason: "required deployments done" } });
+    if (!pending.length) {
+      const reason = policy.deployments.length ? "required deployments done" : "no deployment for this machine";
+      await site.audit.append({ actor: "pxe", action: "pxe.script.local", object: `device:${device.id}`, details: { mac, link: link.name, reason } });
       return { status: 200, body: localBootScript(device.name) };
     }
     const image = await s.bootImages.defaultImage();
