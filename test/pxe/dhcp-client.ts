@@ -3,6 +3,8 @@
  *   relay SRC_IP SERVER_IP MAC     — sends a DISCOVER as a DHCP relay would (from port 67,
  *                                    giaddr = SRC_IP, hops 1) and prints the answer as JSON
  *   flood IFACE_IP SERVER_IP COUNT — sends COUNT PXE DISCOVERs from random MACs as a relay
+ *   race SRC_IP SERVER_IP IP,MAC,MAC… — as a relay, REQUESTs for the same IP from every MAC at
+ *                                    once; prints which MACs got an ACK and which a NAK
  *   garbage IFACE_IP SERVER_IP PORT — sends a corpus of malformed datagrams to PORT
  * Built on Slipway's own codec; the server under test never sees this code.
  */
@@ -25,6 +27,18 @@ function discover(mac: Uint8Array, giaddr: string): Uint8Array {
   return encodeDhcp(msg);
 }
 
+function request(mac: Uint8Array, giaddr: string, ip: string, serverId: string): Uint8Array {
+  const msg = decodeDhcp(discover(mac, giaddr));
+  const ipBytes = (a: string) => Uint8Array.from(a.split(".").map(Number));
+  msg.options = [
+    { code: DhcpOption.MessageType, data: Uint8Array.of(DhcpMessageType.Request) },
+    ...msg.options.slice(1),
+    { code: DhcpOption.RequestedIp, data: ipBytes(ip) },
+    { code: DhcpOption.ServerId, data: ipBytes(serverId) },
+  ];
+  return encodeDhcp(msg);
+}
+
 const [mode, src, server, arg] = process.argv.slice(2);
 const socket = dgram.createSocket("udp4");
 await new Promise<void>((resolve) => socket.bind(67, src, resolve));
@@ -41,6 +55,20 @@ if (mode === "relay") {
     process.exit(0);
   });
   socket.send(discover(mac, src), 67, server);
+} else if (mode === "race") {
+  const [ip, ...macs] = arg.split(",");
+  const answers: Record<string, string[]> = { ack: [], nak: [], other: [] };
+  socket.on("message", (bytes) => {
+    const m = decodeDhcp(bytes);
+    const t = messageType(m);
+    answers[t === DhcpMessageType.Ack && m.yiaddr === ip ? "ack" : t === DhcpMessageType.Nak ? "nak" : "other"].push(m.mac ?? "?");
+  });
+  const packets = macs.map((mac) => request(Uint8Array.from(mac.split(":").map((h) => parseInt(h, 16))), src, ip, server));
+  // All sent before any answer can come back: the server sees them together.
+  for (const p of packets) socket.send(p, 67, server);
+  await new Promise((resolve) => setTimeout(resolve, 3000));
+  process.stdout.write(JSON.stringify(answers) + "\n");
+  socket.close();
 } else if (mode === "garbage") {
   const valid = Buffer.from(discover(Uint8Array.of(2, 0, 0, 0, 0, 1), src));
   const corpus: Buffer[] = [

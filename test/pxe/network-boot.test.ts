@@ -164,6 +164,16 @@ describe("network boot", () => {
     assert.match(answer.yiaddr, /^10\.78\.11\./);
   });
 
+  it("machines requesting the same address at once: one gets it, the others a NAK, and nothing fails", async () => {
+    const macs = ["52:54:00:31:01:01", "52:54:00:31:01:02", "52:54:00:31:01:03", "52:54:00:31:01:04"];
+    for (const [i, mac] of macs.entries()) assert.equal((await admin("POST", "/api/v1/devices", { name: `race-${i}`, macs: [mac], state: "approved" })).status, 201);
+    const r = await cli.exec(node, ["--disable-warning=ExperimentalWarning", path.join(root, "test/pxe/dhcp-client.ts"), "race", "10.78.11.2", "10.78.11.1", ["10.78.11.140", ...macs].join(",")]);
+    const answers = JSON.parse(r.stdout);
+    assert.equal(answers.ack.length, 1, `exactly one ACK for the address: ${r.stdout}`);
+    assert.equal(answers.nak.length, macs.length - 1, `the others are told no: ${r.stdout}`);
+    assert.doesNotMatch(serverLog, /"level":"error"/, "no request failed");
+  });
+
   it("an unknown machine is recorded as pending, waits, and gets its token once approved; a blocked one gets nothing", async () => {
     const mac = "52:54:00:31:00:04";
     await plug("c4", br0, mac);

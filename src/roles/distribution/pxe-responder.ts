@@ -122,14 +122,26 @@ export async function startPxeResponder(opts: PxeResponderOptions): Promise<PxeR
     return opts.ranges?.find((r) => ((r.first & mask) >>> 0) === net && ((r.last & mask) >>> 0) === net);
   }
 
-  async function leaseFor(link: PxeLink, mac: string, requested: string | undefined): Promise<string | undefined> {
+  /**
+   * The address for `mac` and, for a REQUEST, the lease recorded — in one transaction, so two
+   * machines asking for the same offered address at once cannot both get it (the second is
+   * NAKed and starts over, as RFC 2131 §3.1 expects).
+   */
+  function lease(link: PxeLink, mac: string, requested: string | undefined, request: boolean, leaseSeconds: number): Promise<{ ip?: string; nak?: boolean }> {
     const range = rangeOf(link);
-    if (!range) return undefined;
-    const now = site.now().toISOString();
-    await s.leases.deleteExpired(now);
-    const current = await s.leases.byMac(mac);
-    const taken = new Set((await s.leases.all()).filter((l) => l.mac !== mac).map((l) => l.ip));
-    return chooseAddress(range, taken, current?.ip, requested);
+    if (!range) return Promise.resolve({});
+    return site.db.transaction(async (tx) => {
+      const t = stores(tx);
+      const now = site.now();
+      await t.leases.deleteExpired(now.toISOString());
+      const current = await t.leases.byMac(mac);
+      const taken = new Set((await t.leases.all()).filter((l) => l.mac !== mac).map((l) => l.ip));
+      const ip = chooseAddress(range, taken, current?.ip, requested);
+      if (!ip) return {};
+      if (request && requested && requested !== ip) return { ip, nak: true };
+      if (request) await t.leases.put({ mac, ip, expiresAt: new Date(now.getTime() + leaseSeconds * 1000).toISOString() }, now.toISOString());
+      return { ip };
+    });
   }
 
   function ipOption(code: number, ips: string[]): DhcpOptionEntry {
@@ -233,19 +245,16 @@ export async function startPxeResponder(opts: PxeResponderOptions): Promise<PxeR
         stats.ignored++; // the client chose another server's offer
         return;
       }
-      const ip = await leaseFor(link, mac, requested);
+      const leaseSeconds = opts.leaseSeconds ?? 3600;
+      const { ip, nak } = await lease(link, mac, requested, type === DhcpMessageType.Request, leaseSeconds);
       if (!ip) {
         stats.ignored++;
         audit("pool-exhausted", { actor: "pxe", action: "dhcp.pool-exhausted", outcome: "failure", details: { link: link.name } });
         return;
       }
-      if (type === DhcpMessageType.Request && requested && requested !== ip) {
+      if (nak) {
         reply = buildReply(req, { messageType: DhcpMessageType.Nak, serverId: link.address, siaddr: "0.0.0.0" });
       } else {
-        const leaseSeconds = opts.leaseSeconds ?? 3600;
-        if (type === DhcpMessageType.Request) {
-          await s.leases.put({ mac, ip, expiresAt: new Date(site.now().getTime() + leaseSeconds * 1000).toISOString() }, site.now().toISOString());
-        }
         reply = buildReply(req, {
           messageType: type === DhcpMessageType.Discover ? DhcpMessageType.Offer : DhcpMessageType.Ack,
           serverId: link.address, siaddr: link.address, yiaddr: ip, bootfile: boot?.bootfile, ipxeNoProxyDhcp: boot?.ipxeNoProxyDhcp,
