@@ -7,7 +7,8 @@ import { mkdtemp, readFile, rm, truncate, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
-import { TftpErrorCode, type TftpPacket } from "../../src/protocol/tftp.ts";
+import { TftpErrorCode, decodeTftp, type TftpPacket } from "../../src/protocol/tftp.ts";
+import { DataPacketCache } from "../../src/roles/distribution/tftp-files.ts";
 import { createTftpServer, fileFromBuffer, fileFromPath, type TftpFile, type TftpServer, type TftpTransferEvent } from "../../src/roles/distribution/tftp-server.ts";
 import { TftpTestClient } from "./tftp-client.ts";
 
@@ -348,6 +349,8 @@ describe("TFTP server timeouts and limits", { timeout: 60_000 }, () => {
       if (r.packet.op === "ERROR") break;
     }
     assert.deepEqual(seen, ["DATA", "DATA", "ERROR"]);
+    // The transfer ran on a transfer thread: its end reaches the server just after its ERROR.
+    await eventually(() => events.length === 1, "the dropped session reported");
     assert.equal(events.length, 1);
     assert.equal(events[0].ok, false);
     assert.match(events[0].reason ?? "", /timed out/);
@@ -403,5 +406,66 @@ describe("TFTP server timeouts and limits", { timeout: 60_000 }, () => {
   test("options are validated at start-up", async () => {
     await assert.rejects(createTftpServer({ files: () => undefined, interfaces: null, port: 0, maxBlksize: 70_000 }), RangeError);
     await assert.rejects(createTftpServer({ files: () => undefined, interfaces: null, port: 0, maxWindowsize: 0 }), RangeError);
+  });
+});
+
+describe("TFTP packets built once and shared", { timeout: 60_000 }, () => {
+  test("a file's packets are built once per block size, shared, and dropped beyond the memory given", () => {
+    const bytes = randomBytes(3000);
+    const file = fileFromBuffer(bytes);
+    const cache = new DataPacketCache(8000);
+    const set = cache.packets(file, 1468);
+    assert.ok(set);
+    assert.equal(cache.packets(file, 1468), set, "the same packets again, not a copy");
+    // Laid out back to back: DATA 1 and 2 whole, DATA 3 the last 64 bytes.
+    const stride = 4 + 1468;
+    const packets = [0, 1, 2].map((j) => decodeTftp(set.packets.subarray(j * stride, Math.min((j + 1) * stride, set.packets.length))));
+    assert.deepEqual(packets.map((p) => [p.op, (p as { block: number }).block, (p as { data: Uint8Array }).data.length]), [["DATA", 1, 1468], ["DATA", 2, 1468], ["DATA", 3, 64]]);
+    assert.equal(sha256(Buffer.concat(packets.map((p) => (p as { data: Uint8Array }).data))), sha256(bytes));
+    const small = cache.packets(file, 512);
+    assert.equal(small?.packets.length, 3000 + 4 * 6);
+    // A third set does not fit beside the other two (3,012 + 3,024 + 3,016 > 8,000): the one
+    // used least recently (1468) is dropped, and asked for again it is built anew.
+    assert.ok(cache.packets(fileFromBuffer(randomBytes(3000)), 1000));
+    assert.equal(cache.packets(file, 512), small);
+    const again = cache.packets(file, 1468);
+    assert.notEqual(again, set);
+    assert.deepEqual(again?.packets, set.packets);
+    // Nor is a file kept whose packets alone exceed the memory given; without bytes in memory, none.
+    assert.equal(cache.packets(fileFromBuffer(randomBytes(9000)), 1468), undefined);
+    assert.equal(cache.packets({ size: 10, read: () => new Uint8Array(10) }, 1468), undefined);
+  });
+
+  test("a loader changed on disk is served with its new content once opened again, never mid-way", async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), "slipway-tftp-"));
+    const p = path.join(dir, "loader.efi");
+    const original = randomBytes(100_000);
+    const changed = randomBytes(100_000); // the same size: only the content tells them apart
+    await writeFile(p, original);
+    let current = fileFromPath(p);
+    const server = await startServer({ files: () => current, interfaces: null, address: "127.0.0.1", port: 0 });
+    const c = await client();
+    const fetch = async (): Promise<string> => sha256((await c.download(server.port, "loader.efi", [["blksize", "1468"]])).bytes);
+    // Twice: the second transfer is served from the packets the first one built.
+    assert.equal(await fetch(), sha256(original));
+    assert.equal(await fetch(), sha256(original));
+    await writeFile(p, changed);
+    // The file as it was opened (see fileFromPath): a machine never gets half of each version.
+    assert.equal(await fetch(), sha256(original));
+    current.close();
+    current = fileFromPath(p);
+    assert.equal(await fetch(), sha256(changed));
+    current.close();
+    await rm(dir, { recursive: true });
+  });
+
+  test("with transfer threads off, in-memory files are served from the main thread alike", async () => {
+    const server = await startServer({ files: () => fileFromBuffer(sources["ipxe.efi"]), interfaces: null, address: "127.0.0.1", port: 0, threads: 0 });
+    const c = await client();
+    for (const windowsize of ["1", "16"]) {
+      const got = await c.download(server.port, "ipxe.efi", [["blksize", "1468"], ["windowsize", windowsize]]);
+      assert.equal(sha256(got.bytes), sha256(sources["ipxe.efi"]), `windowsize ${windowsize}`);
+    }
+    await eventually(() => server.stats().transfers === 2, "both transfers reported");
   });
 });

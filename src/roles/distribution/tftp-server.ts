@@ -6,16 +6,20 @@
  * never joined onto a directory, so there is no path to traverse. It listens on chosen
  * interfaces only, and each transfer runs from its own socket (a new TID, RFC 1350 §4) bound to
  * the interface the request arrived on, so no datagram of a transfer crosses to another link.
+ * Transfers of in-memory files run on transfer threads (tftp-threads.ts); this module keeps the
+ * listeners, the limits, the logs and the statistics.
  */
 
 import type dgram from "node:dgram";
+import os from "node:os";
 import { performance } from "node:perf_hooks";
 import { DecodeError } from "../../protocol/reader.ts";
-import { TFTP_MAX_BLKSIZE, TftpErrorCode, TftpOpcode, decodeTftp, encodeTftp, negotiateOptions, normalizeTftpPath, type TftpPacket } from "../../protocol/tftp.ts";
+import { TFTP_MAX_BLKSIZE, TftpErrorCode, decodeTftp, encodeTftp, negotiateOptions, normalizeTftpPath, type TftpPacket } from "../../protocol/tftp.ts";
 import { openBoundUdpSocket } from "../../net/bound-udp.ts";
 import { silentLogger, type Logger } from "../../log.ts";
-import { netasciiFile, type TftpFile } from "./tftp-files.ts";
-import { Transfer, type TransferEnd } from "./tftp-transfer.ts";
+import { DataPacketCache, netasciiFile, type TftpFile } from "./tftp-files.ts";
+import { TransferThreads, runTransfer, type RunningTransfer, type TransferHooks, type TransferSpec } from "./tftp-threads.ts";
+import type { TransferEnd } from "./tftp-transfer.ts";
 
 export type { TftpFile } from "./tftp-files.ts";
 export { fileFromBuffer, fileFromPath } from "./tftp-files.ts";
@@ -43,6 +47,17 @@ export type TftpServerOptions = {
   maxSessions?: number;
   /** Transfers at once from one IP address (default 8). */
   maxSessionsPerClient?: number;
+  /**
+   * Memory for DATA packets built once and shared by every transfer of an in-memory file
+   * (default 64 MiB: a few boot loaders at a few block sizes each). A file whose packets do
+   * not fit is cut into packets per transfer, as it is read.
+   */
+  packetCacheBytes?: number;
+  /**
+   * Transfer threads (default: one per CPU, at most 4). Transfers whose packets are prebuilt
+   * run there; 0 runs every transfer on the calling thread.
+   */
+  threads?: number;
   log?: Logger;
   onTransfer?: (e: TftpTransferEvent) => void;
 };
@@ -60,13 +75,15 @@ export type TftpServer = {
 const NETASCII_LIMIT = 1024 * 1024;
 
 type Session = {
-  transfer: Transfer | undefined;
-  socket: dgram.Socket | undefined;
+  /** The transfer, once the file is ready and it was started. */
+  run: RunningTransfer | undefined;
+  /** A new request from the same client TID is being weighed against this transfer. */
+  superseding: boolean;
+  /** Ends the session's accounting (once), logs it and reports it. */
+  finish(end: TransferEnd): void;
   finished: boolean;
   /** Settles once the transfer ended and its socket is closed. */
   done: Promise<void>;
-  settle(): void;
-  closeWhenSent(): void;
 };
 
 /** Starts a TFTP server; resolves once it listens on every interface asked for. */
@@ -82,11 +99,15 @@ export async function createTftpServer(options: TftpServerOptions): Promise<Tftp
     retries: options.retries ?? 5,
     maxSessions: options.maxSessions ?? 256,
     maxSessionsPerClient: options.maxSessionsPerClient ?? 8,
+    packetCacheBytes: options.packetCacheBytes ?? 64 * 1024 * 1024,
+    threads: options.threads ?? Math.min(4, os.availableParallelism()),
     log: options.log ?? silentLogger,
     onTransfer: options.onTransfer,
   });
   validate(o);
 
+  const packetCache = new DataPacketCache(o.packetCacheBytes);
+  const threads = new TransferThreads(o.threads);
   const sessions = new Map<string, Session>(); // by client "address:port"
   const perClient = new Map<string, number>(); // by client address
   const refused: Record<string, number> = {};
@@ -108,6 +129,7 @@ export async function createTftpServer(options: TftpServerOptions): Promise<Tftp
     }
   } catch (err) {
     for (const l of listeners) l.socket.close();
+    await threads.close();
     throw err;
   }
   o.log.info("TFTP server listening", { port, interfaces: o.interfaces ?? "all" });
@@ -154,39 +176,59 @@ export async function createTftpServer(options: TftpServerOptions): Promise<Tftp
       return;
     }
     const key = `${rinfo.address}:${rinfo.port}`;
-    // The same client TID asking again before it acknowledged anything means our answer went
-    // missing, or it gave up on it (firmware after a tsize probe whose ERROR 8 was lost): the
-    // new request replaces the old transfer. Once the client has acknowledged something it
-    // holds our TID, so a request from it is a stale duplicate and must not kill the transfer.
+    const admit = (): void => {
+      if (sessions.size >= o.maxSessions) {
+        deny("busy", TftpErrorCode.NotDefined, "Server busy, try again later", name);
+        return;
+      }
+      if ((perClient.get(rinfo.address) ?? 0) >= o.maxSessionsPerClient) {
+        deny("clientBusy", TftpErrorCode.NotDefined, "Too many transfers from this client, try again later", name);
+        return;
+      }
+      let file: TftpFile | undefined;
+      try {
+        file = o.files(name);
+      } catch (err) {
+        o.log.error("TFTP file lookup failed", { file: name, err });
+        reply(TftpErrorCode.NotDefined, "Cannot look the file up");
+        return;
+      }
+      if (!file) {
+        deny("notFound", TftpErrorCode.FileNotFound, "File not found", name);
+        return;
+      }
+      startSession(key, iface, rinfo, name, mode, p.options, file);
+    };
+    // The same client TID asking again before it sent anything to our transfer means our answer
+    // went missing, or it gave up on it (firmware after a tsize probe whose ERROR 8 was lost):
+    // the new request replaces the old transfer. Once the client has sent to the transfer's TID
+    // it holds that TID, so a request from it is a stale duplicate and must not kill the transfer.
     const previous = sessions.get(key);
-    if (previous) {
-      if (!previous.transfer || previous.transfer.answered) {
+    if (!previous) {
+      admit();
+      return;
+    }
+    if (!previous.run || previous.superseding) {
+      refuse("duplicate"); // still being prepared, or already being replaced
+      return;
+    }
+    previous.superseding = true;
+    const reason = "superseded by a new request from the same client port";
+    void previous.run.supersede(reason).then((outcome) => {
+      if (outcome === "answered") {
+        previous.superseding = false;
         refuse("duplicate");
         return;
       }
-      previous.transfer.abort("superseded by a new request from the same client port");
-    }
-    if (sessions.size >= o.maxSessions) {
-      deny("busy", TftpErrorCode.NotDefined, "Server busy, try again later", name);
-      return;
-    }
-    if ((perClient.get(rinfo.address) ?? 0) >= o.maxSessionsPerClient) {
-      deny("clientBusy", TftpErrorCode.NotDefined, "Too many transfers from this client, try again later", name);
-      return;
-    }
-    let file: TftpFile | undefined;
-    try {
-      file = o.files(name);
-    } catch (err) {
-      o.log.error("TFTP file lookup failed", { file: name, err });
-      reply(TftpErrorCode.NotDefined, "Cannot look the file up");
-      return;
-    }
-    if (!file) {
-      deny("notFound", TftpErrorCode.FileNotFound, "File not found", name);
-      return;
-    }
-    startSession(key, iface, rinfo, name, mode, p.options, file);
+      // Unanswered, so nothing was acknowledged. One that ended on its own reports itself.
+      if (outcome === "superseded") previous.finish({ ok: false, bytes: 0, reason });
+      const now = sessions.get(key);
+      if (closing || (now !== undefined && now !== previous)) {
+        refuse("duplicate"); // another request from this TID was admitted meanwhile
+        return;
+      }
+      admit();
+    });
   }
 
   function startSession(
@@ -200,12 +242,9 @@ export async function createTftpServer(options: TftpServerOptions): Promise<Tftp
   ): void {
     const started = performance.now();
     const client = key;
-    let settle = (): void => {};
-    const done = new Promise<void>((resolve) => (settle = resolve));
-    const session: Session = { transfer: undefined, socket: undefined, finished: false, done, settle, closeWhenSent: () => {} };
-    sessions.set(key, session);
-    perClient.set(rinfo.address, (perClient.get(rinfo.address) ?? 0) + 1);
-
+    let closed = (): void => {};
+    const done = new Promise<void>((resolve) => (closed = resolve));
+    // The transfer itself may still be closing its socket when its session is finished.
     const finish = (end: TransferEnd): void => {
       if (session.finished) return;
       session.finished = true;
@@ -213,8 +252,6 @@ export async function createTftpServer(options: TftpServerOptions): Promise<Tftp
       const left = (perClient.get(rinfo.address) ?? 1) - 1;
       if (left > 0) perClient.set(rinfo.address, left);
       else perClient.delete(rinfo.address);
-      if (session.socket) session.closeWhenSent();
-      else session.settle();
       if (end.ok) transfers++;
       const ms = Math.round(performance.now() - started);
       const event: TftpTransferEvent = { client, file: name, bytes: end.bytes, ok: end.ok, ms };
@@ -226,82 +263,56 @@ export async function createTftpServer(options: TftpServerOptions): Promise<Tftp
         o.log.error("TFTP onTransfer callback failed", { err });
       }
     };
+    const session: Session = { run: undefined, superseding: false, finish, finished: false, done };
+    sessions.set(key, session);
+    perClient.set(rinfo.address, (perClient.get(rinfo.address) ?? 0) + 1);
+    /** Answers from the listening socket: the client has not heard from a transfer socket. */
+    const answerFromListener = (message: string): void => {
+      listeners.find((x) => x.iface === iface)?.socket.send(encodeTftp({ op: "ERROR", code: TftpErrorCode.NotDefined, message }), rinfo.port, rinfo.address);
+    };
+    const hooks: TransferHooks = {
+      onEnd(end, fault) {
+        if (fault) o.log.error("TFTP transfer could not run", { client, file: name, reason: end.reason });
+        if (fault === "unstarted" && !session.finished) answerFromListener("Cannot start the transfer");
+        finish(end);
+      },
+      onClosed: () => closed(),
+      onRefused: refuse,
+    };
 
     (async () => {
       const file = mode === "netascii" ? await netasciiFile(source, NETASCII_LIMIT) : source;
-      const socket = await openBoundUdpSocket({ interface: iface, port: 0, address: o.address });
-      session.socket = socket;
-      // A transfer's last packet is often an ERROR or OACK sent just before it ends: the socket
-      // closes only once those went out (closing cancels sends still queued). DATA needs no
-      // such care, and skipping the callback keeps the hot path lean.
-      let unsent = 0;
-      let closeAfterSends = false;
-      const close = (): void => {
-        socket.close(() => session.settle());
-      };
-      session.closeWhenSent = () => {
-        if (unsent === 0) close();
-        else closeAfterSends = true;
-      };
-      const send = (packet: Uint8Array): void => {
-        if (packet[1] === TftpOpcode.DATA) {
-          socket.send(packet, rinfo.port, rinfo.address);
-          return;
-        }
-        unsent++;
-        socket.send(packet, rinfo.port, rinfo.address, () => {
-          if (--unsent === 0 && closeAfterSends) close();
-        });
-      };
-      if (closing || sessions.get(key) !== session) {
-        finish({ ok: false, bytes: 0, reason: closing ? "server closing" : "superseded" });
+      if (closing) {
+        finish({ ok: false, bytes: 0, reason: "server closing" });
+        closed();
         return;
       }
       if (!file) {
-        send(encodeTftp({ op: "ERROR", code: TftpErrorCode.NotDefined, message: "File too large for netascii mode, ask for octet" }));
+        answerFromListener("File too large for netascii mode, ask for octet");
         finish({ ok: false, bytes: 0, reason: "file too large for netascii mode" });
+        closed();
         return;
       }
       const n = negotiateOptions(requested, { maxBlksize: o.maxBlksize, maxWindowsize: o.maxWindowsize, fileSize: file.size });
-      const transfer = new Transfer({
-        file,
+      const spec: TransferSpec = {
+        iface,
+        address: o.address,
+        client: { address: rinfo.address, port: rinfo.port },
         blksize: n.blksize,
         windowsize: n.windowsize,
         oack: n.accepted,
         timeoutMs: n.timeout !== undefined ? n.timeout * 1000 : o.timeoutMs,
         retries: o.retries,
-        send,
-        onEnd: finish,
-      });
-      session.transfer = transfer;
-      socket.on("error", (err) => transfer.abort(`socket error: ${err.message}`));
-      socket.on("message", (msg, from) => {
-        if (from.port !== rinfo.port || from.address !== rinfo.address) {
-          // RFC 1350 §4: a packet from another TID gets ERROR 5 and leaves the transfer alone.
-          refuse("unknownTid");
-          socket.send(encodeTftp({ op: "ERROR", code: TftpErrorCode.UnknownTransferId, message: "Unknown transfer ID" }), from.port, from.address);
-          return;
-        }
-        let p: TftpPacket;
-        try {
-          p = decodeTftp(msg);
-        } catch {
-          refuse("malformed"); // ignored: the timeout recovers if it was meant as an ACK
-          return;
-        }
-        transfer.onPacket(p);
-      });
-      transfer.start();
+      };
+      // A netascii copy is made for this transfer alone: not worth keeping its packets.
+      const set = file === source ? packetCache.packets(file, n.blksize) : undefined;
+      if (set && threads.usable) session.run = threads.start(spec, set, hooks);
+      else session.run = runTransfer(spec, set ?? file, hooks);
     })().catch((err: unknown) => {
       o.log.error("TFTP transfer could not start", { client, file: name, err });
-      try {
-        if (!session.socket) {
-          const l = listeners.find((x) => x.iface === iface);
-          l?.socket.send(encodeTftp({ op: "ERROR", code: TftpErrorCode.NotDefined, message: "Cannot start the transfer" }), rinfo.port, rinfo.address);
-        }
-      } finally {
-        finish({ ok: false, bytes: 0, reason: `could not start: ${err instanceof Error ? err.message : String(err)}` });
-      }
+      if (!session.finished) answerFromListener("Cannot start the transfer");
+      finish({ ok: false, bytes: 0, reason: `could not start: ${err instanceof Error ? err.message : String(err)}` });
+      closed();
     });
   }
 
@@ -311,16 +322,27 @@ export async function createTftpServer(options: TftpServerOptions): Promise<Tftp
       if (closing) return;
       closing = true;
       const all = [...sessions.values()];
-      for (const s of all) s.transfer?.abort("server closing", "Server shutting down");
+      for (const s of all) s.run?.abort("server closing", "Server shutting down");
       await Promise.all(listeners.map((l) => new Promise<void>((resolve) => l.socket.close(() => resolve()))));
       await Promise.all(all.map((s) => s.done));
+      await threads.close();
       o.log.info("TFTP server stopped", { port });
     },
     stats: () => ({ sessions: sessions.size, refused: { ...refused }, transfers }),
   };
 }
 
-function validate(o: { maxBlksize: number; maxWindowsize: number; timeoutMs: number; retries: number; maxSessions: number; maxSessionsPerClient: number; port: number }): void {
+function validate(o: {
+  maxBlksize: number;
+  maxWindowsize: number;
+  timeoutMs: number;
+  retries: number;
+  maxSessions: number;
+  maxSessionsPerClient: number;
+  packetCacheBytes: number;
+  threads: number;
+  port: number;
+}): void {
   const check = (ok: boolean, what: string): void => {
     if (!ok) throw new RangeError(`Cannot start the TFTP server: ${what}`);
   };
@@ -332,4 +354,6 @@ function validate(o: { maxBlksize: number; maxWindowsize: number; timeoutMs: num
   check(int(o.retries, 0, 100), `retries ${o.retries} is not in 0..100`);
   check(int(o.maxSessions, 1, 65536), `maxSessions ${o.maxSessions} is not in 1..65536`);
   check(int(o.maxSessionsPerClient, 1, 65536), `maxSessionsPerClient ${o.maxSessionsPerClient} is not in 1..65536`);
+  check(int(o.packetCacheBytes, 0, Number.MAX_SAFE_INTEGER), `packetCacheBytes ${o.packetCacheBytes} is not a whole number of bytes`);
+  check(int(o.threads, 0, 64), `threads ${o.threads} is not in 0..64`);
 }

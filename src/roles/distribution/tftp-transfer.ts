@@ -8,13 +8,17 @@
  * of more than 65535 blocks (RFC 1350 leaves it open; RFC 2348 only grows the block).
  */
 
-import { TftpErrorCode, TftpOpcode, encodeTftp, type TftpOption, type TftpPacket } from "../../protocol/tftp.ts";
-import type { TftpFile } from "./tftp-files.ts";
+import { TftpErrorCode, encodeTftp, type TftpOption, type TftpPacket } from "../../protocol/tftp.ts";
+import { blockCount, dataPackets, type PacketSet, type TftpFile } from "./tftp-files.ts";
 
 export type TransferEnd = { ok: boolean; bytes: number; reason?: string };
 
 export type TransferOptions = {
-  file: TftpFile;
+  /**
+   * What to send: every DATA packet of the file at this blksize, built already
+   * (DataPacketCache), or a file to read and cut into packets chunk by chunk.
+   */
+  source: PacketSet | TftpFile;
   blksize: number;
   windowsize: number;
   /** Options to acknowledge in an OACK first; empty sends DATA 1 straight away (RFC 2347). */
@@ -27,12 +31,12 @@ export type TransferOptions = {
 };
 
 /**
- * The file is read in chunks of whole blocks, at least this many bytes and at least one window,
- * and the chunk after the one being sent is read ahead, so a file on disk costs one read per
- * chunk and the transfer never waits for it. A window spans at most two chunks.
+ * Without prebuilt packets the file is read in chunks of whole blocks, at least this many bytes
+ * and at least one window, and the chunk after the one being sent is read ahead, so a file on
+ * disk costs one read per chunk and the transfer never waits for it. Each chunk read becomes
+ * its DATA packets in one buffer. A window spans at most two chunks.
  */
 const MIN_CHUNK = 64 * 1024;
-const EMPTY = new Uint8Array(0);
 
 export class Transfer {
   readonly #o: TransferOptions;
@@ -48,28 +52,28 @@ export class Transfer {
   #reading = false;
   #ended = false;
   readonly #blocksPerChunk: number;
-  /** Chunks read or being read, by index; those behind the window are dropped. */
+  /** Bytes from one packet's start to the next's in a chunk of packets: 4 + blksize. */
+  readonly #stride: number;
+  /** DATA packets of each chunk, built or being read, by index; those behind the window are dropped. */
   readonly #chunks = new Map<number, Uint8Array | Promise<Uint8Array>>();
 
   constructor(o: TransferOptions) {
     this.#o = o;
-    this.#blocks = Math.floor(o.file.size / o.blksize) + 1;
+    this.#blocks = blockCount(o.source.size, o.blksize);
     this.#awaitingOackAck = o.oack.length > 0;
-    this.#blocksPerChunk = Math.max(o.windowsize, Math.ceil(MIN_CHUNK / o.blksize));
-  }
-
-  get ended(): boolean {
-    return this.#ended;
-  }
-
-  /** Whether the client acknowledged anything yet (the OACK or a block): it has our TID. */
-  get answered(): boolean {
-    return this.#acked > 0 || (this.#o.oack.length > 0 && !this.#awaitingOackAck);
+    this.#stride = 4 + o.blksize;
+    if ("packets" in o.source) {
+      // The whole file is one chunk, built already.
+      this.#blocksPerChunk = this.#blocks;
+      this.#chunks.set(0, o.source.packets);
+    } else {
+      this.#blocksPerChunk = Math.max(o.windowsize, Math.ceil(MIN_CHUNK / o.blksize));
+    }
   }
 
   /** Bytes the client has acknowledged. */
   get bytes(): number {
-    return Math.min(this.#o.file.size, this.#acked * this.#o.blksize);
+    return Math.min(this.#o.source.size, this.#acked * this.#o.blksize);
   }
 
   start(): void {
@@ -81,7 +85,7 @@ export class Transfer {
   /** A packet from the client's TID. */
   onPacket(p: TftpPacket): void {
     if (this.#ended) return;
-    if (p.op === "ACK") this.#onAck(p.block);
+    if (p.op === "ACK") this.onAck(p.block);
     else if (p.op === "ERROR") {
       // RFC 2347: ERROR 8 right after the OACK is how a client declines the options; firmware
       // PXE clients do it on purpose after learning tsize, then ask again. Nothing to answer.
@@ -101,7 +105,9 @@ export class Transfer {
     this.#end({ ok: false, reason });
   }
 
-  #onAck(wire: number): void {
+  /** An ACK from the client's TID, with its block number as on the wire. */
+  onAck(wire: number): void {
+    if (this.#ended) return;
     if (this.#awaitingOackAck) {
       if (wire !== 0) return; // RFC 2347: the OACK is acknowledged with block 0
       this.#awaitingOackAck = false;
@@ -152,7 +158,7 @@ export class Transfer {
     const to = Math.min(from + this.#o.windowsize - 1, this.#blocks);
     const first = this.#chunkOf(from);
     const last = this.#chunkOf(to);
-    for (const i of this.#chunks.keys()) if (i < first) this.#chunks.delete(i);
+    if (first > 0) for (const i of this.#chunks.keys()) if (i < first) this.#chunks.delete(i);
     let a: Uint8Array | Promise<Uint8Array>;
     let b: Uint8Array | Promise<Uint8Array>;
     try {
@@ -174,21 +180,13 @@ export class Transfer {
       );
       return;
     }
-    const { blksize } = this.#o;
+    // The server's hot path: each packet is a view of bytes built before, nothing is copied.
+    const stride = this.#stride;
     const perChunk = this.#blocksPerChunk;
     for (let block = from; block <= to; block++) {
-      const data = block <= (first + 1) * perChunk ? a : b;
-      const at = ((block - 1) % perChunk) * blksize;
-      const payload = data.subarray(at, Math.min(at + blksize, data.length));
-      // RFC 1350 §5: opcode 3, block number, data. Written here rather than through encodeTftp
-      // to build each packet in one copy: this loop is the server's hot path.
-      const packet = Buffer.allocUnsafe(4 + payload.length);
-      packet[0] = 0;
-      packet[1] = TftpOpcode.DATA;
-      packet[2] = (block >>> 8) & 0xff;
-      packet[3] = block & 0xff;
-      packet.set(payload, 4);
-      this.#o.send(packet);
+      const packets = block <= (first + 1) * perChunk ? a : b;
+      const at = ((block - 1) % perChunk) * stride;
+      this.#o.send(packets.subarray(at, Math.min(at + stride, packets.length)));
     }
     if (to > this.#sent) this.#sent = to;
     this.#timer?.refresh();
@@ -207,28 +205,31 @@ export class Transfer {
     return Math.floor((block - 1) / this.#blocksPerChunk);
   }
 
-  /** Chunk `i` of the file: its bytes, or a promise of them while a read runs. */
+  /** The DATA packets of chunk `i`, or a promise of them while the file is read. */
   #chunk(i: number): Uint8Array | Promise<Uint8Array> {
     const known = this.#chunks.get(i);
     if (known !== undefined) return known;
-    const chunkBytes = this.#blocksPerChunk * this.#o.blksize;
-    const offset = i * chunkBytes;
-    const length = Math.max(0, Math.min(chunkBytes, this.#o.file.size - offset));
-    if (length === 0) return EMPTY; // the empty block after a file of whole chunks
-    const check = (bytes: Uint8Array): Uint8Array => {
+    const { blksize, source } = this.#o;
+    if ("packets" in source) throw new Error(`chunk ${i} is past the end of the packets`); // cannot happen: one chunk holds them all
+    const perChunk = this.#blocksPerChunk;
+    const offset = i * perChunk * blksize;
+    const length = Math.max(0, Math.min(perChunk * blksize, source.size - offset));
+    const count = Math.min(perChunk, this.#blocks - i * perChunk);
+    const build = (bytes: Uint8Array): Uint8Array => {
       if (bytes.length !== length) throw new Error(`the file gave ${bytes.length} bytes at offset ${offset}, not ${length}`);
-      return bytes;
+      return dataPackets(bytes, blksize, i * perChunk + 1, count);
     };
-    const got = this.#o.file.read(offset, length);
+    // A chunk of no bytes holds only the empty block after a file of whole chunks.
+    const got = length === 0 ? new Uint8Array(0) : source.read(offset, length);
     if (!(got instanceof Promise)) {
-      const bytes = check(got);
-      this.#chunks.set(i, bytes);
-      return bytes;
+      const packets = build(got);
+      this.#chunks.set(i, packets);
+      return packets;
     }
     const pending = got.then((bytes) => {
-      check(bytes);
-      if (this.#chunks.get(i) === pending) this.#chunks.set(i, bytes);
-      return bytes;
+      const packets = build(bytes);
+      if (this.#chunks.get(i) === pending) this.#chunks.set(i, packets);
+      return packets;
     });
     pending.catch(() => this.#chunks.delete(i)); // a read-ahead nobody awaits must not go unhandled
     this.#chunks.set(i, pending);
@@ -243,7 +244,7 @@ export class Transfer {
     if (this.#ended) return;
     this.#ended = true;
     clearTimeout(this.#timer);
-    this.#o.onEnd({ ...e, bytes: e.ok ? this.#o.file.size : this.bytes });
+    this.#o.onEnd({ ...e, bytes: e.ok ? this.#o.source.size : this.bytes });
   }
 }
 
