@@ -2,7 +2,12 @@
  * QEMU virtual machines inside a lab namespace, booting real firmware under TCG (no KVM):
  * SeaBIOS or OVMF, from the network (the e1000's iPXE ROM, or OVMF's own PXE or HTTP boot
  * client on a ROM-less virtio-net) or directly from a kernel and initrd. The serial console
- * is captured (also to <lab.dir>/<vm>.serial.log) and can be awaited.
+ * goes to <lab.dir>/<vm>.serial.log and can be awaited.
+ *
+ * QEMU writes the console straight into that file, not into a pipe: its 16550 gives up on a
+ * byte after a few tries when the output would block (a non-blocking socketpair of ~300 one-byte
+ * writes fills whenever the test's event loop is busy for a moment), and a heavily loaded
+ * machine then lost whole lines of firmware output. A regular file never blocks.
  *
  * Timeouts given to waitForSerial detect failures; they are no performance assertions.
  * Under TCG on 2 cores a direct kernel boot reaches /init in ~6 s, BIOS iPXE ~10-13 s,
@@ -11,7 +16,7 @@
  */
 import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { createWriteStream, type WriteStream } from "node:fs";
+import { closeSync, openSync, readSync } from "node:fs";
 import { copyFile } from "node:fs/promises";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
@@ -92,7 +97,10 @@ export class Vm {
   private readonly child: ChildProcess;
   private text = "";
   private stderr = "";
-  private readonly log: WriteStream;
+  /** The log file, opened for reading; QEMU writes it through a descriptor of its own. */
+  private readonly readFd: number;
+  private readonly poll: NodeJS.Timeout;
+  private readonly chunk = Buffer.alloc(64 * 1024);
   private readonly waiters = new Set<() => void>();
   private exitInfo: VmExit | undefined;
 
@@ -101,15 +109,15 @@ export class Vm {
     this.name = name;
     this.args = args;
     this.serialLog = serialLog;
-    this.log = createWriteStream(serialLog);
+    const writeFd = openSync(serialLog, "w");
+    this.readFd = openSync(serialLog, "r");
     this.startedAt = performance.now();
-    this.child = lab.spawn("qemu-system-x86_64", args, { stdio: ["pipe", "pipe", "pipe"] });
-    this.child.stdout?.on("data", (d: Buffer) => {
-      const s = d.toString("latin1");
-      this.text += s;
-      this.log.write(d);
-      for (const w of this.waiters) w();
-    });
+    try {
+      this.child = lab.spawn("qemu-system-x86_64", args, { stdio: ["pipe", writeFd, "pipe"] });
+    } finally {
+      closeSync(writeFd); // the child has its own copy
+    }
+    this.poll = setInterval(() => this.drain(), 20);
     this.child.stderr?.on("data", (d: Buffer) => {
       this.stderr += d.toString("utf8");
     });
@@ -117,8 +125,10 @@ export class Vm {
     this.exited = new Promise((resolve) => {
       const finish = (info: VmExit) => {
         if (this.exitInfo) return;
+        clearInterval(this.poll);
+        this.drain(); // everything QEMU wrote before it exited
+        closeSync(this.readFd);
         this.exitInfo = info;
-        this.log.end();
         for (const w of this.waiters) w();
         resolve(info);
       };
@@ -128,6 +138,18 @@ export class Vm {
         finish({ code: -1, signal: null });
       });
     });
+  }
+
+  /** Reads what QEMU appended to the log since the last time and wakes the waiters. */
+  private drain(): void {
+    let grew = false;
+    for (;;) {
+      const n = readSync(this.readFd, this.chunk, 0, this.chunk.length, null);
+      if (n === 0) break;
+      this.text += this.chunk.toString("latin1", 0, n);
+      grew = true;
+    }
+    if (grew) for (const w of this.waiters) w();
   }
 
   /** Serial console output so far (latin1; includes firmware escape sequences and \r). */
