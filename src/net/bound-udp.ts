@@ -96,6 +96,11 @@ const AF_INET = 2;
 const SOCK_STREAM = 1;
 const SOCK_DGRAM = 2;
 const SOCK_CLOEXEC = 0o2000000; // never leak the socket into child processes
+const SOCK_NONBLOCK = 0o4000;
+const SOL_UDP = 17;
+const UDP_SEGMENT = 103; // <linux/udp.h>, Linux >= 4.18
+const EAGAIN = os.constants.errno.EAGAIN;
+const EINTR = os.constants.errno.EINTR;
 const SOL_SOCKET = 1;
 const SO_REUSEADDR = 2;
 const SO_BROADCAST = 6;
@@ -103,6 +108,8 @@ const SO_BINDTODEVICE = 25;
 const IFNAMSIZ = 16; // <net/if.h>: names are at most 15 bytes plus NUL
 
 type Libc = {
+  /** libc.so.6 as koffi loaded it, for more functions. */
+  lib: { func(signature: string): (...args: unknown[]) => unknown };
   socket(domain: number, type: number, protocol: number): number;
   setsockopt(fd: number, level: number, name: number, value: Uint8Array, length: number): number;
   bind(fd: number, addr: Uint8Array, length: number): number;
@@ -130,6 +137,7 @@ async function libc(): Promise<Libc> {
     close: lib.func("int close(int fd)"),
   };
   loaded = {
+    lib,
     socket: (d, t, p) => fns.socket(d, t, p) as number,
     setsockopt: (fd, level, name, value, length) => fns.setsockopt(fd, level, name, value, length) as number,
     bind: (fd, addr, length) => fns.bind(fd, addr, length) as number,
@@ -138,6 +146,137 @@ async function libc(): Promise<Libc> {
     errno: () => koffi.errno(),
   };
   return loaded;
+}
+
+/**
+ * UDP through libc directly, without libuv: for a thread that runs its own poll loop (the TFTP
+ * transfer threads), where each datagram must cost as little as a C server pays — one system
+ * call to receive, one to send, no buffer allocated, no address formatted. Every call is
+ * synchronous and every socket non-blocking; receive and send return -1 when the kernel had
+ * nothing or no room (EAGAIN), and throw on any other error.
+ */
+export type UdpSyscalls = {
+  /** A non-blocking UDP/IPv4 socket bound to `address`:0 and, unless `ifname` is null, to that device. */
+  open(ifname: string | null, address: string): number;
+  /** Receives one datagram into `buf`; its sender goes into `from` (a sockaddr_in, 16 bytes). */
+  receive(fd: number, buf: Uint8Array, from: Uint8Array): number;
+  /** Sends `buf` (`length` bytes of it) to `to` (a sockaddr_in); with segmentation on, as several datagrams. */
+  send(fd: number, buf: Uint8Array, length: number, to: Uint8Array): number;
+  /**
+   * Makes the kernel cut every send into datagrams of `size` bytes (UDP GSO): a window of
+   * packets laid back to back goes out in one call. False where the kernel has no UDP_SEGMENT.
+   */
+  segment(fd: number, size: number): boolean;
+  /** A new epoll instance (level-triggered use only). */
+  epoll(): number;
+  /** Watches `fd` for input; events for it carry `fd` back. */
+  watch(epoll: number, fd: number): void;
+  /**
+   * Waits up to `timeoutMs` for input; fills `events` (EPOLL_EVENT_BYTES each) and returns how
+   * many, 0 on timeout or interruption. `readyFd(events, i)` names the i-th ready descriptor.
+   */
+  wait(epoll: number, events: Uint8Array, max: number, timeoutMs: number): number;
+  close(fd: number): void;
+  /** An eventfd another thread wakes this one with by writing 8 bytes to it (fs.writeSync). */
+  eventfd(): number;
+  /** Empties an eventfd after it woke poll. */
+  drainEventfd(fd: number): void;
+  /** The errno of the last call that failed. */
+  errno(): number;
+};
+
+// struct epoll_event { uint32_t events; epoll_data_t data; }: packed on x86 (12 bytes, data at
+// 4), naturally aligned elsewhere (16 bytes, data at 8).
+const EPOLL_PACKED = process.arch === "x64" || process.arch === "ia32";
+export const EPOLL_EVENT_BYTES = EPOLL_PACKED ? 12 : 16;
+const EPOLL_DATA_AT = EPOLL_PACKED ? 4 : 8;
+const EPOLL_CTL_ADD = 1;
+const LITTLE_ENDIAN = os.endianness() === "LE";
+const EPOLLIN = 0x1;
+
+/** The descriptor of the i-th event epoll_wait returned (its data field holds the fd). */
+export function readyFd(events: Uint8Array, i: number): number {
+  const at = i * EPOLL_EVENT_BYTES + EPOLL_DATA_AT;
+  return LITTLE_ENDIAN
+    ? events[at] | (events[at + 1] << 8) | (events[at + 2] << 16) | (events[at + 3] << 24)
+    : (events[at] << 24) | (events[at + 1] << 16) | (events[at + 2] << 8) | events[at + 3];
+}
+
+export async function udpSyscalls(): Promise<UdpSyscalls> {
+  const c = await libc();
+  const { lib } = c;
+  const recvfrom = lib.func("intptr_t recvfrom(int fd, uint8_t *buf, uintptr_t length, int flags, uint8_t *from, uint32_t *fromLength)");
+  const sendto = lib.func("intptr_t sendto(int fd, const uint8_t *buf, uintptr_t length, int flags, const uint8_t *to, uint32_t toLength)");
+  const epollCreate = lib.func("int epoll_create1(int flags)");
+  const epollCtl = lib.func("int epoll_ctl(int epfd, int op, int fd, uint8_t *event)");
+  const epollWait = lib.func("int epoll_wait(int epfd, uint8_t *events, int max, int timeout)");
+  const event = new Uint8Array(EPOLL_EVENT_BYTES);
+  const le = LITTLE_ENDIAN;
+  const eventfd = lib.func("int eventfd(unsigned int initval, int flags)");
+  const read = lib.func("intptr_t read(int fd, uint8_t *buf, uintptr_t length)");
+  const fromLength = new Uint32Array(1);
+  const counter = new Uint8Array(8);
+  const fail = (syscall: string, what: string): never => {
+    throw sysError(syscall, c.errno(), `Cannot ${what}`);
+  };
+  return {
+    open(ifname, address) {
+      const ip = parseIPv4(address);
+      if (!ip) throw new RangeError(`Cannot open a UDP socket on address ${JSON.stringify(address)}: not an IPv4 address`);
+      return deviceSocket(c, ifname, 0, ip, false, false, SOCK_DGRAM | SOCK_NONBLOCK);
+    },
+    receive(fd, buf, from) {
+      fromLength[0] = from.length;
+      const n = Number(recvfrom(fd, buf, buf.length, 0, from, fromLength));
+      if (n >= 0) return n;
+      const e = c.errno();
+      return e === EAGAIN || e === EINTR ? -1 : fail("recvfrom", "receive a datagram");
+    },
+    send(fd, buf, length, to) {
+      const n = Number(sendto(fd, buf, length, 0, to, to.length));
+      if (n >= 0) return n;
+      const e = c.errno();
+      return e === EAGAIN || e === EINTR ? -1 : fail("sendto", "send a datagram");
+    },
+    segment(fd, size) {
+      const v = intValue(size);
+      return c.setsockopt(fd, SOL_UDP, UDP_SEGMENT, v, v.length) === 0;
+    },
+    epoll() {
+      const fd = epollCreate(SOCK_CLOEXEC) as number; // EPOLL_CLOEXEC has this value
+      return fd >= 0 ? fd : fail("epoll_create1", "make an epoll instance");
+    },
+    watch(epoll, fd) {
+      const v = new DataView(event.buffer);
+      v.setUint32(0, EPOLLIN, le);
+      v.setUint32(EPOLL_DATA_AT, fd, le);
+      v.setUint32(EPOLL_DATA_AT + 4, 0, le);
+      if ((epollCtl(epoll, EPOLL_CTL_ADD, fd, event) as number) !== 0) fail("epoll_ctl", `watch descriptor ${fd}`);
+    },
+    wait(epoll, events, max, timeoutMs) {
+      const n = epollWait(epoll, events, max, timeoutMs) as number;
+      if (n >= 0) return n;
+      return c.errno() === EINTR ? 0 : fail("epoll_wait", "wait for datagrams");
+    },
+    close(fd) {
+      c.close(fd);
+    },
+    eventfd() {
+      const fd = eventfd(0, SOCK_NONBLOCK | SOCK_CLOEXEC) as number; // EFD_NONBLOCK and EFD_CLOEXEC have these values
+      return fd >= 0 ? fd : fail("eventfd", "make an eventfd");
+    },
+    drainEventfd(fd) {
+      read(fd, counter, 8);
+    },
+    errno: () => c.errno(),
+  };
+}
+
+/** A sockaddr_in for `address:port`. */
+export function sockaddr(address: string, port: number): Buffer {
+  const ip = parseIPv4(address);
+  if (!ip) throw new RangeError(`Not an IPv4 address: ${JSON.stringify(address)}`);
+  return sockaddrIn(ip, port);
 }
 
 /**
@@ -157,21 +296,25 @@ export async function boundTcpListenerFd(ifname: string, address: string, port: 
   return fd;
 }
 
-function deviceSocket(c: Libc, ifname: string, port: number, ip: Uint8Array, broadcast: boolean, reuseAddr: boolean, type = SOCK_DGRAM): number {
-  const name = Buffer.from(ifname, "utf8");
-  if (name.length === 0 || name.length >= IFNAMSIZ || name.includes(0) || ifname.includes("/")) {
+/** A socket bound to `ip:port` and, unless `ifname` is null, to that device. */
+function deviceSocket(c: Libc, ifname: string | null, port: number, ip: Uint8Array, broadcast: boolean, reuseAddr: boolean, type = SOCK_DGRAM): number {
+  const name = Buffer.from(ifname ?? "", "utf8");
+  if (ifname !== null && (name.length === 0 || name.length >= IFNAMSIZ || name.includes(0) || ifname.includes("/"))) {
     throw new RangeError(`Cannot bind a socket to interface ${JSON.stringify(ifname)}: not an interface name`);
   }
+  const where = ifname === null ? "any interface" : `interface ${ifname}`;
   const fd = c.socket(AF_INET, type | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw sysError("socket", c.errno(), `Cannot open a socket for interface ${ifname}`);
+  if (fd < 0) throw sysError("socket", c.errno(), `Cannot open a socket for ${where}`);
   try {
     const one = intValue(1);
-    if (reuseAddr) check(c, c.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, one, one.length), "setsockopt", `set SO_REUSEADDR for ${ifname}`);
-    if (broadcast) check(c, c.setsockopt(fd, SOL_SOCKET, SO_BROADCAST, one, one.length), "setsockopt", `set SO_BROADCAST for ${ifname}`);
-    const device = Buffer.concat([name, Buffer.of(0)]);
-    check(c, c.setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, device, device.length), "setsockopt", `bind the socket to interface ${ifname}`);
+    if (reuseAddr) check(c, c.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, one, one.length), "setsockopt", `set SO_REUSEADDR for ${where}`);
+    if (broadcast) check(c, c.setsockopt(fd, SOL_SOCKET, SO_BROADCAST, one, one.length), "setsockopt", `set SO_BROADCAST for ${where}`);
+    if (ifname !== null) {
+      const device = Buffer.concat([name, Buffer.of(0)]);
+      check(c, c.setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, device, device.length), "setsockopt", `bind the socket to interface ${ifname}`);
+    }
     const addr = sockaddrIn(ip, port);
-    check(c, c.bind(fd, addr, addr.length), "bind", `bind ${[...ip].join(".")}:${port} on interface ${ifname}`);
+    check(c, c.bind(fd, addr, addr.length), "bind", `bind ${[...ip].join(".")}:${port} on ${where}`);
     return fd;
   } catch (err) {
     c.close(fd);

@@ -468,4 +468,21 @@ describe("TFTP packets built once and shared", { timeout: 60_000 }, () => {
     }
     await eventually(() => server.stats().transfers === 2, "both transfers reported");
   });
+
+  test("a process whose transfer threads served a download still exits when it ends without closing the server", async () => {
+    // Transfer threads sleep in epoll_wait(2); Node ends a worker only when it runs JavaScript again,
+    // and joins every worker at exit. A thread asleep for good would hold the process forever.
+    const script = [
+      `import { createTftpServer, fileFromBuffer } from ${JSON.stringify(new URL("../../src/roles/distribution/tftp-server.ts", import.meta.url).href)};`,
+      `import { execFile } from "node:child_process";`,
+      `import { promisify } from "node:util";`,
+      `const server = await createTftpServer({ files: () => fileFromBuffer(Buffer.alloc(100000, 7)), interfaces: null, address: "127.0.0.1", port: 0 });`,
+      `await promisify(execFile)("curl", ["-sS", "--max-time", "20", "tftp://127.0.0.1:" + server.port + "/x", "--tftp-blksize", "1468", "-o", "/dev/null"]);`,
+      `for (let i = 0; i < 500 && server.stats().transfers < 1; i++) await new Promise((r) => setTimeout(r, 20));`,
+      `console.log("served", JSON.stringify(server.stats()));`,
+      `process.exit(0);`,
+    ].join("\n");
+    const { stdout } = await run(process.execPath, ["--disable-warning=ExperimentalWarning", "--input-type=module", "-e", script], { timeout: 60_000 });
+    assert.match(stdout, /^served \{"sessions":0,.*"transfers":1\}/);
+  });
 });

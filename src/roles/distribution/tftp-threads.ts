@@ -8,16 +8,18 @@
  * atftpd starts a thread for the same reason. The main thread keeps the listeners, the limits,
  * the logs and the statistics; a transfer thread gets only what crosses to it as data: where to
  * bind, the client's address and the negotiated options, and the file's DATA packets, which
- * live in shared memory (DataPacketCache). A file whose packets are not prebuilt — read from
- * disk as it goes, or converted to netascii for one transfer — runs on the main thread.
+ * live in shared memory (DataPacketCache). A thread runs an epoll loop of its own with libc doing
+ * the I/O (tftp-thread-loop.ts). A file whose packets are not prebuilt — read from disk as it
+ * goes, or converted to netascii for one transfer — runs on the main thread, through dgram.
  */
 
 import type dgram from "node:dgram";
-import { Worker, parentPort } from "node:worker_threads";
+import { MessageChannel, Worker, type MessagePort } from "node:worker_threads";
 import { TftpErrorCode, TftpOpcode, decodeTftp, encodeTftp, type TftpOption, type TftpPacket } from "../../protocol/tftp.ts";
 import { openBoundUdpSocket } from "../../net/bound-udp.ts";
 import type { PacketSet, TftpFile } from "./tftp-files.ts";
 import { Transfer, type TransferEnd } from "./tftp-transfer.ts";
+import { wakeThread, type ThreadData } from "./tftp-thread-loop.ts";
 
 /** Everything a transfer needs besides its bytes; plain data, so it crosses to a thread as it is. */
 export type TransferSpec = {
@@ -178,20 +180,32 @@ function afterWaitingDatagrams<T>(f: () => T): Promise<T> {
   return new Promise((resolve) => setImmediate(() => setImmediate(() => resolve(f()))));
 }
 
-type ToThread =
+/** Messages to a transfer thread (each followed by a wake-up of its eventfd). */
+export type ToThread =
   | { type: "start"; id: number; spec: TransferSpec; set: PacketSet }
   | { type: "supersede"; id: number; reason: string }
-  | { type: "abort"; id: number; reason: string; tell?: string };
-type FromThread =
+  | { type: "abort"; id: number; reason: string; tell?: string }
+  | { type: "exit" };
+/** Messages from a transfer thread. "ready" names the eventfd that wakes it. */
+export type FromThread =
   | { type: "end"; id: number; end: TransferEnd; fault?: Fault }
   | { type: "closed"; id: number }
   | { type: "refused"; id: number; reason: "unknownTid" | "malformed" }
   | { type: "superseded"; id: number; outcome: Supersede }
-  | { type: "ready" };
+  | { type: "ready"; wake: number };
 
 /** A transfer on a thread, as the main thread follows it. */
 type Remote = { hooks: TransferHooks; superseding?: (outcome: Supersede) => void };
-type Thread = { worker: Worker; runs: Map<number, Remote>; ready: boolean; failed: boolean };
+type Thread = {
+  worker: Worker;
+  /** Where messages to the thread go; it reads them when woken. */
+  port: MessagePort;
+  /** The thread's eventfd, once it said it is ready; written only while the thread lives. */
+  wake: number | undefined;
+  runs: Map<number, Remote>;
+  failed: boolean;
+  exited: Promise<void>;
+};
 
 /**
  * Up to `max` transfer threads, started as transfers need them; each new transfer goes to the
@@ -221,9 +235,7 @@ export class TransferThreads {
     const id = this.#nextId++;
     const remote: Remote = { hooks };
     thread.runs.set(id, remote);
-    const post = (m: ToThread): void => {
-      if (!thread.failed) thread.worker.postMessage(m);
-    };
+    const post = (m: ToThread): void => this.#post(thread, m);
     post({ type: "start", id, spec, set });
     return {
       supersede(reason) {
@@ -237,9 +249,28 @@ export class TransferThreads {
     };
   }
 
-  /** Stops every thread; call once no transfer runs. */
+  /** Stops every thread; call once no transfer runs. Each closes its own descriptors and exits. */
   async close(): Promise<void> {
-    await Promise.all(this.#threads.splice(0).map((t) => t.worker.terminate()));
+    await Promise.all(
+      this.#threads.splice(0).map(async (t) => {
+        this.#post(t, { type: "exit" });
+        const timer = setTimeout(() => void t.worker.terminate(), 5000); // one that does not answer
+        await t.exited;
+        clearTimeout(timer);
+      }),
+    );
+  }
+
+  #post(thread: Thread, m: ToThread): void {
+    if (thread.failed) return;
+    thread.port.postMessage(m);
+    // Before "ready" the thread is not waiting yet: it reads its messages when it starts.
+    if (thread.wake === undefined) return;
+    try {
+      wakeThread(thread.wake);
+    } catch (err) {
+      thread.worker.emit("error", err);
+    }
   }
 
   #pick(): Thread {
@@ -250,14 +281,23 @@ export class TransferThreads {
   }
 
   #spawn(): Thread {
-    // The thread imports this module and serves; an eval'd entry keeps importing it free of effects.
-    const worker = new Worker(`import(${JSON.stringify(import.meta.url)}).then((m) => m.serveTransferThread())`, { eval: true });
+    // The thread imports its loop and serves; an eval'd entry keeps importing it free of effects.
+    const loopUrl = new URL("./tftp-thread-loop.ts", import.meta.url).href;
+    const channel = new MessageChannel();
+    const data: ThreadData = { port: channel.port2 };
+    const worker = new Worker(`import(${JSON.stringify(loopUrl)}).then((m) => m.serveTransferThread())`, {
+      eval: true,
+      workerData: data,
+      transferList: [channel.port2],
+    });
     worker.unref(); // the listening sockets keep the process alive, not idle threads
-    const thread: Thread = { worker, runs: new Map(), ready: false, failed: false };
+    let exited = (): void => {};
+    const thread: Thread = { worker, port: channel.port1, wake: undefined, runs: new Map(), failed: false, exited: new Promise((r) => (exited = r)) };
     this.#threads.push(thread);
     worker.on("message", (m: FromThread) => {
       if (m.type === "ready") {
-        thread.ready = true;
+        thread.wake = m.wake;
+        if (!thread.failed) wakeThread(m.wake); // for whatever was posted before it waited
         return;
       }
       const remote = thread.runs.get(m.id);
@@ -278,48 +318,21 @@ export class TransferThreads {
       thread.failed = true;
       const i = this.#threads.indexOf(thread);
       if (i >= 0) this.#threads.splice(i, 1);
-      if (!thread.ready) this.#usable = false;
+      if (thread.wake === undefined) this.#usable = false;
       for (const remote of thread.runs.values()) {
         remote.superseding?.("ended");
         // A thread that never got going never opened a transfer socket: the client heard nothing.
-        remote.hooks.onEnd({ ok: false, bytes: 0, reason: `transfer thread failed: ${why}` }, thread.ready ? "failed" : "unstarted");
+        remote.hooks.onEnd({ ok: false, bytes: 0, reason: `transfer thread failed: ${why}` }, thread.wake !== undefined ? "failed" : "unstarted");
         remote.hooks.onClosed();
       }
       thread.runs.clear();
+      channel.port1.close();
     };
     worker.on("error", (err) => fail(err.message));
-    worker.on("exit", (code) => fail(`it exited with code ${code}`));
+    worker.on("exit", (code) => {
+      fail(`it exited with code ${code}`);
+      exited();
+    });
     return thread;
   }
-}
-
-/** The body of a transfer thread: runs the transfers the main thread hands it. */
-export function serveTransferThread(): void {
-  const port = parentPort;
-  if (!port) throw new Error("Cannot serve TFTP transfers: this is not a worker thread");
-  const runs = new Map<number, ReturnType<typeof runTransfer>>();
-  const post = (m: FromThread): void => port.postMessage(m);
-  port.on("message", (m: ToThread) => {
-    if (m.type === "abort") {
-      runs.get(m.id)?.abort(m.reason, m.tell);
-      return;
-    }
-    if (m.type === "supersede") {
-      void afterWaitingDatagrams(() => runs.get(m.id)?.supersedeNow(m.reason) ?? "ended").then((outcome) => post({ type: "superseded", id: m.id, outcome }));
-      return;
-    }
-    const { id } = m;
-    runs.set(
-      id,
-      runTransfer(m.spec, m.set, {
-        onEnd: (end, fault) => post({ type: "end", id, end, fault }),
-        onClosed: () => {
-          runs.delete(id);
-          post({ type: "closed", id });
-        },
-        onRefused: (reason) => post({ type: "refused", id, reason }),
-      }),
-    );
-  });
-  post({ type: "ready" });
 }

@@ -27,8 +27,23 @@ export type TransferOptions = {
   /** Retransmissions of the same window before the client is given up on. */
   retries: number;
   send(packet: Uint8Array): void;
+  /**
+   * Sends `count` DATA packets laid back to back in `run`, each `stride` bytes but the last;
+   * given when the socket sends such a run in one call (UDP GSO). Without it, `send` each.
+   */
+  sendRun?(run: Uint8Array, stride: number, count: number): void;
+  /** Starts the retransmission timer; Node's timers by default (a thread with a loop of its own brings its own). */
+  timer?(onTimeout: () => void, ms: number): TransferTimer;
   onEnd(end: TransferEnd): void;
 };
+
+/** The retransmission timer: `refresh` starts its full time again. */
+export type TransferTimer = { refresh(): void; clear(): void };
+
+function nodeTimer(onTimeout: () => void, ms: number): TransferTimer {
+  const t = setTimeout(onTimeout, ms);
+  return { refresh: () => t.refresh(), clear: () => clearTimeout(t) };
+}
 
 /**
  * Without prebuilt packets the file is read in chunks of whole blocks, at least this many bytes
@@ -48,7 +63,7 @@ export class Transfer {
   #sent = 0;
   #awaitingOackAck: boolean;
   #tries = 0;
-  #timer: NodeJS.Timeout | undefined;
+  #timer: TransferTimer | undefined;
   #reading = false;
   #ended = false;
   readonly #blocksPerChunk: number;
@@ -77,7 +92,7 @@ export class Transfer {
   }
 
   start(): void {
-    this.#timer = setTimeout(() => this.#onTimeout(), this.#o.timeoutMs);
+    this.#timer = (this.#o.timer ?? nodeTimer)(() => this.#onTimeout(), this.#o.timeoutMs);
     if (this.#awaitingOackAck) this.#sendOack();
     else this.#sendWindow(1);
   }
@@ -183,10 +198,15 @@ export class Transfer {
     // The server's hot path: each packet is a view of bytes built before, nothing is copied.
     const stride = this.#stride;
     const perChunk = this.#blocksPerChunk;
-    for (let block = from; block <= to; block++) {
-      const packets = block <= (first + 1) * perChunk ? a : b;
-      const at = ((block - 1) % perChunk) * stride;
-      this.#o.send(packets.subarray(at, Math.min(at + stride, packets.length)));
+    if (this.#o.sendRun && first === last && to > from) {
+      const at = ((from - 1) % perChunk) * stride;
+      this.#o.sendRun(a.subarray(at, Math.min(at + (to - from + 1) * stride, a.length)), stride, to - from + 1);
+    } else {
+      for (let block = from; block <= to; block++) {
+        const packets = block <= (first + 1) * perChunk ? a : b;
+        const at = ((block - 1) % perChunk) * stride;
+        this.#o.send(packets.subarray(at, Math.min(at + stride, packets.length)));
+      }
     }
     if (to > this.#sent) this.#sent = to;
     this.#timer?.refresh();
@@ -243,7 +263,7 @@ export class Transfer {
   #end(e: { ok: boolean; reason?: string }): void {
     if (this.#ended) return;
     this.#ended = true;
-    clearTimeout(this.#timer);
+    this.#timer?.clear();
     this.#o.onEnd({ ...e, bytes: e.ok ? this.#o.source.size : this.bytes });
   }
 }
