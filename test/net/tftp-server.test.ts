@@ -341,6 +341,12 @@ describe("TFTP server timeouts and limits", { timeout: 60_000 }, () => {
     // No ACK: the same block comes again after the timeout, from the same TID.
     const resent = await c.next();
     assert.deepEqual([resent.packet.op, (resent.packet as { block: number }).block, resent.port], ["DATA", 1, first.port]);
+    // The ACK comes late: the transfer goes on, and the next lost ACK is resent after the timeout again.
+    c.send({ op: "ACK", block: 1 }, first.port);
+    const second = await c.next();
+    assert.deepEqual([second.packet.op, (second.packet as { block: number }).block], ["DATA", 2]);
+    const secondAgain = await c.next();
+    assert.deepEqual([secondAgain.packet.op, (secondAgain.packet as { block: number }).block], ["DATA", 2]);
     // Stay silent: 3 retransmissions in all, then an ERROR and the session is gone.
     const seen: string[] = [];
     for (;;) {

@@ -64,18 +64,28 @@ type Run = {
   stride: number;
 };
 
-/** Timers on the loop's own clock; the loop sleeps in epoll_wait until the earliest. */
+/**
+ * Timers on the loop's own clock; the loop sleeps in epoll_wait until the earliest. A timer is
+ * refreshed on every window sent, which moves it later, so the earliest deadline seen at the
+ * last look stays a lower bound: the timers are looked through again only once it has passed,
+ * not on every turn of the loop.
+ */
 class LoopTimers {
   readonly #all = new Set<{ deadline: number; fire(): void }>();
+  /** No timer is due before this. */
+  #bound = Infinity;
 
   start(onTimeout: () => void, ms: number): TransferTimer {
     const t = { deadline: performance.now() + ms, fire: onTimeout };
     this.#all.add(t);
+    if (t.deadline < this.#bound) this.#bound = t.deadline;
     let cleared = false;
     return {
       refresh: () => {
         if (cleared) return;
         t.deadline = performance.now() + ms;
+        // One that fired (deadline Infinity) and is started again may now be the earliest.
+        if (t.deadline < this.#bound) this.#bound = t.deadline;
       },
       clear: () => {
         cleared = true;
@@ -84,24 +94,25 @@ class LoopTimers {
     };
   }
 
-  /** Milliseconds until the earliest timer, -1 with none. */
+  /** Milliseconds until the earliest timer may be due, -1 with none. */
   wait(now: number): number {
-    let first = Infinity;
-    for (const t of this.#all) if (t.deadline < first) first = t.deadline;
-    return first === Infinity ? -1 : Math.max(0, Math.ceil(first - now));
+    return this.#bound === Infinity ? -1 : Math.max(0, Math.ceil(this.#bound - now));
   }
 
-  /** Fires every timer that is due; each fires once unless refreshed. */
+  /** Fires every timer that is due (each once unless refreshed), and finds the next bound. */
   fireDue(now: number): void {
-    let due: { deadline: number; fire(): void }[] | undefined;
-    for (const t of this.#all) if (t.deadline <= now) (due ??= []).push(t);
-    if (!due) return;
+    if (now < this.#bound) return;
+    const due: { deadline: number; fire(): void }[] = [];
+    for (const t of this.#all) if (t.deadline <= now) due.push(t);
     for (const t of due) {
       if (t.deadline <= now && this.#all.has(t)) {
         t.deadline = Infinity;
         t.fire();
       }
     }
+    let bound = Infinity;
+    for (const t of this.#all) if (t.deadline < bound) bound = t.deadline;
+    this.#bound = bound;
   }
 }
 
