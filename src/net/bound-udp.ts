@@ -171,6 +171,8 @@ export type UdpSyscalls = {
   epoll(): number;
   /** Watches `fd` for input; events for it carry `fd` back. */
   watch(epoll: number, fd: number): void;
+  /** Stops watching `fd` (before closing it: a copy held elsewhere would keep it in the set). */
+  unwatch(epoll: number, fd: number): void;
   /**
    * Waits up to `timeoutMs` for input; fills `events` (EPOLL_EVENT_BYTES each) and returns how
    * many, 0 on timeout or interruption. `readyFd(events, i)` names the i-th ready descriptor.
@@ -191,6 +193,7 @@ const EPOLL_PACKED = process.arch === "x64" || process.arch === "ia32";
 export const EPOLL_EVENT_BYTES = EPOLL_PACKED ? 12 : 16;
 const EPOLL_DATA_AT = EPOLL_PACKED ? 4 : 8;
 const EPOLL_CTL_ADD = 1;
+const EPOLL_CTL_DEL = 2;
 const LITTLE_ENDIAN = os.endianness() === "LE";
 const EPOLLIN = 0x1;
 
@@ -252,6 +255,9 @@ export async function udpSyscalls(): Promise<UdpSyscalls> {
       v.setUint32(EPOLL_DATA_AT, fd, le);
       v.setUint32(EPOLL_DATA_AT + 4, 0, le);
       if ((epollCtl(epoll, EPOLL_CTL_ADD, fd, event) as number) !== 0) fail("epoll_ctl", `watch descriptor ${fd}`);
+    },
+    unwatch(epoll, fd) {
+      epollCtl(epoll, EPOLL_CTL_DEL, fd, event); // fails only if it was not watched: nothing to undo
     },
     wait(epoll, events, max, timeoutMs) {
       const n = epollWait(epoll, events, max, timeoutMs) as number;

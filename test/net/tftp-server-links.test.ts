@@ -35,6 +35,23 @@ describe("TFTP server bound to one link", { timeout: 90_000 }, () => {
     assert.equal(sha256(await readFile(out)), sha256(content));
   });
 
+  test("windows reach a client on a link whose MTU is below the block: the kernel refuses GSO there and the server sends datagram by datagram", async () => {
+    // With UDP GSO each segment must fit the device's MTU (the kernel says EMSGSIZE or EINVAL);
+    // without it a 1,500-byte datagram is sent in IP fragments. The transfer must fall back, not fail.
+    try {
+      for (const mtu of ["1500", "1400"]) {
+        const set = await lab.exec(lab.server, "ip", ["link", "set", "veth-a0", "mtu", mtu]);
+        assert.equal(set.code, 0, set.stderr);
+        const out = path.join(dir, `window-mtu-${mtu}.bin`);
+        const r = await lab.exec(lab.a, "atftp", ["--option", "windowsize 16", "--option", "blksize 1468", "-g", "-r", "ipxe.efi", "-l", out, SERVER_A, "69"]);
+        assert.equal(r.code, 0, `MTU ${mtu}: ${r.stderr}`);
+        assert.equal(sha256(await readFile(out)), sha256(content), `MTU ${mtu}`);
+      }
+    } finally {
+      await lab.exec(lab.server, "ip", ["link", "set", "veth-a0", "mtu", "1500"]);
+    }
+  });
+
   test("a client on the other link gets no answer, whichever server address it asks", async () => {
     const before = await lab.udpNoPorts();
     const statsBefore = (await server.call("tftpStats")).stats as { transfers: number; sessions: number; refused: Record<string, number> };

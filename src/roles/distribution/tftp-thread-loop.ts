@@ -40,10 +40,16 @@ const READS_PER_TURN = 1;
  * the process forever.
  */
 const MAX_POLL_MS = 1000;
+/**
+ * Datagrams read from a transfer's socket before deciding whether a repeated request replaces
+ * it: enough for what a client sent, bounded so that a stranger flooding the port cannot hold
+ * the thread.
+ */
+const SUPERSEDE_READS = 64;
 /** Ready descriptors taken from epoll per turn. */
 const MAX_EVENTS = 128;
 /** UDP GSO limits (Linux): at most 64 segments and one IP datagram's worth of payload per send. */
-const GSO_MAX_SEGMENTS = 64;
+const GSO_MAX_SEGMENTS = 63; // 64 is the limit, but kernels before ~5.15 count the headers in it
 const GSO_MAX_BYTES = 65507;
 const MIN_GSO_STRIDE = 512;
 
@@ -142,10 +148,14 @@ function loop(sys: UdpSyscalls, wake: number, port: MessagePort, post: (m: FromT
   sys.watch(epoll, wake);
   const events = Buffer.alloc(EPOLL_EVENT_BYTES * MAX_EVENTS);
 
+  const closeRun = (run: Run): void => {
+    sys.unwatch(epoll, run.fd);
+    sys.close(run.fd);
+  };
   const finish = (run: Run): void => {
     if (run.ended) return;
     run.ended = true;
-    sys.close(run.fd); // which also takes it out of the epoll set
+    closeRun(run);
     runs.delete(run.id);
     byFd.delete(run.fd);
     post({ type: "closed", id: run.id });
@@ -153,15 +163,24 @@ function loop(sys: UdpSyscalls, wake: number, port: MessagePort, post: (m: FromT
 
   const sendOne = (run: Run, packet: Uint8Array): void => {
     if (run.ended) return;
-    if (run.gso && packet.length > run.stride) {
-      sys.segment(run.fd, 0); // an OACK or ERROR longer than a block must go out whole
-      run.gso = false;
-    }
+    if (run.gso && packet.length > run.stride) noGso(run); // an OACK or ERROR longer than a block must go out whole
     try {
       sys.send(run.fd, packet, packet.length, run.client); // -1 (no room): lost, as on the wire; the timer resends
+      return;
     } catch (err) {
-      run.transfer?.abort(`socket error: ${(err as Error).message}`);
+      if (!run.gso) {
+        run.transfer?.abort(`socket error: ${(err as Error).message}`);
+        return;
+      }
     }
+    // The kernel checks every send of a GSO socket against the device and the path MTU, even
+    // one datagram (EIO, EINVAL, EMSGSIZE): without GSO, once more.
+    noGso(run);
+    sendOne(run, packet);
+  };
+  const noGso = (run: Run): void => {
+    sys.segment(run.fd, 0);
+    run.gso = false;
   };
 
   const sendRun = (run: Run, bytes: Uint8Array, stride: number, count: number): void => {
@@ -177,8 +196,7 @@ function loop(sys: UdpSyscalls, wake: number, port: MessagePort, post: (m: FromT
       } catch {
         // EIO where the device has no checksum offload, EINVAL past its MTU: the rest of this
         // window and every later one go out a datagram at a time.
-        sys.segment(run.fd, 0);
-        run.gso = false;
+        noGso(run);
       }
     }
     for (; i < count && !run.ended; i++) sendOne(run, bytes.subarray(i * stride, Math.min((i + 1) * stride, bytes.length)));
@@ -186,7 +204,9 @@ function loop(sys: UdpSyscalls, wake: number, port: MessagePort, post: (m: FromT
 
   const start = (id: number, spec: TransferSpec, set: PacketSet): void => {
     let fd: number;
+    let client: Buffer;
     try {
+      client = sockaddr(spec.client.address, spec.client.port);
       fd = sys.open(spec.iface, spec.address);
     } catch (err) {
       post({ type: "end", id, end: { ok: false, bytes: 0, reason: `could not start: ${(err as Error).message}` }, fault: "unstarted" });
@@ -194,7 +214,7 @@ function loop(sys: UdpSyscalls, wake: number, port: MessagePort, post: (m: FromT
       return;
     }
     const stride = 4 + spec.blksize;
-    const run: Run = { id, fd, client: sockaddr(spec.client.address, spec.client.port), transfer: undefined, answered: false, ended: false, gso: false, stride };
+    const run: Run = { id, fd, client, transfer: undefined, answered: false, ended: false, gso: false, stride };
     // Only for blocks of 508 bytes and more: an OACK or ERROR is shorter than that.
     if (spec.windowsize > 1 && stride >= MIN_GSO_STRIDE) run.gso = sys.segment(fd, stride);
     runs.set(id, run);
@@ -291,15 +311,10 @@ function loop(sys: UdpSyscalls, wake: number, port: MessagePort, post: (m: FromT
       }
       // supersede: first read what reached the transfer's socket before the new request reached
       // the listener — like the ERROR 8 a firmware sends to end a tsize probe just before it asks again.
-      if (run) read(run, Infinity);
-      let outcome: "superseded" | "answered" | "ended";
-      if (!run || run.ended) outcome = "ended";
-      else if (run.answered) outcome = "answered";
-      else {
-        run.transfer?.abort(m.reason);
-        outcome = "superseded";
-      }
-      post({ type: "superseded", id: m.id, outcome });
+      if (run) read(run, SUPERSEDE_READS);
+      const outcome = !run || run.ended ? "ended" : run.answered ? "answered" : "superseded";
+      post({ type: "superseded", id: m.id, outcome }); // before the abort's "end" and "closed"
+      if (outcome === "superseded") run?.transfer?.abort(m.reason);
     }
   };
 
@@ -324,6 +339,9 @@ function loop(sys: UdpSyscalls, wake: number, port: MessagePort, post: (m: FromT
       timers.fireDue(performance.now());
     }
   } finally {
+    // Also when the loop failed: the main thread reports these transfers ended and never
+    // touches their sockets, which would otherwise stay bound for the life of the process.
+    for (const run of runs.values()) closeRun(run);
     sys.close(epoll);
   }
 }

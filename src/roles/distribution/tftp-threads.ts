@@ -204,14 +204,15 @@ type Thread = {
   wake: number | undefined;
   runs: Map<number, Remote>;
   failed: boolean;
+  /** Told to exit: it closes its eventfd, so nothing may be written to that number any more. */
+  exiting: boolean;
   exited: Promise<void>;
 };
 
 /**
  * Up to `max` transfer threads, started as transfers need them; each new transfer goes to the
- * thread running the fewest. A thread that fails ends its transfers (the clients retry); one
- * that fails before it could serve at all (no memory for a thread, say) turns the threads off,
- * and transfers run on the main thread from then on.
+ * thread running the fewest. A thread that fails ends its transfers (the clients retry) and
+ * turns the threads off: transfers run on the main thread from then on.
  */
 export class TransferThreads {
   readonly #max: number;
@@ -254,6 +255,7 @@ export class TransferThreads {
     await Promise.all(
       this.#threads.splice(0).map(async (t) => {
         this.#post(t, { type: "exit" });
+        t.exiting = true;
         const timer = setTimeout(() => void t.worker.terminate(), 5000); // one that does not answer
         await t.exited;
         clearTimeout(timer);
@@ -262,7 +264,7 @@ export class TransferThreads {
   }
 
   #post(thread: Thread, m: ToThread): void {
-    if (thread.failed) return;
+    if (thread.failed || thread.exiting) return;
     thread.port.postMessage(m);
     // Before "ready" the thread is not waiting yet: it reads its messages when it starts.
     if (thread.wake === undefined) return;
@@ -292,7 +294,7 @@ export class TransferThreads {
     });
     worker.unref(); // the listening sockets keep the process alive, not idle threads
     let exited = (): void => {};
-    const thread: Thread = { worker, port: channel.port1, wake: undefined, runs: new Map(), failed: false, exited: new Promise((r) => (exited = r)) };
+    const thread: Thread = { worker, port: channel.port1, wake: undefined, runs: new Map(), failed: false, exiting: false, exited: new Promise((r) => (exited = r)) };
     this.#threads.push(thread);
     worker.on("message", (m: FromThread) => {
       if (m.type === "ready") {
@@ -318,7 +320,10 @@ export class TransferThreads {
       thread.failed = true;
       const i = this.#threads.indexOf(thread);
       if (i >= 0) this.#threads.splice(i, 1);
-      if (thread.wake === undefined) this.#usable = false;
+      // A thread that failed (no memory, no descriptors left, a bug) is not replaced: the next
+      // would likely fail alike. Transfers run on the main thread from now on.
+      if (!thread.exiting) this.#usable = false;
+      void worker.terminate(); // if it still runs, it must not go on sending for sessions reported ended
       for (const remote of thread.runs.values()) {
         remote.superseding?.("ended");
         // A thread that never got going never opened a transfer socket: the client heard nothing.
