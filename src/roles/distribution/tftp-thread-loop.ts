@@ -41,6 +41,17 @@ const READS_PER_TURN = 1;
  */
 const MAX_POLL_MS = 1000;
 /**
+ * How long the loop keeps looking for datagrams without sleeping after the last one came. In
+ * lock-step TFTP the client's ACK follows each DATA within tens of microseconds; a thread that
+ * slept meanwhile is woken by the kernel, and on a virtual machine that wake-up (an IPI to an
+ * idle vCPU, a VM exit) costs more than the whole round trip. Measured with curl on loopback,
+ * 16 MiB: 17.5–30.2 MB/s sleeping, 44–66 with the spin, tftpd-hpa 20.7–28.0. Only after an ACK
+ * of a lock-step transfer: with windowsize 16 the client takes longer per window and the spin
+ * only took CPU from it (263 → 215 MB/s). A thread spins at most this long after that ACK, so
+ * an idle server sleeps.
+ */
+const SPIN_MS = 0.05;
+/**
  * Datagrams read from a transfer's socket before deciding whether a repeated request replaces
  * it: enough for what a client sent, bounded so that a stranger flooding the port cannot hold
  * the thread.
@@ -68,6 +79,8 @@ type Run = {
    */
   gso: boolean;
   stride: number;
+  /** windowsize 1: one block per round trip, where the spin pays (SPIN_MS). */
+  lockStep: boolean;
 };
 
 /**
@@ -214,7 +227,7 @@ function loop(sys: UdpSyscalls, wake: number, port: MessagePort, post: (m: FromT
       return;
     }
     const stride = 4 + spec.blksize;
-    const run: Run = { id, fd, client, transfer: undefined, answered: false, ended: false, gso: false, stride };
+    const run: Run = { id, fd, client, transfer: undefined, answered: false, ended: false, gso: false, stride, lockStep: spec.windowsize === 1 };
     // Only for blocks of 508 bytes and more: an OACK or ERROR is shorter than that.
     if (spec.windowsize > 1 && stride >= MIN_GSO_STRIDE) run.gso = sys.segment(fd, stride);
     runs.set(id, run);
@@ -276,6 +289,7 @@ function loop(sys: UdpSyscalls, wake: number, port: MessagePort, post: (m: FromT
       if (!t) continue;
       // An ACK (RFC 1350 §5: opcode 4, block number) comes for every block or window: read in place.
       if (n === 4 && datagram[0] === 0 && datagram[1] === TftpOpcode.ACK) {
+        if (run.lockStep) lastLockStepAck = performance.now();
         t.onAck((datagram[2] << 8) | datagram[3]);
         continue;
       }
@@ -318,10 +332,15 @@ function loop(sys: UdpSyscalls, wake: number, port: MessagePort, post: (m: FromT
     }
   };
 
+  let lastLockStepAck = -Infinity;
   try {
     for (;;) {
-      const due = timers.wait(performance.now());
-      const n = sys.wait(epoll, events, MAX_EVENTS, due < 0 || due > MAX_POLL_MS ? MAX_POLL_MS : due);
+      const now = performance.now();
+      const due = timers.wait(now);
+      // Right after a lock-step ACK the next one is usually microseconds away: look again at
+      // once rather than sleep, for a moment (see SPIN_MS).
+      const spinning = now - lastLockStepAck < SPIN_MS;
+      const n = sys.wait(epoll, events, MAX_EVENTS, spinning ? 0 : due < 0 || due > MAX_POLL_MS ? MAX_POLL_MS : due);
       // Datagrams first, then the main thread's messages, then the timers that came due.
       let woken = false;
       for (let i = 0; i < n; i++) {
