@@ -6,12 +6,13 @@
  * server's cost per datagram is on the critical path, and dgram's is large — a buffer
  * allocated and the sender's address formatted per datagram received, a callback into JS
  * through libuv, the destination parsed again and a request object per send. Measured with
- * curl on loopback (16 MiB, blksize 1468): the same transfer through dgram 19.7–25.4 MB/s,
- * through this loop 30.8–33.0, tftpd-hpa 25.1–29.5. A window of packets (RFC 7440) goes out in
- * one send when the kernel cuts it into datagrams (UDP GSO).
+ * curl on loopback (16 MiB, blksize 1468, in the same minute): through dgram 19.7–25.4 MB/s,
+ * a first prototype of this loop 30.8–33.0, tftpd-hpa 25.1–29.5 (bench/README.md has the full
+ * runs). A window of packets (RFC 7440) goes out in one send when the kernel cuts it into
+ * datagrams (UDP GSO).
  *
- * The thread blocks in epoll_wait; the main thread hands it work by message and wakes it through an
- * eventfd. Nothing here may wait on a promise, a timer of Node's or setImmediate: the event
+ * The thread blocks in epoll_wait; the main thread hands it work by message and wakes it
+ * through an eventfd. Nothing here may wait on a promise, a timer of Node's or setImmediate: the event
  * loop of this thread does not turn while the loop runs. Transfers of prebuilt packets only
  * (their bytes are in shared memory), so no file is read here.
  */
