@@ -20,11 +20,10 @@
 import { writeSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from "node:worker_threads";
-import { TftpErrorCode, TftpOpcode, decodeTftp, encodeTftp, type TftpPacket } from "../../protocol/tftp.ts";
 import { EPOLL_EVENT_BYTES, readyFd, sockaddr, udpSyscalls, type UdpSyscalls } from "../../net/bound-udp.ts";
 import type { FromThread, ToThread, TransferSpec } from "./tftp-threads.ts";
 import type { PacketSet } from "./tftp-files.ts";
-import { Transfer, type TransferTimer } from "./tftp-transfer.ts";
+import { Transfer, UNKNOWN_TID_ERROR, type TransferTimer } from "./tftp-transfer.ts";
 
 /** What crosses to a transfer thread when it starts. */
 export type ThreadData = { port: MessagePort };
@@ -277,9 +276,8 @@ function loop(sys: UdpSyscalls, wake: number, port: MessagePort, post: (m: FromT
       if (from[2] !== c[2] || from[3] !== c[3] || from[4] !== c[4] || from[5] !== c[5] || from[6] !== c[6] || from[7] !== c[7]) {
         // RFC 1350 §4: a packet from another TID gets ERROR 5 and leaves the transfer alone.
         post({ type: "refused", id: run.id, reason: "unknownTid" });
-        const e = encodeTftp({ op: "ERROR", code: TftpErrorCode.UnknownTransferId, message: "Unknown transfer ID" });
         try {
-          sys.send(run.fd, e, e.length, from);
+          sys.send(run.fd, UNKNOWN_TID_ERROR, UNKNOWN_TID_ERROR.length, from);
         } catch {
           // the stranger is unreachable: nothing to tell it
         }
@@ -288,20 +286,9 @@ function loop(sys: UdpSyscalls, wake: number, port: MessagePort, post: (m: FromT
       run.answered = true;
       const t = run.transfer;
       if (!t) continue;
-      // An ACK (RFC 1350 §5: opcode 4, block number) comes for every block or window: read in place.
-      if (n === 4 && datagram[0] === 0 && datagram[1] === TftpOpcode.ACK) {
-        if (run.lockStep) lastLockStepAck = performance.now();
-        t.onAck((datagram[2] << 8) | datagram[3]);
-        continue;
-      }
-      let p: TftpPacket;
-      try {
-        p = decodeTftp(datagram.subarray(0, n));
-      } catch {
-        post({ type: "refused", id: run.id, reason: "malformed" }); // ignored: the timeout recovers if it was meant as an ACK
-        continue;
-      }
-      t.onPacket(p);
+      const got = t.onDatagram(datagram, n);
+      if (got === "ack" && run.lockStep) lastLockStepAck = performance.now();
+      else if (got === "malformed") post({ type: "refused", id: run.id, reason: "malformed" });
     }
   };
 

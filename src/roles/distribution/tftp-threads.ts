@@ -15,10 +15,10 @@
 
 import type dgram from "node:dgram";
 import { MessageChannel, Worker, type MessagePort } from "node:worker_threads";
-import { TftpErrorCode, TftpOpcode, decodeTftp, encodeTftp, type TftpOption, type TftpPacket } from "../../protocol/tftp.ts";
+import { TftpOpcode, type TftpOption } from "../../protocol/tftp.ts";
 import { openBoundUdpSocket } from "../../net/bound-udp.ts";
 import type { PacketSet, TftpFile } from "./tftp-files.ts";
-import { Transfer, type TransferEnd } from "./tftp-transfer.ts";
+import { Transfer, UNKNOWN_TID_ERROR, type TransferEnd } from "./tftp-transfer.ts";
 import { wakeThread, type ThreadData } from "./tftp-thread-loop.ts";
 
 /** Everything a transfer needs besides its bytes; plain data, so it crosses to a thread as it is. */
@@ -69,7 +69,7 @@ export type RunningTransfer = {
 };
 
 /** Runs one transfer on this thread: opens its socket, wires it to a Transfer, closes it once the last packet went out. */
-export function runTransfer(spec: TransferSpec, source: PacketSet | TftpFile, hooks: TransferHooks): RunningTransfer & { supersedeNow(reason: string): Supersede } {
+export function runTransfer(spec: TransferSpec, source: PacketSet | TftpFile, hooks: TransferHooks): RunningTransfer {
   const { client } = spec;
   let transfer: Transfer | undefined;
   let socket: dgram.Socket | undefined;
@@ -132,24 +132,11 @@ export function runTransfer(spec: TransferSpec, source: PacketSet | TftpFile, ho
       if (from.port !== client.port || from.address !== client.address) {
         // RFC 1350 §4: a packet from another TID gets ERROR 5 and leaves the transfer alone.
         hooks.onRefused("unknownTid");
-        s.send(encodeTftp({ op: "ERROR", code: TftpErrorCode.UnknownTransferId, message: "Unknown transfer ID" }), from.port, from.address);
+        s.send(UNKNOWN_TID_ERROR, from.port, from.address);
         return;
       }
       answered = true;
-      // An ACK (RFC 1350 §5: opcode 4, block number) comes for every block or window: read it
-      // in place, without building a packet object; the rest goes through the decoder.
-      if (msg.length === 4 && msg[0] === 0 && msg[1] === TftpOpcode.ACK) {
-        t.onAck((msg[2] << 8) | msg[3]);
-        return;
-      }
-      let p: TftpPacket;
-      try {
-        p = decodeTftp(msg);
-      } catch {
-        hooks.onRefused("malformed"); // ignored: the timeout recovers if it was meant as an ACK
-        return;
-      }
-      t.onPacket(p);
+      if (t.onDatagram(msg) === "malformed") hooks.onRefused("malformed");
     });
     t.start();
   })().catch((err: unknown) => {
@@ -167,7 +154,7 @@ export function runTransfer(spec: TransferSpec, source: PacketSet | TftpFile, ho
     abort(reason);
     return "superseded";
   };
-  return { supersede: (reason) => afterWaitingDatagrams(() => supersedeNow(reason)), supersedeNow, abort };
+  return { supersede: (reason) => afterWaitingDatagrams(() => supersedeNow(reason)), abort };
 }
 
 /**

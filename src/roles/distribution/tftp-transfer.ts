@@ -8,10 +8,13 @@
  * of more than 65535 blocks (RFC 1350 leaves it open; RFC 2348 only grows the block).
  */
 
-import { TftpErrorCode, encodeTftp, type TftpOption, type TftpPacket } from "../../protocol/tftp.ts";
+import { TftpErrorCode, TftpOpcode, decodeTftp, encodeTftp, type TftpOption, type TftpPacket } from "../../protocol/tftp.ts";
 import { blockCount, dataPackets, type PacketSet, type TftpFile } from "./tftp-files.ts";
 
 export type TransferEnd = { ok: boolean; bytes: number; reason?: string };
+
+/** RFC 1350 §4: the answer to a datagram from another TID, which leaves the transfer alone. */
+export const UNKNOWN_TID_ERROR = encodeTftp({ op: "ERROR", code: TftpErrorCode.UnknownTransferId, message: "Unknown transfer ID" });
 
 export type TransferOptions = {
   /**
@@ -97,10 +100,30 @@ export class Transfer {
     else this.#sendWindow(1);
   }
 
-  /** A packet from the client's TID. */
-  onPacket(p: TftpPacket): void {
+  /**
+   * A datagram from the client's TID. An ACK (RFC 1350 §5: opcode 4, block number) comes for
+   * every block or window and is read in place; anything else goes through the decoder.
+   * "malformed" is ignored: the timeout recovers if it was meant as an ACK. `length`: the
+   * datagram's bytes in `msg`, for a receive buffer reused without a view per datagram.
+   */
+  onDatagram(msg: Uint8Array, length = msg.length): "ack" | "packet" | "malformed" {
+    if (length === 4 && msg[0] === 0 && msg[1] === TftpOpcode.ACK) {
+      this.#onAck((msg[2] << 8) | msg[3]);
+      return "ack";
+    }
+    let p: TftpPacket;
+    try {
+      p = decodeTftp(length === msg.length ? msg : msg.subarray(0, length));
+    } catch {
+      return "malformed";
+    }
+    this.#onPacket(p);
+    return "packet";
+  }
+
+  #onPacket(p: TftpPacket): void {
     if (this.#ended) return;
-    if (p.op === "ACK") this.onAck(p.block);
+    if (p.op === "ACK") this.#onAck(p.block);
     else if (p.op === "ERROR") {
       // RFC 2347: ERROR 8 right after the OACK is how a client declines the options; firmware
       // PXE clients do it on purpose after learning tsize, then ask again. Nothing to answer.
@@ -121,7 +144,7 @@ export class Transfer {
   }
 
   /** An ACK from the client's TID, with its block number as on the wire. */
-  onAck(wire: number): void {
+  #onAck(wire: number): void {
     if (this.#ended) return;
     if (this.#awaitingOackAck) {
       if (wire !== 0) return; // RFC 2347: the OACK is acknowledged with block 0
