@@ -30,7 +30,7 @@ describe("importImage", () => {
     fs.writeFileSync(f, bytes);
     return f;
   };
-  const now = new Date("2026-11-25T12:00:00Z");
+  const now = new Date();
   const opts = (f: string, extra: Record<string, unknown> = {}) => ({ dataDir: path.join(dir, "data"), file: f, name: "debian-base", signingKey: privateKey, now, ...extra });
 
   before(() => {

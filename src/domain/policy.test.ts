@@ -6,7 +6,7 @@ const digest = (c: string) => `sha256:${c.repeat(64)}`;
 
 function input(steps: unknown[], imageManifests?: Record<string, string | null>, contentSources?: Record<string, string[]>): PolicyInput {
   return {
-    device: { id: "d1", name: "pc" }, bootPath: "pxe", now: new Date("2026-11-25T12:00:00Z"), ttlSeconds: 60, signingKeyFingerprint: "f",
+    device: { id: "d1", name: "pc" }, bootPath: "pxe", now: new Date(), ttlSeconds: 60, signingKeyFingerprint: "f",
     deployments: [{
       id: "dep", name: "Build", purpose: "required", enabled: true, bootPaths: ["pxe"], availableFrom: null, availableUntil: null,
       taskSequence: { id: "ts", name: "TS", version: 1, digest: "sha256:x", document: { steps } }, scopes: [], secretReferences: [],

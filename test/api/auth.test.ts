@@ -6,7 +6,7 @@ import { hashToken } from "../../src/security/password.ts";
 
 describe("administrator authentication", () => {
   let t: TestSite;
-  let clock = Date.parse("2026-11-25T09:00:00Z");
+  let clock = Date.now();
   const tick = (ms: number) => (clock += ms);
   before(async () => {
     t = await startTestSite({ now: () => new Date(clock), loginLimit: 1000 });

@@ -15,7 +15,10 @@ import { createSchema, dropSchema, databasesUnderTest } from "../support/postgre
 import { tempDir } from "../support/site.ts";
 import { DEFAULT_CHUNK_SIZE, MANIFEST_KIND, manifestDigest, signManifest, type Manifest } from "../../src/content/manifest.ts";
 
-const now = "2026-11-25T12:00:00.000Z";
+// Times are relative to the real clock: nothing here may depend on the calendar date.
+const base = Date.now();
+const at = (hours: number) => new Date(base + hours * 3600_000).toISOString();
+const now = at(0);
 
 for (const kind of databasesUnderTest()) {
   describe(`storage contract on ${kind}`, () => {
@@ -110,9 +113,9 @@ for (const kind of databasesUnderTest()) {
         const signed = signManifest(m, privateKey);
         return { digest: manifestDigest(m), signed, createdBy: "local:test" };
       };
-      const older = manifest("debian-base", "2026-11-25T10:00:00.000Z", "1");
-      const newer = manifest("debian-base", "2026-11-25T11:00:00.000Z", "2");
-      const other = manifest("alpine", "2026-11-25T12:00:00.000Z", "3");
+      const older = manifest("debian-base", at(-2), "1");
+      const newer = manifest("debian-base", at(-1), "2");
+      const other = manifest("alpine", at(0), "3");
       for (const m of [newer, older, other]) await s.content.add(m);
       const got = (await s.content.byDigest(older.digest))!;
       assert.equal(got.size, 5_000_000_000, "sizes past 2^32 survive (BIGINT)");
@@ -139,7 +142,7 @@ for (const kind of databasesUnderTest()) {
         chunks: [{ sha256: "ef".repeat(32), size: 10 }], createdAt: now };
       const digest = manifestDigest(m);
       await s.content.add({ digest, signed: signManifest(m, privateKey), createdBy: "local:test" });
-      const later = "2026-11-26T12:00:00.000Z";
+      const later = at(24);
       const a = await s.distributionPoints.create({ name: "branch-a", url: "https://dp-a.example:8445", hostNames: ["dp-a.example"], secretHash: "h-a", secretExpiresAt: later, createdBy: "admin:x" }, now);
       const b = await s.distributionPoints.create({ name: "branch-b", url: "https://10.0.0.5:8445", hostNames: ["10.0.0.5"], secretHash: "h-b", secretExpiresAt: now, createdBy: "admin:x" }, now);
       assert.deepEqual(a.hostNames, ["dp-a.example"]);
@@ -202,7 +205,8 @@ describe("batched audit appends", () => {
     try {
       await migrate(db);
       const { privateKey, publicKey } = generateKeyPairSync("ed25519");
-      let clock = Date.parse("2026-11-25T12:00:00Z");
+      const start = Date.now();
+      let clock = start;
       const audit = new AuditStore({ db, signingKey: privateKey, dataDir: dir, now: () => new Date(clock) });
       for (let i = 0; i < 100; i++) {
         audit.appendSoon({ actor: "pxe", action: "pxe.offer", object: `mac:${i}` });
@@ -214,7 +218,7 @@ describe("batched audit appends", () => {
       assert.equal(rows.length, 101);
       const batched = rows.filter((r) => r.action === "pxe.offer");
       assert.deepEqual(batched.map((r) => r.object), Array.from({ length: 100 }, (_, i) => `mac:${i}`));
-      assert.equal(batched[99].at, new Date(Date.parse("2026-11-25T12:00:00Z") + 990).toISOString(), "each keeps the time it happened");
+      assert.equal(batched[99].at, new Date(start + 990).toISOString(), "each keeps the time it happened");
       const r = await verifyAuditLog(db, publicKey, readHead(dir));
       assert.equal(r.ok, true);
     } finally {
