@@ -10,6 +10,7 @@ import { startNetworkBoot } from "../roles/distribution/network-boot.ts";
 import { unknownPolicies, type UnknownPolicy } from "../domain/pxe.ts";
 import { parseRange, type IpRange } from "../domain/ip-pool.ts";
 import { ensureServerCertificate } from "../security/site-keys.ts";
+import { certificateHostNames, recordSiteHostNames } from "../roles/management/dp-names.ts";
 import { interfaceIPv4 } from "../net/bound-udp.ts";
 import { readHead, verifyAuditLog } from "../storage/audit-store.ts";
 import { createLogger } from "../log.ts";
@@ -149,6 +150,9 @@ const up: Command = {
       ? await startNetworkBoot({ site, interfaces: pxeInterfaces, mode: pxeMode, unknown: unknownPolicy as UnknownPolicy, ranges, httpPort,
         managementPointPort: mp.port, loaderDir: values["ipxe-dir"] as string | undefined })
       : null;
+    // The site's names — its certificate's, --public-name, PXE link addresses — are never a distribution point's.
+    await recordSiteHostNames(site, [...certificateHostNames(tls.certPem), ...((values["public-name"] as string[] | undefined) ?? []),
+      ...(boot?.links.map((l) => l.address) ?? [])]);
     // Tells local CLI invocations where the server is; holds nothing secret.
     const connectHost = ["0.0.0.0", "::"].includes(listen.host) ? "127.0.0.1" : server.host;
     const url = `https://${connectHost.includes(":") ? `[${connectHost}]` : connectHost}:${server.port}`;

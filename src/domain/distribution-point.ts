@@ -2,7 +2,7 @@
  * Rules for registering a distribution point: its name, the https URL devices reach it at,
  * and the host names its server certificate may carry. Pure.
  */
-import net from "node:net";
+import { canonicalHost } from "./host-name.ts";
 
 /**
  * A distribution point not heard from for this long (it polls every --poll-seconds, at most
@@ -13,20 +13,18 @@ export const DP_SILENT_AFTER_MS = 15 * 60_000;
 export const DP_MAX_POLL_SECONDS = 300;
 
 const DP_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
-// RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens, 253 octets max.
-const DNS_NAME = /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/;
 
 /** Whether `name` may name a distribution point (letters, digits, ".", "_", "-"; at most 64). */
 export function isDistributionPointName(name: string): boolean {
   return DP_NAME.test(name);
 }
 
-/** A DNS host name (lower-cased, no trailing dot) or an IP address; null when it is neither. */
+/**
+ * A DNS host name or an IP address in its one canonical spelling (see host-name.ts: lower
+ * case, no trailing dot, IPv4 dotted, IPv6 compressed); null when it is neither.
+ */
 export function normalizeHostName(text: string): string | null {
-  const t = text.trim().replace(/^\[(.*)\]$/, "$1");
-  if (net.isIP(t) !== 0) return t.toLowerCase();
-  const lower = t.toLowerCase().replace(/\.$/, "");
-  return DNS_NAME.test(lower) ? lower : null;
+  return canonicalHost(text);
 }
 
 /**

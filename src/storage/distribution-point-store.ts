@@ -82,6 +82,15 @@ export class DistributionPointStore {
       `UPDATE distribution_points SET secret_hash = NULL, secret_expires_at = NULL, enrolled_at = ?, last_seen_at = ?, updated_at = ?
        WHERE id = ? AND secret_hash = ? AND secret_expires_at > ?`, [now, now, now, id, secretHash, now])).changes === 1;
   }
+  /**
+   * Revokes one of a distribution point's certificates as superseded, atomically: true only
+   * when it was still active, so of two renewals proven with one certificate only one wins.
+   */
+  async supersedeCertificate(dpId: string, serial: string, at: string): Promise<boolean> {
+    return (await this.#db.run(
+      `UPDATE certificates SET status = 'revoked', status_reason = 'superseded', status_changed_at = ?
+       WHERE serial = ? AND dp_id = ? AND status = 'active'`, [at, serial.toLowerCase(), dpId])).changes === 1;
+  }
   async touch(id: string, at: string): Promise<void> {
     await this.#db.run(`UPDATE distribution_points SET last_seen_at = ? WHERE id = ?`, [at, id]);
   }

@@ -47,6 +47,19 @@ export class EnrollmentStore {
     return rows.map(cred);
   }
   /**
+   * The newest boot token for exactly this device, MAC and SMBIOS UUID (null matches null)
+   * that is unused, unrevoked and valid until `validUntil` or later.
+   */
+  async unusedBootToken(q: { deviceId: string; mac: string; smbiosUuid: string | null; validUntil: string }): Promise<CredentialRecord | undefined> {
+    const r = await this.#db.get<R>(
+      `SELECT * FROM enrollment_credentials WHERE kind = 'boot-token' AND device_id = ? AND mac = ?
+         AND ${q.smbiosUuid === null ? "smbios_uuid IS NULL" : "smbios_uuid = ?"}
+         AND uses_left > 0 AND revoked_at IS NULL AND expires_at >= ?
+       ORDER BY expires_at DESC, id LIMIT 1`,
+      q.smbiosUuid === null ? [q.deviceId, q.mac, q.validUntil] : [q.deviceId, q.mac, q.smbiosUuid, q.validUntil]);
+    return r && cred(r);
+  }
+  /**
    * Spends one use, atomically: succeeds only while uses remain, unexpired and unrevoked,
    * so two machines racing with one single-use token cannot both win.
    */

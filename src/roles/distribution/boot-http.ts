@@ -3,7 +3,13 @@
  * so everything here is public by design: loaders, the deploy environment's kernel and initrd
  * (served only when a boot image uses them), and a one-time boot token bound to the
  * machine's MAC and SMBIOS UUID — useless to anyone else, and without the PXE password
- * useless even to that machine. No secret and nothing derived from one is ever served.
+ * useless even to that machine. No secret, and nothing a secret could be learned from, is
+ * ever served (the token is an HMAC under a key of its own: it reveals nothing of that key).
+ *
+ * Asking again does not mint again: a machine gets back its unused token while enough of it is
+ * left, and boot script requests are limited per MAC and per link (429 with Retry-After, the
+ * refusals counted and recorded once per window), so nobody on a link can fill the database
+ * or the audit log with tokens.
  */
 import http from "node:http";
 import fs from "node:fs";
@@ -15,7 +21,8 @@ import { BlobStore } from "../../storage/blob-store.ts";
 import { bootScript, decideBoot, localBootScript, startScript, waitScript, LOADERS, type UnknownPolicy } from "../../domain/pxe.ts";
 import { devicePolicy } from "../management/policy.ts";
 import { normalizeMac, normalizeUuid } from "../../domain/device.ts";
-import { issueBootToken } from "../management/credentials.ts";
+import { bootTokenFor } from "../management/credentials.ts";
+import { DEFAULT_BOOT_LIMITS, WindowCounter, type BootLimits } from "./boot-limits.ts";
 import type { PxeLink } from "./pxe-responder.ts";
 import { listenOnDevice } from "../../net/bound-tcp.ts";
 
@@ -30,6 +37,8 @@ export type BootHttpOptions = {
   loaderDir?: string;
   /** Bind each listener to its link's device (the default); false only for loopback tests. */
   bindToDevice?: boolean;
+  /** Boot script requests allowed per MAC and per link (DEFAULT_BOOT_LIMITS). */
+  limits?: Partial<BootLimits>;
 };
 
 export type BootHttp = { port: number; close(): Promise<void>; baseUrl(link: PxeLink): string };
@@ -44,10 +53,48 @@ export async function startBootHttp(opts: BootHttpOptions): Promise<BootHttp> {
   let port = opts.port;
 
   const base = (link: PxeLink) => `http://${link.address}:${port}`;
+  const limits = { ...DEFAULT_BOOT_LIMITS, ...opts.limits };
+  const clock = () => site.now().getTime();
+  const perLink = new WindowCounter(limits.perLink, limits.windowMs, clock);
+  const perMac = new WindowCounter(limits.perMac, limits.windowMs, clock);
+  // One boot script at a time per MAC, so two requests at once cannot both mint a token.
+  const busy = new Map<string, Promise<unknown>>();
+  const oneAtATime = <T>(key: string, fn: () => Promise<T>): Promise<T> => {
+    const run = (busy.get(key) ?? Promise.resolve()).catch(() => {}).then(fn);
+    const tail = run.finally(() => {
+      if (busy.get(key) === tail) busy.delete(key);
+    });
+    busy.set(key, tail);
+    return run;
+  };
 
-  async function machineScript(link: PxeLink, url: URL): Promise<{ status: number; body: string }> {
+  type Reply = { status: number; body: string; headers?: Record<string, string> };
+
+  /** The answer to a request over a limit; the first of a window is audited, the rest counted. */
+  async function limited(link: PxeLink, scope: "mac" | "link", mac: string | null, hit: { record: boolean; unrecorded: number; retryAfterSeconds: number }): Promise<Reply> {
+    if (hit.record) {
+      await site.audit.append({ actor: "pxe", action: "pxe.script.limited", outcome: "denied", object: scope === "mac" ? `mac:${mac}` : `link:${link.name}`,
+        details: { mac, link: link.name, limit: scope, max: scope === "mac" ? limits.perMac : limits.perLink, windowSeconds: limits.windowMs / 1000,
+          refusedUnrecorded: hit.unrecorded } });
+    }
+    const who = scope === "mac" ? "this machine" : "this network";
+    return {
+      status: 429, headers: { "retry-after": String(hit.retryAfterSeconds) },
+      body: `#!ipxe\necho Slipway: too many boot requests from ${who}; wait ${hit.retryAfterSeconds} seconds and try again.\nsleep ${hit.retryAfterSeconds}\nexit 1\n`,
+    };
+  }
+
+  async function machineScript(link: PxeLink, url: URL): Promise<Reply> {
+    const linkHit = perLink.hit(`link:${link.name}`);
     const mac = normalizeMac(url.searchParams.get("mac") ?? "");
+    if (!linkHit.ok) return limited(link, "link", mac, linkHit);
     if (!mac) return { status: 400, body: "#!ipxe\necho Slipway: this request names no MAC address\nexit 1\n" };
+    const macHit = perMac.hit(`mac:${mac}`);
+    if (!macHit.ok) return limited(link, "mac", mac, macHit);
+    return oneAtATime(mac, () => scriptFor(link, url, mac));
+  }
+
+  async function scriptFor(link: PxeLink, url: URL, mac: string): Promise<Reply> {
     const uuid = normalizeUuid(url.searchParams.get("uuid") ?? "") ?? undefined;
     const s = stores(site.db);
     const device = (await s.devices.byMac(mac)) ?? (uuid ? await s.devices.bySmbiosUuid(uuid) : undefined);
@@ -81,8 +128,9 @@ export async function startBootHttp(opts: BootHttpOptions): Promise<BootHttp> {
       return { status: 200, body: waitScript({ pollUrl: `${base(link)}/ipxe/machine?mac=${mac}&uuid=${uuid ?? ""}`, mac, seconds: 30 })
         .replace("is waiting for an administrator's approval.", "is approved, but no boot image is registered yet.") };
     }
-    const { token } = await issueBootToken(site, { deviceId: device.id, mac, smbiosUuid: uuid ?? device.smbiosUuid });
-    await site.audit.append({ actor: "pxe", action: "pxe.script", object: `device:${device.id}`, details: { mac, link: link.name, bootImage: image.name } });
+    const { token, reused, expiresAt } = await bootTokenFor(site, { deviceId: device.id, mac, smbiosUuid: uuid ?? device.smbiosUuid });
+    // A token handed out again is no new event: only a new one is recorded.
+    if (!reused) await site.audit.append({ actor: "pxe", action: "pxe.script", object: `device:${device.id}`, details: { mac, link: link.name, bootImage: image.name, tokenExpiresAt: expiresAt } });
     return {
       status: 200,
       body: bootScript({
@@ -122,7 +170,7 @@ export async function startBootHttp(opts: BootHttpOptions): Promise<BootHttp> {
     }
     if (url.pathname === "/ipxe/machine") {
       const r = await machineScript(link, url);
-      res.writeHead(r.status, TEXT).end(r.body);
+      res.writeHead(r.status, { ...TEXT, ...r.headers }).end(r.body);
       return;
     }
     const file = /^\/ipxe\/files\/([0-9a-f]{64})$/.exec(url.pathname);

@@ -6,6 +6,13 @@
  * point, and a server certificate for the host names registered for it — never for others, so
  * a distribution point cannot pose as the site or as another server. Renewal needs the current
  * client certificate instead of a secret.
+ *
+ * Invariants: a distribution point never holds a certificate for a name another role holds
+ * (the site's and management points' names, an earlier-registered distribution point's) nor
+ * for a loopback name or address — checked here before anything is issued, so a registration
+ * made before the rule gets nothing either. A certificate that renewal or re-enrollment
+ * replaced is revoked (superseded, listed in the CRL) in the transaction that records its
+ * successor, and never works again.
  */
 import { z } from "zod";
 import type { Site } from "../site/site.ts";
@@ -16,6 +23,7 @@ import { hashToken, newToken } from "../../security/password.ts";
 import { CertificateRequestError, issueClientCertificate, issueServerCertificateForRequest, type IssuedCertificate } from "../../security/ca.ts";
 import { normalizeHostName } from "../../domain/distribution-point.ts";
 import { SlipwayError } from "../../errors.ts";
+import { refusedHostName, refuseHostName } from "./dp-names.ts";
 import net from "node:net";
 
 export const DP_CERT_DAYS = 30;
@@ -42,11 +50,13 @@ export function newDpSecret(site: Site): { secret: string; secretHash: string; e
 
 /** The host names asked for, each one registered for this distribution point; all of them when none is asked for. */
 function serverNames(dp: DistributionPoint, asked: string[]): string[] {
-  if (asked.length === 0) return dp.hostNames;
+  // Registrations made before names were canonical may spell them otherwise.
+  const registered = [...new Set(dp.hostNames.map((h) => normalizeHostName(h) ?? h))];
+  if (asked.length === 0) return registered;
   const out: string[] = [];
   for (const a of asked) {
     const n = normalizeHostName(a);
-    if (!n || !dp.hostNames.includes(n)) {
+    if (!n || !registered.includes(n)) {
       throw new SlipwayError("VALIDATION", `Cannot issue a server certificate for "${a}": the site registered distribution point "${dp.name}" for ${dp.hostNames.join(", ")} only`);
     }
     if (!out.includes(n)) out.push(n);
@@ -99,6 +109,11 @@ export async function enrollDistributionPoint(site: Site, body: z.infer<typeof D
   if (!found) throw await refuse("unknown or already used enrollment secret");
   if (!found.secretExpiresAt || found.secretExpiresAt <= now) throw await refuse("enrollment secret expired", found);
   const names = serverNames(found, body.names);
+  const refusal = await refusedHostName(site, names, found);
+  if (refusal) {
+    await refuseHostName(site, refusal, `Cannot enroll distribution point "${found.name}"`,
+      { actor: `dp:${found.id}`, action: "dp.enroll", object: `dp:${found.id}`, details: { ip, hostNames: names } });
+  }
   const pair = await issuePair(site, found, body, names);
   const ok = await site.db.transaction(async (tx) => {
     const t = stores(tx);
@@ -115,14 +130,37 @@ export async function enrollDistributionPoint(site: Site, body: z.infer<typeof D
   return answer(site, found, pair, names);
 }
 
-/** New certificates for new keys, for a distribution point proving itself with its current client certificate. */
-export async function renewDistributionPoint(site: Site, dp: DistributionPoint, previousSerial: string, body: z.infer<typeof DpRenewBody>): Promise<DpEnrolled> {
+/**
+ * New certificates for new keys, for a distribution point proving itself with its current
+ * client certificate. Every certificate the distribution point held is superseded in the same
+ * transaction — the one it proved itself with first, conditionally, so two renewals racing
+ * with one certificate cannot both succeed, and a certificate blocked or revoked meanwhile
+ * renews nothing.
+ */
+export async function renewDistributionPoint(site: Site, dp: DistributionPoint, previousSerial: string, body: z.infer<typeof DpRenewBody>, ip = ""): Promise<DpEnrolled> {
   const names = serverNames(dp, body.names);
+  const refusal = await refusedHostName(site, names, dp);
+  if (refusal) {
+    await refuseHostName(site, refusal, `Cannot renew distribution point "${dp.name}"'s certificates`,
+      { actor: `dp:${dp.id}`, action: "dp.renew", object: `dp:${dp.id}`, details: { ip, serial: previousSerial, hostNames: names } });
+  }
   const pair = await issuePair(site, dp, body, names);
-  await site.db.transaction(async (tx) => {
+  const now = site.now().toISOString();
+  const superseded = await site.db.transaction(async (tx) => {
+    const t = stores(tx);
+    if (!(await t.distributionPoints.supersedeCertificate(dp.id, previousSerial, now))) return null;
+    const others = (await t.certificates.list({ dpId: dp.id, status: "active" })).map((c) => c.serial);
+    for (const serial of others) await t.certificates.setStatus(serial, "revoked", "superseded", now);
     await recordPair(tx, site, dp, pair, names, `renewal:${previousSerial}`);
+    const all = [previousSerial.toLowerCase(), ...others];
     await site.audit.append({ actor: `dp:${dp.id}`, action: "dp.renew", object: `dp:${dp.id}`,
-      details: { serial: pair.client.serial, serverSerial: pair.server.serial, previous: previousSerial, hostNames: names } }, tx);
+      details: { ip, serial: pair.client.serial, serverSerial: pair.server.serial, previous: previousSerial, superseded: all, hostNames: names } }, tx);
+    return all;
   });
+  if (!superseded) {
+    await site.audit.append({ actor: `dp:${dp.id}`, action: "dp.renew", outcome: "denied", object: `dp:${dp.id}`,
+      details: { ip, serial: previousSerial, reason: "the certificate it was proven with is no longer active (renewed, blocked or revoked meanwhile)" } });
+    throw new SlipwayError("DEVICE_BLOCKED", "Cannot renew: the certificate this request was made with is no longer active; it was renewed, blocked or revoked");
+  }
   return answer(site, dp, pair, names);
 }

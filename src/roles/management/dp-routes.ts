@@ -62,7 +62,7 @@ export function distributionPointRoutes(site: Site): MpRoute[] {
       summary: "New client and server certificates for new keys, before the current ones expire",
       handler: async (ctx) => {
         const { dp, certificate } = dpOf(ctx);
-        return { status: 201, body: await renewDistributionPoint(site, dp, certificate.serial, ctx.body) };
+        return { status: 201, body: await renewDistributionPoint(site, dp, certificate.serial, ctx.body, ctx.ip) };
       },
     },
     {

@@ -15,11 +15,15 @@ import { principalFromRequest, type MpPrincipal } from "./device-auth.ts";
 import { managementRoutes, type MpAccess, type MpRoute } from "./routes.ts";
 import { contentRoutes } from "./content-routes.ts";
 import { distributionPointRoutes } from "./dp-routes.ts";
+import { certificateHostNames, recordSiteHostNames } from "./dp-names.ts";
+import os from "node:os";
 
 export type ManagementPoint = { url: string; port: number; routes: readonly MpRoute[]; close(): Promise<void> };
 
 export async function startManagementPoint(opts: { site: Site; host: string; port: number; tls: { certPem: string; keyPem: string } }): Promise<ManagementPoint> {
   const { site } = opts;
+  // The names this management point answers under are never a distribution point's.
+  await recordSiteHostNames(site, [...certificateHostNames(opts.tls.certPem), os.hostname()]);
   const routes = [...managementRoutes(site), ...contentRoutes(site), ...distributionPointRoutes(site)];
   const deniedAudit = new RateLimiter(60, 60_000, () => site.now().getTime());
   const pipeline = createPipeline<MpAccess, MpPrincipal>(routes, {

@@ -3,7 +3,9 @@
  * registering one (which mints its one-time enrollment secret, shown once), a new secret to
  * enroll it again, removing it (its certificates are revoked), and assigning content to it —
  * with the replication state it reports. All of it is dp.write (the Infrastructure
- * Administrator's); reading is dp.read.
+ * Administrator's); reading is dp.read. A distribution point's URL and aliases are set only
+ * here, at registration, and never to a loopback name, the site's names or another
+ * distribution point's (dp-names.ts); enrollment checks them again.
  */
 import { z } from "zod";
 import type { Route } from "../http.ts";
@@ -14,6 +16,7 @@ import type { CertificateRecord } from "../../../storage/certificate-store.ts";
 import { SlipwayError } from "../../../errors.ts";
 import { isDistributionPointName, normalizeHostName, parseDistributionPointUrl } from "../../../domain/distribution-point.ts";
 import { newDpSecret } from "../../management/dp-enroll.ts";
+import { refusedHostName, refuseHostName } from "../../management/dp-names.ts";
 import { findImage } from "../content-library.ts";
 import { actor, notFound } from "./common.ts";
 
@@ -80,6 +83,12 @@ export function distributionPointRoutes(site: Site): Route[] {
         }
         const s = stores(site.db).distributionPoints;
         if (await s.byName(ctx.body.name)) throw new SlipwayError("CONFLICT", `A distribution point named "${ctx.body.name}" exists`);
+        // Its server certificate will carry these names: never loopback, the site's, or another distribution point's.
+        const refusal = await refusedHostName(site, hostNames);
+        if (refusal) {
+          await refuseHostName(site, refusal, `Cannot register distribution point "${ctx.body.name}"`,
+            { actor: actor(ctx), action: "dp.create", object: null, details: { name: ctx.body.name, url: origin, hostNames } });
+        }
         if ((await s.list()).some((d) => d.url === origin)) throw new SlipwayError("CONFLICT", `A distribution point at ${origin} exists`);
         const { secret, secretHash, expiresAt } = newDpSecret(site);
         const now = site.now().toISOString();
