@@ -11,6 +11,7 @@ import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import net from "node:net";
+import https from "node:https";
 import path from "node:path";
 import { spawn, type ChildProcess } from "node:child_process";
 import { createHash, createPrivateKey, createPublicKey, randomBytes, X509Certificate, type KeyObject } from "node:crypto";
@@ -44,6 +45,16 @@ async function until<T>(what: string, probe: () => Promise<T | undefined | null 
     await sleep(100);
   }
 }
+
+// The distribution point's registered name: never a loopback name (DESIGN.md, Lifecycles), so
+// devices in this test reach it by a name that a connection of their own resolves to loopback.
+const DP_NAME = "dp-branch.test";
+const dpAgent = new https.Agent({
+  lookup: ((_host: string, opts: { all?: boolean }, cb: (...a: unknown[]) => void) =>
+    opts.all ? cb(null, [{ address: "127.0.0.1", family: 4 }]) : cb(null, "127.0.0.1", 4)) as never,
+});
+/** fetchBytes to the distribution point by its registered name. */
+const dpFetch: typeof fetchBytes = (url, ca, who, p, opts = {}) => fetchBytes(url, ca, who, p, { agent: dpAgent, ...opts });
 
 type DpProcess = { child: ChildProcess; url: string; stdout: () => string; stderr: () => string; stop(): Promise<void> };
 
@@ -98,7 +109,7 @@ for (const database of databasesUnderTest()) {
     let a: TestMachine, b: TestMachine, c: TestMachine;
     let aId = "";
     const admin = (m: string, p: string, body?: unknown) => t.request(m, p, { token: t.adminToken, body });
-    const dpArgs = (extra: string[] = []) => ["--site", t.mp.url, "--ca", caFile, "--data", dpDir, "--listen", `127.0.0.1:${dpPort}`, "--public-name", "127.0.0.1", "--poll-seconds", "1", ...extra];
+    const dpArgs = (extra: string[] = []) => ["--site", t.mp.url, "--ca", caFile, "--data", dpDir, "--listen", `127.0.0.1:${dpPort}`, "--public-name", DP_NAME, "--poll-seconds", "1", ...extra];
     const dpState = async (d = digest) => ((await admin("GET", `/api/v1/distribution-points/${dpId}`)).body.assignments as { digest: string; state: string; message: string | null }[]).find((x) => x.digest === d);
     let n = 0;
     async function enrolledMachine(name: string, room: string): Promise<{ m: TestMachine; id: string }> {
@@ -144,10 +155,10 @@ for (const database of databasesUnderTest()) {
     });
 
     it("registering returns a one-time secret, kept only as a hash", async () => {
-      const r = await admin("POST", "/api/v1/distribution-points", { name: "branch-1", url: `https://127.0.0.1:${dpPort}` });
+      const r = await admin("POST", "/api/v1/distribution-points", { name: "branch-1", url: `https://${DP_NAME}:${dpPort}` });
       assert.equal(r.status, 201, r.text);
       assert.equal(r.body.status, "awaiting enrollment");
-      assert.deepEqual(r.body.hostNames, ["127.0.0.1"]);
+      assert.deepEqual(r.body.hostNames, [DP_NAME]);
       ({ id: dpId, secret } = r.body);
       assert.match(secret, /^swd_[A-Za-z0-9_-]{43}$/);
       const hours = (Date.parse(r.body.secretExpiresAt) - Date.now()) / 3600_000;
@@ -167,8 +178,8 @@ for (const database of databasesUnderTest()) {
       const secretFile = path.join(dir, "secret");
       fs.writeFileSync(secretFile, secret + "\n", { mode: 0o600 });
       dp = await startDp(dpArgs(["--enroll-secret-file", secretFile]));
-      dpUrl = `https://127.0.0.1:${dpPort}`;
-      assert.equal(dp.url, dpUrl);
+      dpUrl = `https://${DP_NAME}:${dpPort}`;
+      assert.equal(dp.url, `https://127.0.0.1:${dpPort}`);
       const mode = (f: string) => fs.statSync(path.join(dpDir, f)).mode & 0o777;
       assert.equal(mode("."), 0o700);
       for (const f of ["dp.json", "keys/client.key", "keys/client.crt", "keys/server.key", "keys/server.crt"]) assert.equal(mode(f), 0o600, f);
@@ -177,7 +188,7 @@ for (const database of databasesUnderTest()) {
       assert.match(client.subjectAltName ?? "", new RegExp(`URI:urn:slipway:dp:${dpId}`));
       assert.ok(client.checkIssued(new X509Certificate(t.ca)));
       const server = new X509Certificate(fs.readFileSync(path.join(dpDir, "keys/server.crt")));
-      assert.equal(server.subjectAltName, "IP Address:127.0.0.1");
+      assert.equal(server.subjectAltName, `DNS:${DP_NAME}`);
       const shown = (await admin("GET", `/api/v1/distribution-points/${dpId}`)).body;
       assert.equal(shown.status, "enrolled");
       assert.deepEqual(shown.certificates.map((x: { kind: string; status: string }) => `${x.kind}:${x.status}`).sort(), ["dp-server:active", "dp:active"]);
@@ -226,21 +237,21 @@ for (const database of databasesUnderTest()) {
     });
 
     it("a device whose policy names the image downloads it from the distribution point byte for byte, resuming with Range", async () => {
-      const manifest = await fetchBytes(dpUrl, t.ca, a, `/mp/v1/content/${digest}/manifest`);
+      const manifest = await dpFetch(dpUrl, t.ca, a, `/mp/v1/content/${digest}/manifest`);
       assert.equal(manifest.status, 200, manifest.body.toString());
       const m: Manifest = verifyManifest(JSON.parse(manifest.body.toString()), pinned, digest);
-      const whole = await fetchBytes(dpUrl, t.ca, a, `/mp/v1/content/${digest}/data`);
+      const whole = await dpFetch(dpUrl, t.ca, a, `/mp/v1/content/${digest}/data`);
       assert.equal(whole.status, 200);
       assert.equal(whole.headers["content-length"], String(image.length));
       assert.equal(whole.headers["accept-ranges"], "bytes");
       assert.equal(whole.headers.etag, `"${digest}"`);
       assert.ok(whole.body.equals(image), "byte-identical");
 
-      const cut = await fetchBytes(dpUrl, t.ca, a, `/mp/v1/content/${digest}/data`, { stopAfter: DEFAULT_CHUNK_SIZE + 50_000 });
+      const cut = await dpFetch(dpUrl, t.ca, a, `/mp/v1/content/${digest}/data`, { stopAfter: DEFAULT_CHUNK_SIZE + 50_000 });
       const v = new ChunkVerifier(m);
       const kept = Buffer.concat(v.push(cut.body.subarray(0, Math.min(cut.body.length, 2 * DEFAULT_CHUNK_SIZE - 1))));
       assert.equal(v.nextChunk, 1);
-      const rest = await fetchBytes(dpUrl, t.ca, a, `/mp/v1/content/${digest}/data`, { headers: { range: `bytes=${v.offset}-` } });
+      const rest = await dpFetch(dpUrl, t.ca, a, `/mp/v1/content/${digest}/data`, { headers: { range: `bytes=${v.offset}-` } });
       assert.equal(rest.status, 206);
       assert.equal(rest.headers["content-range"], `bytes ${v.offset}-${image.length - 1}/${image.length}`);
       const v2 = new ChunkVerifier(m, v.nextChunk);
@@ -248,10 +259,10 @@ for (const database of databasesUnderTest()) {
       v2.finish();
       assert.equal(sha(Buffer.concat([kept, after])), sha(image));
 
-      const head = await fetchBytes(dpUrl, t.ca, a, `/mp/v1/content/${digest}/data`, { method: "HEAD" });
+      const head = await dpFetch(dpUrl, t.ca, a, `/mp/v1/content/${digest}/data`, { method: "HEAD" });
       assert.equal(head.status, 200);
       assert.equal(head.body.length, 0);
-      const past = await fetchBytes(dpUrl, t.ca, a, `/mp/v1/content/${digest}/data`, { headers: { range: `bytes=${image.length}-` } });
+      const past = await dpFetch(dpUrl, t.ca, a, `/mp/v1/content/${digest}/data`, { headers: { range: `bytes=${image.length}-` } });
       assert.equal(past.status, 416);
       assert.equal(past.headers["content-range"], `bytes */${image.length}`);
       const fromMp = await fetchBytes(t.mp.url, t.ca, a, `/mp/v1/content/${digest}/data`, { method: "HEAD" });
@@ -260,15 +271,15 @@ for (const database of databasesUnderTest()) {
 
     it("a device without that deployment gets 403 from the distribution point, audited on the site", async () => {
       for (const p of [`/mp/v1/content/${digest}/manifest`, `/mp/v1/content/${digest}/data`]) {
-        const r = await fetchBytes(dpUrl, t.ca, b, p);
+        const r = await dpFetch(dpUrl, t.ca, b, p);
         assert.equal(r.status, 403, p);
         assert.equal(JSON.parse(r.body.toString()).code, "SLIPWAY_NOT_YOUR_RESOURCE");
       }
-      const anon = await fetchBytes(dpUrl, t.ca, null, `/mp/v1/content/${digest}/data`);
+      const anon = await dpFetch(dpUrl, t.ca, null, `/mp/v1/content/${digest}/data`);
       assert.equal(anon.status, 401);
       const denied = (await admin("GET", "/api/v1/audit?action=content.denied&limit=100")).body as { object: string; details: { via?: string } }[];
       assert.ok(denied.some((e) => e.object === `content:${digest}` && e.details.via === `dp:${dpId}`));
-      const bad = await fetchBytes(dpUrl, t.ca, a, "/mp/v1/content/sha256:1234/data");
+      const bad = await dpFetch(dpUrl, t.ca, a, "/mp/v1/content/sha256:1234/data");
       assert.equal(bad.status, 400);
     });
 
@@ -279,7 +290,7 @@ for (const database of databasesUnderTest()) {
         assert.equal(r.status, 403, `${p}: ${r.text}`);
         assert.equal(r.body.code, "SLIPWAY_FORBIDDEN");
       }
-      const onDp = await fetchBytes(dpUrl, t.ca, dpCert, `/mp/v1/content/${digest}/data`);
+      const onDp = await dpFetch(dpUrl, t.ca, dpCert, `/mp/v1/content/${digest}/data`);
       assert.equal(onDp.status, 401, "a distribution point's certificate is no device certificate");
       for (const [method, p, body] of [["GET", "/mp/v1/dp/assignments", undefined], ["GET", "/mp/v1/dp/site", undefined],
         ["POST", "/mp/v1/dp/authorize", { serial: "01", digest }], ["GET", `/mp/v1/dp/content/${digest}/chunks/${"0".repeat(64)}`, undefined]] as const) {
@@ -308,7 +319,7 @@ for (const database of databasesUnderTest()) {
         assert.match(failed.message!, new RegExp(`chunk 1 \\(sha256 ${m.chunks[1].sha256}\\) from the site does not match the manifest`));
         assert.ok(!new BlobStore(dpDir).has(m.chunks[1].sha256), "the bad chunk was not stored");
         assert.ok(!fs.readdirSync(new BlobStore(dpDir).dir).some((f) => f.startsWith(".tmp-")), "nor left behind");
-        const r = await fetchBytes(dpUrl, t.ca, a, `/mp/v1/content/${brokenDigest}/data`);
+        const r = await dpFetch(dpUrl, t.ca, a, `/mp/v1/content/${brokenDigest}/data`);
         assert.equal(r.status, 404, "not served");
         const p = (await a.call("GET", "/mp/v1/policy")).body.policy;
         assert.deepEqual(p.deployments[0].content.find((x: { image: string }) => x.image === "dp-broken").sources, [], "and not a source");
@@ -320,7 +331,7 @@ for (const database of databasesUnderTest()) {
         fs.writeFileSync(siteFile, good);
       }
       await until("dp-broken ready after the repair", async () => (await dpState(brokenDigest))?.state === "ready");
-      const r = await fetchBytes(dpUrl, t.ca, a, `/mp/v1/content/${brokenDigest}/data`);
+      const r = await dpFetch(dpUrl, t.ca, a, `/mp/v1/content/${brokenDigest}/data`);
       assert.equal(r.status, 200);
       assert.ok(r.body.equals(broken));
     });
@@ -335,22 +346,22 @@ for (const database of databasesUnderTest()) {
       assert.deepEqual(await sourcesNow(), [], "a silent distribution point is left out");
       dp = await startDp(dpArgs());
       await until("listed again after its first poll", async () => (await sourcesNow())?.[0] === dpUrl);
-      await until("content served again", async () => (await fetchBytes(dpUrl, t.ca, a, `/mp/v1/content/${digest}/manifest`)).status === 200);
+      await until("content served again", async () => (await dpFetch(dpUrl, t.ca, a, `/mp/v1/content/${digest}/manifest`)).status === 200);
       assert.match(dp.stdout(), /"msg":"distribution point listening"/);
       assert.ok(!/distribution point enrolled/.test(dp.stdout()), "no second enrollment");
     });
 
     it("a revoked device certificate is refused by the distribution point once it refreshes the CRL", async () => {
-      assert.equal((await fetchBytes(dpUrl, t.ca, c, `/mp/v1/content/${digest}/manifest`)).status, 200);
+      assert.equal((await dpFetch(dpUrl, t.ca, c, `/mp/v1/content/${digest}/manifest`)).status, 200);
       const cId = (await admin("GET", "/api/v1/devices?name=dp-c")).body[0].id;
       const serial = (await admin("GET", `/api/v1/certificates?device=${cId}`)).body[0].serial;
       assert.equal((await admin("POST", `/api/v1/certificates/${serial}/revoke`, { reason: "keyCompromise" })).status, 200);
       const refused = await until("the revoked certificate refused", async () => {
-        const r = await fetchBytes(dpUrl, t.ca, c, `/mp/v1/content/${digest}/manifest`);
+        const r = await dpFetch(dpUrl, t.ca, c, `/mp/v1/content/${digest}/manifest`);
         return r.status === 403 ? r : null;
       }, 10_000);
       assert.equal(JSON.parse(refused.body.toString()).code, "SLIPWAY_DEVICE_BLOCKED");
-      assert.equal((await fetchBytes(dpUrl, t.ca, a, `/mp/v1/content/${digest}/manifest`)).status, 200, "other devices are still served");
+      assert.equal((await dpFetch(dpUrl, t.ca, a, `/mp/v1/content/${digest}/manifest`)).status, 200, "other devices are still served");
     });
 
     it("unassigning drops the image from policies at once and from the distribution point at its next poll", async () => {
@@ -359,7 +370,7 @@ for (const database of databasesUnderTest()) {
       assert.equal((await admin("DELETE", `/api/v1/distribution-points/branch-1/content/dp-base`)).status, 204);
       const p = (await a.call("GET", "/mp/v1/policy")).body.policy;
       assert.deepEqual(p.deployments[0].content.find((x: { image: string }) => x.image === "dp-base").sources, []);
-      await until("dp-base gone from the distribution point", async () => (await fetchBytes(dpUrl, t.ca, a, `/mp/v1/content/${digest}/data`, { method: "HEAD" })).status === 404);
+      await until("dp-base gone from the distribution point", async () => (await dpFetch(dpUrl, t.ca, a, `/mp/v1/content/${digest}/data`, { method: "HEAD" })).status === 404);
       await until("its chunks deleted", async () => m.chunks.every((ch) => !blobs.has(ch.sha256)));
       assert.equal((await admin("DELETE", `/api/v1/distribution-points/branch-1/content/dp-base`)).status, 404);
     });
@@ -368,16 +379,21 @@ for (const database of databasesUnderTest()) {
       const current = { key: fs.readFileSync(path.join(dpDir, "keys/client.key"), "utf8"), cert: fs.readFileSync(path.join(dpDir, "keys/client.crt"), "utf8") };
       const keys = [await createKeyAndCsr(), await createKeyAndCsr()];
       const body = { csr: keys[0].csrPem, serverCsr: keys[1].csrPem };
+      const before = (await admin("GET", `/api/v1/distribution-points/${dpId}`)).body.certificates as { serial: string; status: string }[];
+      assert.equal((await request(t.mp.url, { method: "POST", path: "/mp/v1/dp/renew", ca: t.ca, ...current, body: { ...body, names: ["localhost"] } })).status, 400, "only registered names");
       const r = await request(t.mp.url, { method: "POST", path: "/mp/v1/dp/renew", ca: t.ca, ...current, body });
       assert.equal(r.status, 201, r.text);
       const client = new X509Certificate(r.body.certificate);
       assert.equal(client.subject, `CN=dp:${dpId}`);
       assert.ok(client.checkPrivateKey(createPrivateKey(keys[0].keyPem)));
       assert.ok(new X509Certificate(r.body.serverCertificate).checkPrivateKey(createPrivateKey(keys[1].keyPem)));
-      assert.equal((await request(t.mp.url, { method: "POST", path: "/mp/v1/dp/renew", ca: t.ca, ...current, body: { ...body, names: ["localhost"] } })).status, 400, "only registered names");
       assert.equal((await a.call("POST", "/mp/v1/dp/renew", body)).status, 403, "not with a device certificate");
-      const certs = (await admin("GET", `/api/v1/distribution-points/${dpId}`)).body.certificates as { kind: string; status: string }[];
-      assert.equal(certs.filter((x) => x.status === "active").length, 4, "the current ones stay valid until they expire");
+      const certs = (await admin("GET", `/api/v1/distribution-points/${dpId}`)).body.certificates as { serial: string; status: string }[];
+      assert.deepEqual(certs.filter((x) => x.status === "active").map((x) => x.serial).sort(), [r.body.serial, r.body.serverSerial].sort(), "only the new pair is active");
+      for (const old of before.filter((x) => x.status === "active")) assert.equal(certs.find((x) => x.serial === old.serial)?.status, "revoked", "the pair it replaced is superseded");
+      const again = await request(t.mp.url, { method: "POST", path: "/mp/v1/dp/renew", ca: t.ca, ...current, body });
+      assert.equal(again.status, 403, "a superseded certificate renews nothing");
+      assert.equal(again.body.code, "SLIPWAY_DEVICE_BLOCKED");
     });
 
     it("removing the distribution point revokes its certificates and ends its access to the site", async () => {
