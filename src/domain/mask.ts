@@ -2,11 +2,107 @@
  * Masking secret values in text a person or a log will read (step messages, status events).
  * Shared by the agent, which masks before a message leaves the machine, and the management
  * point, which masks again whatever the agent did.
+ *
+ * A command that fails with a secret in its output rarely prints it plain: it shows an HTTP
+ * Basic header (base64), a URL with the password in its query (percent-encoded), a hex dump.
+ * So each secret is masked in every form below, all found in the original text and replaced
+ * together, so that masking one form or one secret never breaks up another's occurrence:
+ *
+ * - as is;
+ * - base64 of its UTF-8 bytes, standard and URL-safe alphabets, with and without `=` padding,
+ *   and the part of it that stays the same wherever the secret sits in a longer base64 stream
+ *   (`user:secret` in a Basic header), when that part is at least 8 characters;
+ * - hex of its UTF-8 bytes, in any letter case;
+ * - percent-encoded: encodeURIComponent, encodeURI and form encoding (space as `+`), with the
+ *   hex digits of each escape in any case.
+ *
+ * Secrets shorter than 4 characters are not masked: masking "a" everywhere would destroy every
+ * message and, by where the stars fall, tell the secret anyway. Such a secret is too weak to
+ * protect by masking.
  */
 
-/** Replaces every occurrence of each secret value (of at least 4 characters) with ********. */
+/** Secrets shorter than this (in UTF-16 code units) are left alone; see the module comment. */
+export const MIN_MASKED_LENGTH = 4;
+/** A base64 fragment of a secret inside a longer stream is masked only from this length on. */
+const MIN_FRAGMENT_LENGTH = 8;
+const MASK = "********";
+
+/** Replaces every occurrence of each secret value, in each form it may be printed in, with ********. */
 export function maskSecrets(text: string, secrets: Iterable<string>): string {
-  let out = text;
-  for (const s of secrets) if (s.length >= 4) out = out.split(s).join("********");
+  const patterns: RegExp[] = [];
+  for (const s of secrets) if (s.length >= MIN_MASKED_LENGTH) patterns.push(...secretPatterns(s));
+  if (patterns.length === 0 || text.length === 0) return text;
+  // Every match of every pattern, overlapping ones included, then merged into runs.
+  const spans: [number, number][] = [];
+  for (const re of patterns) {
+    re.lastIndex = 0;
+    for (let m = re.exec(text); m !== null; m = re.exec(text)) {
+      spans.push([m.index, m.index + m[0].length]);
+      re.lastIndex = m.index + 1;
+    }
+  }
+  if (spans.length === 0) return text;
+  spans.sort((a, b) => a[0] - b[0]);
+  let out = "";
+  let at = 0;
+  let [start, end] = spans[0];
+  for (const [s, e] of spans.slice(1)) {
+    if (s <= end) {
+      end = Math.max(end, e);
+      continue;
+    }
+    out += text.slice(at, start) + MASK;
+    at = end;
+    [start, end] = [s, e];
+  }
+  return out + text.slice(at, start) + MASK + text.slice(end);
+}
+
+/** The forms one secret may appear in, as global regular expressions. */
+function secretPatterns(secret: string): RegExp[] {
+  const literal = new Set<string>([secret]);
+  const bytes = Buffer.from(secret, "utf8");
+  const std = bytes.toString("base64");
+  const url = std.replace(/[+/]/g, (c) => (c === "+" ? "-" : "_"));
+  for (const b64 of [std, url]) literal.add(b64).add(b64.replace(/=+$/, ""));
+  for (const f of base64Fragments(bytes)) literal.add(f);
+  const percent = new Set<string>();
+  if (secret.isWellFormed()) { // encodeURI* throws on a lone surrogate; such text is never percent-encoded
+    const component = encodeURIComponent(secret);
+    percent.add(component);
+    percent.add(component.replace(/%20/g, "+"));
+    percent.add(encodeURI(secret));
+    percent.add(new URLSearchParams([["", secret]]).toString().slice(1));
+  }
+  const out = [...literal].filter((f) => f.length > 0).map((f) => new RegExp(escapeRegExp(f), "g"));
+  out.push(new RegExp(bytes.toString("hex"), "gi"));
+  for (const p of percent) {
+    if (literal.has(p)) continue;
+    // %2f and %2F decode alike; letters outside the escapes keep their case.
+    out.push(new RegExp(p.split(/(%[0-9A-F]{2})/).map((part, i) =>
+      i % 2 === 1 ? `%[${part[1]}${part[1].toLowerCase()}][${part[2]}${part[2].toLowerCase()}]` : escapeRegExp(part)).join(""), "g"));
+  }
   return out;
+}
+
+/**
+ * The base64 characters that depend only on the secret's bytes when it starts 0, 1 or 2 bytes
+ * into a 3-byte group of a longer stream (both alphabets). Characters at either end that mix
+ * in neighbouring bytes are left out.
+ */
+function base64Fragments(bytes: Buffer): string[] {
+  const out: string[] = [];
+  for (let k = 0; k < 3; k++) {
+    const shifted = Buffer.concat([Buffer.alloc(k), bytes]);
+    const first = Math.ceil((8 * k) / 6);
+    const end = Math.floor((8 * (k + bytes.length)) / 6);
+    if (end - first < MIN_FRAGMENT_LENGTH) continue;
+    const std = shifted.toString("base64").slice(first, end);
+    out.push(std, shifted.toString("base64url").slice(first, end));
+  }
+  return out;
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
