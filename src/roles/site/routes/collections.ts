@@ -6,7 +6,7 @@ import { stores } from "../../../storage/stores.ts";
 import type { Collection } from "../../../storage/collection-store.ts";
 import { ExpressionError, formatExpression, parseExpression } from "../../../domain/expression.ts";
 import { SlipwayError } from "../../../errors.ts";
-import { collectionInScope, computeMembership, requireCollectionScope, requireUnscoped } from "../membership.ts";
+import { collectionInScope, computeMembership, deviceInScope, requireUnscoped } from "../membership.ts";
 import { actor, Description, Name, notFound, principal } from "./common.ts";
 
 /** Validates and canonicalizes a rule; a bad one is a 422 naming the position. */
@@ -19,6 +19,16 @@ function canonicalRule(rule: string | null | undefined): string | null | undefin
       throw new SlipwayError("RULE_INVALID", `Cannot use the rule: ${err.message}`, [{ path: "rule", message: err.message, position: err.position }]);
     }
     throw err;
+  }
+}
+
+/** Whether a canonical rule is the stored one (a stored rule that no longer parses is never the same). */
+function sameRule(canonical: string, stored: string | null): boolean {
+  if (stored === null) return false;
+  try {
+    return formatExpression(parseExpression(stored)) === canonical;
+  } catch {
+    return false;
   }
 }
 
@@ -83,6 +93,13 @@ export function collectionRoutes(site: Site): Route[] {
       handler: async (ctx) => {
         const c = await load(ctx);
         const rule = canonicalRule(ctx.body.rule);
+        // A rule is evaluated against every device, including those created later, so a rule a
+        // scoped administrator wrote could pull devices into its scope at any time. Scoped
+        // administrators may only remove a rule (which can only shrink the collection) or send
+        // the current one back unchanged; anything else needs an administrator without scopes.
+        if (principal(ctx).scopes !== null && rule !== undefined && rule !== null && !sameRule(rule, c.rule)) {
+          throw new SlipwayError("OUT_OF_SCOPE", `Not allowed: cannot change the rule of collection "${c.name}": a rule can match devices outside your security scopes, now or when they are created; only an administrator without security scopes sets rules (you may remove it)`);
+        }
         const s = stores(site.db);
         if (ctx.body.name && ctx.body.name !== c.name && (await s.collections.byName(ctx.body.name))) throw new SlipwayError("CONFLICT", `Cannot rename to "${ctx.body.name}": the name is taken`);
         await site.db.transaction(async (tx) => {
@@ -112,9 +129,15 @@ export function collectionRoutes(site: Site): Route[] {
       body: z.strictObject({ device: z.string().min(1).max(200) }),
       handler: async (ctx) => {
         const c = await load(ctx);
-        requireCollectionScope(principal(ctx), c.id);
+        const p = principal(ctx);
         const s = stores(site.db);
         const d = (await s.devices.byId(ctx.body.device)) ?? (await s.devices.byName(ctx.body.device));
+        // A scoped administrator adds only devices it can already see: one outside its scope would
+        // otherwise come into it. The answer is the same whether the device exists or not, so it
+        // tells nothing about devices outside the scope.
+        if (p.scopes !== null && (!d || !deviceInScope(p, await computeMembership(s), d.id))) {
+          throw new SlipwayError("OUT_OF_SCOPE", `Not allowed: cannot add device "${ctx.body.device}" to collection "${c.name}": it is not a device in your security scopes`);
+        }
         if (!d) throw notFound("device", ctx.body.device);
         await site.db.transaction(async (tx) => {
           await stores(tx).collections.addMember(c.id, d.id);
@@ -129,7 +152,8 @@ export function collectionRoutes(site: Site): Route[] {
         const c = await load(ctx);
         const s = stores(site.db);
         const d = (await s.devices.byId(ctx.params.device)) ?? (await s.devices.byName(ctx.params.device));
-        if (!d) throw notFound("device", ctx.params.device);
+        // Out of scope reads as missing, so the answer says nothing about devices outside the scope.
+        if (!d || !deviceInScope(principal(ctx), await computeMembership(s), d.id)) throw notFound("device", ctx.params.device);
         const n = await site.db.transaction(async (tx) => {
           const k = await stores(tx).collections.removeMember(c.id, d.id);
           if (k) await site.audit.append({ actor: actor(ctx), action: "collection.member.remove", object: `collection:${c.id}`, details: { device: d.id } }, tx);
