@@ -183,10 +183,18 @@ const auditVerify: Command = {
     if (!siteExists(dataDir)) throw new CliError(`No site in ${dataDir}`, ExitCode.NOT_FOUND);
     const site = await openSite({ ...siteOptions(dataDir), maintain: false, log: createLogger({ level: "warn", write: (l) => process.stderr.write(l + "\n") }) });
     try {
-      const r = await verifyAuditLog(site.db, site.keys.verifyKey, readHead(dataDir));
+      const r = await verifyAuditLog(site.db, site.keys.verifyKey, { head: readHead(dataDir) });
       if (values.json) process.stdout.write(JSON.stringify(r) + "\n");
-      else if (r.ok) process.stdout.write(`Audit log intact: ${r.count} entries, last #${r.lastSeq}\n`);
-      else process.stdout.write(`Audit log TAMPERED at entry #${r.seq}: ${r.reason}\n`);
+      else if (r.ok) {
+        process.stdout.write(`Audit log intact: ${r.count} entries checked, last #${r.lastSeq} (hash ${r.lastHash})\n`);
+        if (r.head) process.stdout.write(`Head checkpoint: #${r.head.seq}, signed, written ${r.head.writtenAt}\n`);
+        if (r.uncovered > 0) {
+          process.stdout.write(`Note: the last ${r.uncovered} entries come after this folder's checkpoint, which does not vouch for them ` +
+            `(written by a process with another data folder, or just before a crash — or the log was cut back to an older checkpoint)\n`);
+        }
+        // Only a copy kept elsewhere can show a later rollback of the database and the data folder together.
+        process.stdout.write(`Keep "#${r.lastSeq} ${r.lastHash}" somewhere else: a later verify must still find that entry\n`);
+      } else process.stdout.write(`Audit log TAMPERED at entry #${r.seq}: ${r.reason} (${r.checked} entries checked before it)\n`);
       return r.ok ? ExitCode.OK : ExitCode.VERIFY_FAILED;
     } finally {
       await site.close();

@@ -11,6 +11,7 @@ import { randomUUID } from "node:crypto";
 import type { z } from "zod";
 import { SlipwayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import { countAuditedRefusals } from "../storage/audit-store.ts";
 
 export type HttpMethod = "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
 
@@ -80,8 +81,13 @@ export type PipelineHooks<A extends string, P> = {
   authenticate(req: IncomingMessage): Promise<P | null>;
   /** Decides a non-public route for an authenticated caller: null allows, an error refuses. */
   authorize(route: Route<A, P>, principal: P): SlipwayError | null;
-  /** Called for every refused request (401/403), to audit it. */
-  onDenied(ctx: RequestContext<unknown, Record<string, string>, P>, code: string): Promise<void>;
+  /**
+   * Called once for every refused request (401/403, whether the pipeline or a handler
+   * refused it) that did not already commit an audit entry of its own with outcome "denied"
+   * or "failure", to audit it. A one-time-password session's PASSWORD_CHANGE_REQUIRED is not
+   * a refusal. `reason` is the error's message.
+   */
+  onDenied(ctx: RequestContext<unknown, Record<string, string>, P>, code: string, reason?: string): Promise<void>;
   /** Counts malformed input, by code. */
   onRejected?(code: string): void;
   /** Turns known low-level errors (e.g. a constraint violation in a race) into catalogue errors. */
@@ -158,7 +164,7 @@ export function createPipeline<A extends string, P>(routes: readonly Route<A, P>
     pipeStreams(reply.stream!, res, failed);
   };
 
-  async function dispatch(req: IncomingMessage, res: ServerResponse, requestId: string): Promise<void> {
+  async function dispatch(req: IncomingMessage, res: ServerResponse, requestId: string, seen: { ctx?: RequestContext<unknown, Record<string, string>, P> }): Promise<void> {
     let url: URL;
     try {
       url = new URL(req.url ?? "/", "https://site.invalid");
@@ -200,19 +206,18 @@ export function createPipeline<A extends string, P>(routes: readonly Route<A, P>
       requestId,
       headers: req.headers,
     };
+    seen.ctx = ctx;
 
     // Authenticate and authorize before reading a body: an anonymous client cannot make
     // the server buffer a megabyte.
     if (route.access !== "public") {
       ctx.principal = await hooks.authenticate(req);
       if (!ctx.principal) {
-        await hooks.onDenied(ctx, "UNAUTHENTICATED");
         req.resume();
         throw new SlipwayError("UNAUTHENTICATED");
       }
       const refusal = hooks.authorize(route as Route<A, P>, ctx.principal);
       if (refusal) {
-        if (refusal.status === 403 && refusal.code !== "PASSWORD_CHANGE_REQUIRED") await hooks.onDenied(ctx, refusal.code);
         req.resume();
         throw refusal;
       }
@@ -253,11 +258,19 @@ export function createPipeline<A extends string, P>(routes: readonly Route<A, P>
     handle(req, res) {
       const requestId = randomUUID();
       const started = performance.now();
-      dispatch(req, res, requestId)
-        .catch((caught: unknown) => {
+      const seen: { ctx?: RequestContext<unknown, Record<string, string>, P> } = {};
+      const run = countAuditedRefusals(() => dispatch(req, res, requestId, seen));
+      run.result
+        .catch(async (caught: unknown) => {
           const err = caught instanceof SlipwayError ? caught : (hooks.mapError?.(caught) ?? caught);
           if (err instanceof SlipwayError) {
             if (err.status < 500) hooks.onRejected?.(err.code);
+            // Every refusal is audited once: by the handler that refused, or here.
+            if ((err.status === 401 || err.status === 403) && err.code !== "PASSWORD_CHANGE_REQUIRED" && seen.ctx && !run.audited()) {
+              await hooks.onDenied(seen.ctx, err.code, err.message).catch((auditErr: unknown) => {
+                hooks.log.error("auditing a refused request failed", { requestId, err: auditErr });
+              });
+            }
             send(res, err.status, err.toJSON());
             return;
           }

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
-import { GENESIS_HASH, chainHash, sealEntry, verifyChain, type AuditBody, type AuditEntry } from "./audit-chain.ts";
+import { GENESIS_HASH, chainHash, checkHead, sealEntry, signHead, verifyChain, type AuditBody, type AuditEntry } from "./audit-chain.ts";
 
 const { privateKey, publicKey } = crypto.generateKeyPairSync("ed25519");
 const outcomes = ["success", "denied", "failure"] as const;
@@ -24,14 +24,15 @@ function build(n: number, key: crypto.KeyObject = privateKey): AuditEntry[] {
 }
 
 const chain = build(50);
-const head = { seq: 50, hash: chain[49].hash };
+const writtenAt = new Date(Date.now()).toISOString();
+const head = { head: signHead({ seq: 50, hash: chain[49].hash, writtenAt }, privateKey) };
 const clone = (): AuditEntry[] => structuredClone(chain);
 
 test("an untouched chain verifies, with and without its head checkpoint", () => {
-  assert.deepEqual(verifyChain(chain, publicKey), { ok: true, count: 50, lastSeq: 50, lastHash: chain[49].hash });
-  assert.equal(verifyChain(chain, publicKey, head).ok, true);
-  assert.equal(verifyChain(JSON.parse(JSON.stringify(chain)), publicKey, head).ok, true);
-  assert.deepEqual(verifyChain([], publicKey), { ok: true, count: 0, lastSeq: 0, lastHash: GENESIS_HASH });
+  assert.deepEqual(verifyChain(chain, publicKey), { ok: true, count: 50, lastSeq: 50, lastHash: chain[49].hash, head: null, uncovered: 0 });
+  assert.deepEqual(verifyChain(chain, publicKey, head), { ok: true, count: 50, lastSeq: 50, lastHash: chain[49].hash, head: { seq: 50, writtenAt }, uncovered: 0 });
+  assert.equal(verifyChain(JSON.parse(JSON.stringify(chain)), publicKey, { head: JSON.parse(JSON.stringify(head.head)) }).ok, true);
+  assert.deepEqual(verifyChain([], publicKey), { ok: true, count: 0, lastSeq: 0, lastHash: GENESIS_HASH, head: null, uncovered: 0 });
 });
 
 test("sealing numbers from 1, links to the previous hash and hashes the canonical body", () => {
@@ -182,4 +183,49 @@ test("sealing refuses a key that is not Ed25519 and an unknown outcome", () => {
   assert.throws(() => sealEntry(null, body(1), ec), TypeError);
   assert.throws(() => sealEntry(null, body(1), publicKey), TypeError);
   assert.throws(() => sealEntry(null, { ...body(1), outcome: "maybe" as "success" }, privateKey), TypeError);
+});
+
+test("with head evidence, a missing head, an empty log or an unsigned head is tampering", () => {
+  const missing = verifyChain(chain, publicKey, { head: null });
+  assert.ok(missing.ok === false && /head checkpoint is missing/.test(missing.reason) && missing.checked === 50, JSON.stringify(missing));
+  const empty = verifyChain([], publicKey, { head: null });
+  assert.ok(empty.ok === false && /empty/.test(empty.reason) && empty.checked === 0, JSON.stringify(empty));
+  const emptyWithHead = verifyChain([], publicKey, head);
+  assert.ok(emptyWithHead.ok === false && /truncated/.test(emptyWithHead.reason), JSON.stringify(emptyWithHead));
+  const h = head.head;
+  const forgeries: unknown[] = [
+    { seq: 50, hash: chain[49].hash }, // the old, unsigned format
+    { ...h, seq: 49 }, // edited fields under the old signature
+    { ...h, hash: chain[48].hash },
+    { ...h, writtenAt: new Date(Date.now() + 3600_000).toISOString() },
+    { ...h, signature: chain[49].signature }, // an entry's signature is not a head's
+    signHead({ seq: 50, hash: chain[49].hash, writtenAt }, crypto.generateKeyPairSync("ed25519").privateKey),
+    "not json", 50, [], {},
+  ];
+  for (const forged of forgeries) {
+    const v = verifyChain(chain, publicKey, { head: forged });
+    assert.ok(v.ok === false && /not signed/.test(v.reason) && v.checked === 50, `${JSON.stringify(forged)}: ${JSON.stringify(v)}`);
+    assert.equal(checkHead(forged, publicKey), null);
+  }
+  assert.deepEqual(checkHead(h, publicKey), h);
+});
+
+test("a log cut back past a replayed older head is caught; cut back exactly to it, only an outside copy can tell", () => {
+  const oldHead = { head: signHead({ seq: 40, hash: chain[39].hash, writtenAt }, privateKey) };
+  const v = verifyChain(chain.slice(0, 35), publicKey, oldHead);
+  assert.ok(v.ok === false && v.seq === 36 && /truncated/.test(v.reason), JSON.stringify(v));
+  // Rows 41-50 deleted and the head of #40 put back: consistent, so it verifies. What can be
+  // shown is that a later head was seen elsewhere (README: what the audit log cannot show).
+  const rolledBack = verifyChain(chain.slice(0, 40), publicKey, oldHead);
+  assert.deepEqual(rolledBack.ok && [rolledBack.count, rolledBack.uncovered], [40, 0]);
+  // A head behind the log vouches for what it names; the rest is reported as not covered.
+  const behind = verifyChain(chain.slice(0, 45), publicKey, oldHead);
+  assert.deepEqual(behind.ok && [behind.count, behind.head?.seq, behind.uncovered], [45, 40, 5]);
+});
+
+test("a failure says how many entries were checked before it", () => {
+  const entries = clone();
+  entries[30].actor = "edited";
+  const v = verifyChain(entries, publicKey, head);
+  assert.ok(v.ok === false && v.seq === 31 && v.checked === 30, JSON.stringify(v));
 });

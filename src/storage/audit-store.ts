@@ -1,14 +1,15 @@
 /**
  * The audit log in the database: appends sealed entries to the hash chain inside the
- * caller's transaction, lists them, and verifies the whole chain. A checkpoint of the
- * newest entry (`audit.head` in the data folder) lets verification notice rows cut off the
- * end, which a chain alone cannot show.
+ * caller's transaction, lists them, and verifies the whole chain. A signed checkpoint of the
+ * newest entry (`audit.head` in the data folder), written only once the entry has committed,
+ * lets verification notice rows cut off the end, which a chain alone cannot show.
  */
 import fs from "node:fs";
 import path from "node:path";
-import type { KeyObject } from "node:crypto";
-import type { Db, Sql } from "./db.ts";
-import { ChainVerifier, sealEntry, type AuditEntry, type ChainVerdict } from "../security/audit-chain.ts";
+import { AsyncLocalStorage } from "node:async_hooks";
+import { createPublicKey, type KeyObject } from "node:crypto";
+import { isTx, type Db, type Sql } from "./db.ts";
+import { ChainVerifier, checkHead, sealEntry, signHead, type AuditEntry, type AuditHead, type ChainVerdict } from "../security/audit-chain.ts";
 
 export type AuditOutcome = AuditEntry["outcome"];
 export type AuditEvent = {
@@ -44,38 +45,79 @@ function fromRow(r: AuditRow): AuditEntry {
   };
 }
 
-export type AuditHead = { seq: number; hash: string };
+export type { AuditHead };
 
-export function readHead(dataDir: string): AuditHead | undefined {
+/**
+ * The head checkpoint file of a data folder as found: its parsed JSON, the raw text when it
+ * is not JSON (which verification reports as forged), or null when there is none.
+ */
+export function readHead(dataDir: string): unknown {
+  let text: string;
   try {
-    const h = JSON.parse(fs.readFileSync(path.join(dataDir, "audit.head"), "utf8")) as AuditHead;
-    return typeof h.seq === "number" && typeof h.hash === "string" ? h : undefined;
-  } catch {
-    return undefined;
+    text = fs.readFileSync(path.join(dataDir, "audit.head"), "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw err;
   }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return text;
+  }
+}
+
+// Which refusals a request has audited itself, so the pipeline audits the others once.
+const refusalTallies = new AsyncLocalStorage<{ committed: number }>();
+
+/**
+ * Runs fn, counting the entries with outcome "denied" or "failure" that it appends and that
+ * commit (one appended in a transaction that then rolls back does not count). The request
+ * pipeline uses it to audit every refusal exactly once.
+ */
+export function countAuditedRefusals<T>(fn: () => Promise<T>): { result: Promise<T>; audited(): boolean } {
+  const tally = { committed: 0 };
+  return { result: refusalTallies.run(tally, fn), audited: () => tally.committed > 0 };
 }
 
 export class AuditStore {
   readonly #db: Db;
   readonly #key: KeyObject;
+  readonly #verifyKey: KeyObject;
   readonly #headFile: string | null;
   readonly #now: () => Date;
-  #lastWritten = 0;
+  /** The newest head this process wrote: put back if the file goes missing or goes back. */
+  #lastHead: AuditHead | null = null;
 
   constructor(opts: { db: Db; signingKey: KeyObject; dataDir: string | null; now?: () => Date }) {
     this.#db = opts.db;
     this.#key = opts.signingKey;
+    this.#verifyKey = createPublicKey(opts.signingKey);
     this.#headFile = opts.dataDir ? path.join(opts.dataDir, "audit.head") : null;
     this.#now = opts.now ?? (() => new Date());
   }
 
   /**
    * Appends within the caller's transaction (so a change and its record commit together),
-   * or in a transaction of its own when tx is omitted.
+   * or in a transaction of its own when tx is omitted. The head checkpoint follows once the
+   * entry has committed; a rolled-back append leaves no trace.
    */
   async append(event: AuditEvent, tx?: Sql): Promise<AuditEntry> {
-    const entry = tx ? await this.#appendIn(tx, event) : await this.#db.transaction((t) => this.#appendIn(t, event), { lockKey: AUDIT_LOCK });
-    this.#writeHead(entry);
+    const tally = event.outcome === "denied" || event.outcome === "failure" ? refusalTallies.getStore() : undefined;
+    const committed = (entry: AuditEntry) => async () => {
+      if (tally) tally.committed++;
+      await this.#writeHead(entry);
+    };
+    if (!tx) {
+      return this.#db.transaction(async (t) => {
+        const entry = await this.#appendIn(t, event);
+        t.afterCommit(committed(entry));
+        return entry;
+      }, { lockKey: AUDIT_LOCK });
+    }
+    const entry = await this.#appendIn(tx, event);
+    // A plain connection (no transaction) has committed the row already.
+    if (isTx(tx)) tx.afterCommit(committed(entry));
+    else await committed(entry)();
     return entry;
   }
 
@@ -106,17 +148,17 @@ export class AuditStore {
     if (this.#queue.length === 0) return;
     const batch = this.#queue.splice(0, this.#queue.length);
     this.#flushing = (async () => {
-      let last: AuditEntry | undefined;
       try {
         await this.#db.transaction(async (tx) => {
+          let last: AuditEntry | undefined;
           for (const e of batch) last = await this.#appendIn(tx, e);
+          if (last) tx.afterCommit(() => this.#writeHead(last!));
         }, { lockKey: AUDIT_LOCK });
       } catch (err) {
         // Nothing was written (the transaction rolled back): keep the batch for the next flush.
         this.#queue.unshift(...batch);
         throw err;
       }
-      if (last) this.#writeHead(last);
     })().finally(() => {
       this.#flushing = null;
     });
@@ -148,12 +190,43 @@ export class AuditStore {
     return entry;
   }
 
-  #writeHead(entry: AuditEntry): void {
-    if (!this.#headFile || entry.seq <= this.#lastWritten) return;
-    this.#lastWritten = entry.seq;
-    const tmp = `${this.#headFile}.${process.pid}.tmp`;
-    fs.writeFileSync(tmp, JSON.stringify({ seq: entry.seq, hash: entry.hash }), { mode: 0o600 });
-    fs.renameSync(tmp, this.#headFile);
+  /**
+   * Moves the head checkpoint forward to a committed entry. Under the audit lock, so the
+   * read-compare-replace of one process never interleaves with another's: a head is never
+   * replaced by an older one. A head that is evidence of tampering stays as it is, for
+   * `audit verify` to report: one not signed by the site key, or one naming an entry the
+   * database no longer holds as it was. A head that went missing or back is replaced by the
+   * newest this process wrote, when that is newer than the entry.
+   */
+  async #writeHead(entry: AuditEntry): Promise<void> {
+    const file = this.#headFile;
+    if (!file || (this.#lastHead && entry.seq <= this.#lastHead.seq && fs.existsSync(file))) return;
+    await this.#db.transaction(async (tx) => {
+      const found = readHead(path.dirname(file));
+      const current = found === null ? null : checkHead(found, this.#verifyKey);
+      if (found !== null && !current) return;
+      if (current) {
+        if (current.seq >= entry.seq) {
+          if (!this.#lastHead || current.seq > this.#lastHead.seq) this.#lastHead = current;
+          return;
+        }
+        const row = await tx.get<{ hash: string }>(`SELECT hash FROM audit_log WHERE seq = ?`, [current.seq]);
+        if (row?.hash !== current.hash) return;
+      }
+      const head = this.#lastHead && this.#lastHead.seq > entry.seq && (!current || current.seq < this.#lastHead.seq)
+        ? this.#lastHead
+        : signHead({ seq: entry.seq, hash: entry.hash, writtenAt: this.#now().toISOString() }, this.#key);
+      const tmp = `${file}.${process.pid}.tmp`;
+      const fd = fs.openSync(tmp, "w", 0o600);
+      try {
+        fs.writeFileSync(fd, JSON.stringify(head));
+        fs.fsyncSync(fd);
+      } finally {
+        fs.closeSync(fd);
+      }
+      fs.renameSync(tmp, file);
+      this.#lastHead = head;
+    }, { lockKey: AUDIT_LOCK });
   }
 
   async list(filter: { afterSeq?: number; limit?: number; action?: string; actor?: string; outcome?: string } = {}): Promise<AuditEntry[]> {
@@ -182,9 +255,13 @@ export async function* allEntries(db: Db, pageSize = 1000): AsyncGenerator<Audit
   }
 }
 
-/** Verifies the whole chain against the site's public key and the head checkpoint, streaming. */
-export async function verifyAuditLog(db: Db, publicKey: KeyObject, head?: AuditHead): Promise<ChainVerdict> {
-  const v = new ChainVerifier(publicKey, head);
+/**
+ * Verifies the whole chain against the site's public key, streaming. With `evidence` (the
+ * head file as `readHead` found it) the site's rules apply: a missing, unsigned or passed
+ * head, or an empty log, is tampering.
+ */
+export async function verifyAuditLog(db: Db, publicKey: KeyObject, evidence?: { head: unknown }): Promise<ChainVerdict> {
+  const v = new ChainVerifier(publicKey, evidence);
   for await (const e of allEntries(db)) {
     const bad = v.push(e);
     if (bad) return bad;

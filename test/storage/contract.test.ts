@@ -11,7 +11,7 @@ import { openDb, type Db } from "../../src/storage/db.ts";
 import { migrate, migrations } from "../../src/storage/migrations.ts";
 import { stores } from "../../src/storage/stores.ts";
 import { AuditStore, readHead, verifyAuditLog } from "../../src/storage/audit-store.ts";
-import { createSchema, dropSchema, databasesUnderTest } from "../support/postgres.ts";
+import { createSchema, dropSchema, databasesUnderTest, postgresTlsUnderTest } from "../support/postgres.ts";
 import { tempDir } from "../support/site.ts";
 import { DEFAULT_CHUNK_SIZE, MANIFEST_KIND, manifestDigest, signManifest, type Manifest } from "../../src/content/manifest.ts";
 
@@ -20,16 +20,28 @@ const base = Date.now();
 const at = (hours: number) => new Date(base + hours * 3600_000).toISOString();
 const now = at(0);
 
-for (const kind of databasesUnderTest()) {
+// Once more over TLS with sslmode=verify-full, when scripts/test.sh made the cluster serve it.
+const tlsUrl = postgresTlsUnderTest();
+const kinds: ("sqlite" | "postgres" | "postgres over TLS")[] = [...databasesUnderTest(), ...(tlsUrl ? ["postgres over TLS" as const] : [])];
+
+/** The TLS URL with the schema's search_path (the same `options` createSchema puts on the plain one). */
+function withOptionsOf(plainWithSchema: string, url: string): string {
+  const u = new URL(url);
+  u.searchParams.set("options", new URL(plainWithSchema).searchParams.get("options")!);
+  return u.toString();
+}
+
+for (const kind of kinds) {
   describe(`storage contract on ${kind}`, () => {
     let db: Db;
     let dir: string;
     let schema = "";
     before(async () => {
       dir = tempDir();
-      if (kind === "postgres") {
+      if (kind !== "sqlite") {
         schema = `c_${randomBytes(6).toString("hex")}`;
-        db = await openDb({ url: await createSchema(process.env.SLIPWAY_TEST_DATABASE_URL!, schema), sqlitePath: "" });
+        const plain = await createSchema(process.env.SLIPWAY_TEST_DATABASE_URL!, schema);
+        db = await openDb({ url: kind === "postgres" ? plain : withOptionsOf(plain, tlsUrl!), sqlitePath: "" });
       } else {
         db = await openDb({ sqlitePath: path.join(dir, "test.db") });
       }
@@ -39,6 +51,14 @@ for (const kind of databasesUnderTest()) {
       if (schema) await dropSchema(process.env.SLIPWAY_TEST_DATABASE_URL!, schema);
       fs.rmSync(dir, { recursive: true, force: true });
     });
+
+    if (kind === "postgres over TLS") {
+      it("talks to the server over TLS, having verified its certificate and host name", async () => {
+        const r = await db.get<{ ssl: boolean; version: string }>(`SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()`);
+        assert.equal(r?.ssl, true, "the session is not encrypted");
+        assert.match(db.description, /TLS, sslmode=verify-full/);
+      });
+    }
 
     it("applies every migration once, and a second run applies none", async () => {
       assert.deepEqual(await migrate(db), migrations.map((m) => m.version));
@@ -67,6 +87,43 @@ for (const kind of databasesUnderTest()) {
         throw new Error("boom");
       }));
       assert.equal(await stores(db).collections.byName("will-vanish"), undefined);
+    });
+
+    it("runs after-commit callbacks once the transaction committed, never after a rollback", async () => {
+      const seen: string[] = [];
+      const made = await db.transaction(async (tx) => {
+        const c = await stores(tx).collections.create({ name: "after-commit", description: "", rule: null }, now);
+        tx.afterCommit(async () => {
+          // Runs when the change is visible to everyone, and may use the database itself.
+          seen.push((await stores(db).collections.byName("after-commit"))?.id ?? "not visible");
+          await db.transaction(async () => {});
+        });
+        tx.afterCommit(() => void seen.push("second"));
+        assert.deepEqual(seen, [], "nothing runs before COMMIT");
+        return c;
+      });
+      assert.deepEqual(seen, [made.id, "second"], "callbacks ran, in order, before transaction() resolved");
+      await assert.rejects(db.transaction(async (tx) => {
+        tx.afterCommit(() => void seen.push("after a rollback"));
+        throw new Error("boom");
+      }), /boom/);
+      const warnings: string[] = [];
+      const onWarning = (w: Error) => warnings.push(w.message);
+      process.on("warning", onWarning);
+      try {
+        const v = await db.transaction(async (tx) => {
+          tx.afterCommit(() => {
+            throw new Error("disk full");
+          });
+          return 7;
+        });
+        assert.equal(v, 7, "a failing callback does not undo or fail a committed transaction");
+        await new Promise((r) => setImmediate(r));
+      } finally {
+        process.off("warning", onWarning);
+      }
+      assert.deepEqual(seen, [made.id, "second"]);
+      assert.ok(warnings.some((w) => /disk full/.test(w)), "the failure is reported as a process warning");
     });
 
     it("keeps static collection members and cascades device deletion", async () => {
@@ -219,7 +276,7 @@ describe("batched audit appends", () => {
       const batched = rows.filter((r) => r.action === "pxe.offer");
       assert.deepEqual(batched.map((r) => r.object), Array.from({ length: 100 }, (_, i) => `mac:${i}`));
       assert.equal(batched[99].at, new Date(start + 990).toISOString(), "each keeps the time it happened");
-      const r = await verifyAuditLog(db, publicKey, readHead(dir));
+      const r = await verifyAuditLog(db, publicKey, { head: readHead(dir) });
       assert.equal(r.ok, true);
     } finally {
       await db.close();

@@ -34,3 +34,14 @@ export function databasesUnderTest(): ("sqlite" | "postgres")[] {
   if (process.env.SLIPWAY_REQUIRE_POSTGRES || process.env.CI) throw new Error("SLIPWAY_TEST_DATABASE_URL must be set");
   return ["sqlite"];
 }
+
+/**
+ * The PostgreSQL URL with sslmode=verify-full (and the test CA as sslrootcert) that
+ * scripts/test.sh provides once it made the test cluster serve TLS; null when not set.
+ */
+export function postgresTlsUnderTest(): string | null {
+  const url = process.env.SLIPWAY_TEST_DATABASE_TLS_URL;
+  if (url) return url;
+  if (process.env.SLIPWAY_REQUIRE_POSTGRES || process.env.CI) throw new Error("SLIPWAY_TEST_DATABASE_TLS_URL must be set");
+  return null;
+}

@@ -58,17 +58,18 @@ export async function startSiteServer(opts: {
   const { site } = opts;
   const routes = siteRoutes(site, { loginLimiter: opts.loginLimiter });
   const rejected = new Map<string, number>();
-  // Denied requests are audited; unauthenticated ones at most 60 a minute per address so a
+  // Every refused request is audited once (the pipeline calls this for those whose handler
+  // did not audit the refusal itself); anonymous ones at most 60 a minute per address, so a
   // flood of anonymous requests cannot fill the audit log.
   const anonAudit = new RateLimiter(60, 60_000, () => site.now().getTime());
   const pipeline = createPipeline(routes, {
     log: site.log,
     authenticate: (req) => authenticate(site, req),
-    async onDenied(ctx: RequestContext, code: string) {
-      if (code === "UNAUTHENTICATED" && !anonAudit.hit(ctx.ip)) return;
+    async onDenied(ctx: RequestContext, code: string, reason?: string) {
+      if (!ctx.principal && !anonAudit.hit(ctx.ip)) return;
       await site.audit.append({
         actor: ctx.principal ? `admin:${ctx.principal.username}` : "anonymous", action: "request.denied", outcome: "denied",
-        object: `${ctx.method} ${ctx.path}`, details: { code: `SLIPWAY_${code}`, ip: ctx.ip },
+        object: `${ctx.method} ${ctx.path}`, details: { code: `SLIPWAY_${code}`, reason: reason ?? null, ip: ctx.ip },
       });
     },
     onRejected: (code) => rejected.set(code, (rejected.get(code) ?? 0) + 1),
