@@ -43,11 +43,11 @@ export async function startManagementPoint(opts: { site: Site; host: string; por
     authorize: (route, p) => route.access === p.kind ? null
       : new SlipwayError("FORBIDDEN", p.kind === "dp" ? "Not allowed: a distribution point's certificate cannot use device routes"
         : "Not allowed: only distribution points may use this route"),
-    async onDenied(ctx, code) {
+    async onDenied(ctx, code, reason) {
       const p = ctx.principal;
-      if (!p || !deniedAudit.hit(ctx.ip)) return;
-      await site.audit.append({ actor: p.kind === "dp" ? `dp:${p.dp.id}` : `device:${p.device.id}`, action: "mp.denied", outcome: "denied",
-        object: `${ctx.method} ${ctx.path}`, details: { code: `SLIPWAY_${code}`, serial: p.certificate.serial, ip: ctx.ip } });
+      if (!deniedAudit.hit(ctx.ip)) return;
+      await site.audit.append({ actor: !p ? "device:?" : p.kind === "dp" ? `dp:${p.dp.id}` : `device:${p.device.id}`, action: "mp.denied", outcome: "denied",
+        object: `${ctx.method} ${ctx.path}`, details: { code: `SLIPWAY_${code}`, reason: reason ?? null, serial: p?.certificate.serial ?? null, ip: ctx.ip } });
     },
     mapError: (err) => {
       const e = err as { code?: string; message?: string };
