@@ -2,6 +2,13 @@
  * Collection membership (static members plus rule matches) and security scopes: an
  * administrator limited to some collections sees and changes only those collections,
  * the devices in them, and what targets them.
+ *
+ * A scoped administrator cannot pull anything into its scope: it adds as static members only
+ * devices it already sees, and it cannot set or change a collection rule (a rule is evaluated
+ * against every device, those created later included, so no check of today's devices could
+ * bound it); it may remove a rule, which only shrinks the collection. It cannot create
+ * collections. So the devices in its scope are always among those that an administrator
+ * without scopes put in its collections, plus the ones it created there itself.
  */
 import { parseExpression, evaluate, type Expr } from "../../domain/expression.ts";
 import { deviceLookup, type Device } from "../../domain/device.ts";
