@@ -5,10 +5,14 @@
  * Administrator's alone: unlike Configuration Manager's OS deployment role, a Deployment
  * Administrator cannot mint anything that lets a client or a person impersonate another.
  *
- * Granting: whoever holds admin.write may grant roles whose permissions they hold themselves;
- * admin.grant-any (the Security Administrator) lifts that for every role except one carrying
- * every permission, which only a Full Administrator may grant. Nobody changes their own
- * roles or scopes.
+ * Granting: nobody can leave any account holding a permission they do not hold themselves.
+ * Whoever holds admin.write may grant roles whose permissions they hold; admin.grant-any (the
+ * Security Administrator) may also assign the built-in roles other than Full Administrator.
+ * Roles that together carry every permission are a Full Administrator in all but name: only
+ * someone holding every permission may grant them. Creating, editing or deleting a custom
+ * role needs every permission in it, before and after (admin.grant-any does not lift that),
+ * and an edit is refused unless every holder's resulting roles are ones the editor could
+ * have granted. Nobody changes their own roles, scopes, state or password this way.
  */
 
 export const permissions = {
@@ -29,7 +33,7 @@ export const permissions = {
   "dp.write": "Register and remove distribution points (minting a one-time enrollment secret) and assign content to them",
   "admin.read": "See administrators and their API tokens",
   "admin.write": "Create, change and delete administrators (granting only permissions you hold)",
-  "admin.grant-any": "Grant any role but Full Administrator, including permissions you do not hold yourself",
+  "admin.grant-any": "Assign the built-in roles other than Full Administrator, even those carrying permissions you do not hold (never custom roles)",
   "role.read": "See roles",
   "role.write": "Create, change and delete custom roles",
   "audit.read": "Read and verify the audit log",
@@ -48,13 +52,15 @@ export function isPermission(p: string): p is Permission {
   return Object.hasOwn(permissions, p);
 }
 
+export const FULL_ADMINISTRATOR = "full-administrator";
+
 export type BuiltinRole = { id: string; name: string; description: string; permissions: Permission[] };
 
 const reads = allPermissions.filter((p) => p.endsWith(".read") && p !== "recovery.read");
 
 export const builtinRoles: BuiltinRole[] = [
   {
-    id: "full-administrator",
+    id: FULL_ADMINISTRATOR,
     name: "Full Administrator",
     description: "Every permission",
     permissions: allPermissions,
@@ -111,11 +117,36 @@ export function isEverything(perms: Iterable<string>): boolean {
   return allPermissions.every((p) => have.has(p));
 }
 
-/** Which of `wanted` the holder of `held` may not grant; empty when the grant is allowed. */
-export function ungrantable(held: ReadonlySet<Permission>, wanted: Iterable<Permission>): Permission[] {
-  const want = [...new Set(wanted)];
-  const missing = want.filter((p) => !held.has(p));
-  // A role with every permission is a Full Administrator, whatever it is called.
-  if (isEverything(want) || !held.has("admin.grant-any")) return missing;
-  return [];
+/** A role as the grant rules see it. */
+export type GrantableRole = { id: string; builtin: boolean; permissions: readonly string[] };
+
+/** Built-in roles other than Full Administrator: the ones admin.grant-any may assign. */
+function assignableByGrantAny(r: GrantableRole): boolean {
+  return r.builtin && r.id !== FULL_ADMINISTRATOR && builtinRoles.some((b) => b.id === r.id);
+}
+
+/** Which of `perms` the holder of `held` lacks (for creating, editing or deleting a custom role). */
+export function lacking(held: ReadonlySet<Permission>, perms: Iterable<string>): string[] {
+  return [...new Set(perms)].filter((p) => !isPermission(p) || !held.has(p));
+}
+
+/**
+ * Why a holder of `granter` may not leave an account holding exactly `roles`; empty when it
+ * may. Each role must carry only permissions the granter holds, except that admin.grant-any
+ * assigns built-in roles other than Full Administrator; and roles that together carry every
+ * permission are a Full Administrator in all but name, which only someone holding every
+ * permission may make.
+ */
+export function grantRefusals(granter: ReadonlySet<Permission>, roles: readonly GrantableRole[]): string[] {
+  const out: string[] = [];
+  const grantAny = granter.has("admin.grant-any");
+  for (const r of roles) {
+    if (grantAny && assignableByGrantAny(r)) continue;
+    const missing = lacking(granter, r.permissions);
+    if (missing.length) out.push(`role "${r.id}" carries ${missing.join(", ")}, which you do not hold`);
+  }
+  if (isEverything(permissionsOf(roles)) && !isEverything(granter)) {
+    out.push("together these roles carry every permission, which only a holder of every permission may grant");
+  }
+  return out;
 }

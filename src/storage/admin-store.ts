@@ -19,6 +19,16 @@ export type TokenRecord = {
   createdAt: string; expiresAt: string; lastUsedAt: string | null;
 };
 
+/** The advisory lock behind every change to administrators and roles (checks and change in one unit). */
+export const ADMIN_LOCK = 0x5119_0a01;
+
+// Sign-in failures share the password_failures table with the PXE password, under subjects
+// of their own: one per account name, one per (account name, client address), and a row per
+// account-wide throttle that started. A client address never contains "|".
+const accountSubject = (username: string) => `signin-account:${username}`;
+const pairPrefix = (username: string) => `signin-pair:${username}|`;
+const throttleSubject = (username: string) => `signin-throttle:${username}`;
+
 type R = Record<string, unknown>;
 const role = (r: R): RoleRecord => ({
   id: String(r.id), name: String(r.name), description: String(r.description), builtin: Number(r.builtin) === 1,
@@ -161,6 +171,51 @@ export class AdminStore {
   }
   async deleteExpiredSessions(now: string): Promise<number> {
     return (await this.#db.run(`DELETE FROM sessions WHERE expires_at <= ?`, [now])).changes;
+  }
+
+  /**
+   * Ends every session and API token of an administrator (but `keepSession`, the one making
+   * a change of its own password); returns how many of each ended.
+   */
+  async endCredentialsOf(adminId: string, opts: { keepSession?: string } = {}): Promise<{ sessions: number; tokens: number }> {
+    const sessions = opts.keepSession === undefined
+      ? await this.#db.run(`DELETE FROM sessions WHERE admin_id = ?`, [adminId])
+      : await this.#db.run(`DELETE FROM sessions WHERE admin_id = ? AND id <> ?`, [adminId, opts.keepSession]);
+    const tokens = await this.#db.run(`DELETE FROM api_tokens WHERE admin_id = ?`, [adminId]);
+    return { sessions: sessions.changes, tokens: tokens.changes };
+  }
+
+  /** Records a failed sign-in for an account name (known or not) from a client address. */
+  async recordSignInFailure(username: string, ip: string, at: string): Promise<void> {
+    await this.#db.run(`INSERT INTO password_failures (subject, at) VALUES (?, ?), (?, ?)`, [accountSubject(username), at, pairPrefix(username) + ip, at]);
+  }
+  /** Failed sign-ins for an account name after `since`: from one address, or from any. */
+  async signInFailuresSince(username: string, since: string, ip?: string): Promise<number> {
+    const subject = ip === undefined ? accountSubject(username) : pairPrefix(username) + ip;
+    const r = await this.#db.get<{ n: number }>(`SELECT COUNT(*) AS n FROM password_failures WHERE subject = ? AND at > ?`, [subject, since]);
+    return Number(r?.n ?? 0);
+  }
+  /** Forgets the failures of one account name from one address (after it signs in there). */
+  async clearSignInFailuresFrom(username: string, ip: string): Promise<void> {
+    await this.#db.run(`DELETE FROM password_failures WHERE subject = ?`, [pairPrefix(username) + ip]);
+  }
+  /** When the latest account-wide sign-in throttle of an account name started, if ever (recently). */
+  async lastSignInThrottle(username: string): Promise<string | null> {
+    const r = await this.#db.get<{ at: string | null }>(`SELECT MAX(at) AS at FROM password_failures WHERE subject = ?`, [throttleSubject(username)]);
+    return r?.at ?? null;
+  }
+  async recordSignInThrottle(username: string, at: string): Promise<void> {
+    await this.#db.run(`INSERT INTO password_failures (subject, at) VALUES (?, ?)`, [throttleSubject(username), at]);
+  }
+  /** Forgets every sign-in failure and throttle of an account name (unlock, password reset). */
+  async clearSignInFailures(username: string): Promise<void> {
+    const pairs = pairPrefix(username);
+    await this.#db.run(`DELETE FROM password_failures WHERE subject = ? OR subject = ? OR substr(subject, 1, ?) = ?`,
+      [accountSubject(username), throttleSubject(username), pairs.length, pairs]);
+  }
+  /** Drops sign-in failures and throttles older than `before`. */
+  async pruneSignInFailures(before: string): Promise<void> {
+    await this.#db.run(`DELETE FROM password_failures WHERE at < ? AND substr(subject, 1, 7) = 'signin-'`, [before]);
   }
 
   async createToken(t: TokenRecord): Promise<void> {

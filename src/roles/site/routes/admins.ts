@@ -1,60 +1,83 @@
 /**
- * Administrators and roles. Nobody can grant a role carrying a permission they do not
- * hold themselves, so a Security Administrator cannot create a Full Administrator, and
- * the last Full Administrator cannot be removed or disabled.
+ * Administrators and roles. Nobody can leave any account holding a permission they do not
+ * hold themselves (built-in roles other than Full Administrator excepted for admin.grant-any),
+ * nor make a Full Administrator in all but name; editing a role re-checks every holder; a
+ * reset, disable or delete ends every session and API token of the account; the last Full
+ * Administrator cannot be removed or disabled. Every check runs inside the transaction that
+ * makes the change, behind one lock, so two requests cannot each pass a check the pair breaks.
  */
 import { z } from "zod";
 import type { Principal, Route } from "../http.ts";
 import type { Site } from "../site.ts";
+import type { Sql } from "../../../storage/db.ts";
 import { stores } from "../../../storage/stores.ts";
-import type { AdminRecord } from "../../../storage/admin-store.ts";
+import { ADMIN_LOCK, type AdminRecord } from "../../../storage/admin-store.ts";
 import { generatePassword, hashPassword, passwordProblems } from "../../../security/password.ts";
-import { allPermissions, isPermission, permissionsOf, ungrantable, type Permission } from "../../../domain/rbac.ts";
+import { allPermissions, FULL_ADMINISTRATOR, grantRefusals, isPermission, lacking } from "../../../domain/rbac.ts";
 import { SlipwayError } from "../../../errors.ts";
 import { actor, Description, Id, Name, notFound, principal } from "./common.ts";
+import { signInThrottledUntil } from "../auth.ts";
 
 const Username = z.string().regex(/^[a-z][a-z0-9._-]{1,63}$/, "lower-case letters, digits, . _ - (2-64, starting with a letter)");
 
-const adminView = (a: AdminRecord) => ({
+const adminView = (a: AdminRecord, throttledUntil: string | null) => ({
   id: a.id, username: a.username, displayName: a.displayName, roles: a.roles, scopes: a.scopes, disabled: a.disabled,
-  mustChangePassword: a.mustChangePassword, locked: a.lockedUntil !== null && a.lockedUntil > new Date().toISOString(),
+  mustChangePassword: a.mustChangePassword, locked: throttledUntil !== null, lockedUntil: throttledUntil,
   lastLoginAt: a.lastLoginAt, createdAt: a.createdAt, updatedAt: a.updatedAt,
 });
 
-async function checkGrantable(site: Site, p: Principal, roleIds: string[], scopes: string[] | null): Promise<void> {
-  const s = stores(site.db);
+/**
+ * Refuses (403) unless the caller may leave an account holding exactly `roleIds` and `scopes`.
+ * `what` names the refused action ("Cannot create administrator \"eve\"").
+ */
+async function checkGrantable(tx: Sql, p: Principal, roleIds: string[], scopes: string[] | null, what: string): Promise<void> {
+  const s = stores(tx);
   const roles = await s.admins.rolesByIds(roleIds);
   const missing = roleIds.filter((id) => !roles.some((r) => r.id === id));
-  if (missing.length) throw new SlipwayError("VALIDATION", `Unknown role: ${missing.join(", ")}`, missing.map((m) => ({ path: "roles", message: `unknown role ${m}` })));
-  const beyond = ungrantable(p.permissions, permissionsOf(roles));
-  if (beyond.length) throw new SlipwayError("FORBIDDEN", `Not allowed: you cannot grant those roles (${beyond.join(", ")})`);
+  if (missing.length) throw new SlipwayError("VALIDATION", `${what}: unknown role ${missing.join(", ")}`, missing.map((m) => ({ path: "roles", message: `unknown role ${m}` })));
+  const why = grantRefusals(p.permissions, roles);
+  if (why.length) throw new SlipwayError("FORBIDDEN", `${what}: ${why.join("; ")}`);
   if (p.scopes !== null && (scopes === null || scopes.some((c) => !p.scopes!.includes(c)))) {
-    throw new SlipwayError("OUT_OF_SCOPE", "Not allowed: you can only grant security scopes you hold yourself");
+    throw new SlipwayError("OUT_OF_SCOPE", `${what}: you can only grant security scopes you hold yourself`);
   }
-  for (const c of scopes ?? []) if (!(await s.collections.byId(c))) throw new SlipwayError("VALIDATION", `Unknown collection in scopes: ${c}`);
+  for (const c of scopes ?? []) if (!(await s.collections.byId(c))) throw new SlipwayError("VALIDATION", `${what}: unknown collection in scopes: ${c}`);
 }
 
-async function assertNotLastFullAdmin(site: Site, target: AdminRecord, after: { roles: string[]; disabled: boolean } | null): Promise<void> {
-  if (!target.roles.includes("full-administrator") || target.disabled) return;
-  if (after && after.roles.includes("full-administrator") && !after.disabled) return;
-  if ((await stores(site.db).admins.countActiveFullAdmins()) <= 1) {
+/** Changing someone who holds more than you would be a way to take over their account. */
+async function checkHoldsNoMore(tx: Sql, p: Principal, a: AdminRecord, action: string): Promise<void> {
+  const roles = await stores(tx).admins.rolesByIds(a.roles);
+  const why = grantRefusals(p.permissions, roles);
+  if (why.length) throw new SlipwayError("FORBIDDEN", `Cannot ${action} administrator "${a.username}": they hold more than you could grant (${why.join("; ")})`);
+  if (p.scopes !== null && (a.scopes === null || a.scopes.some((c) => !p.scopes!.includes(c)))) {
+    throw new SlipwayError("OUT_OF_SCOPE", `Cannot ${action} administrator "${a.username}": their security scopes reach beyond yours`);
+  }
+}
+
+async function assertNotLastFullAdmin(tx: Sql, target: AdminRecord, after: { roles: string[]; disabled: boolean } | null): Promise<void> {
+  if (!target.roles.includes(FULL_ADMINISTRATOR) || target.disabled) return;
+  if (after && after.roles.includes(FULL_ADMINISTRATOR) && !after.disabled) return;
+  if ((await stores(tx).admins.countActiveFullAdmins()) <= 1) {
     throw new SlipwayError("CONFLICT", "Cannot do that: it would leave the site without an active Full Administrator");
   }
 }
 
 export function adminRoutes(site: Site): Route[] {
   const cost = () => site.passwordCost;
+  const now = () => site.now().toISOString();
+  /** One transaction behind the administrators' lock: checks and change see the same state. */
+  const locked = <T>(fn: (tx: Sql) => Promise<T>) => site.db.transaction(fn, { lockKey: ADMIN_LOCK });
+  const view = async (a: AdminRecord) => adminView(a, await signInThrottledUntil(site, a.username));
   return [
     {
       method: "GET", path: "/api/v1/admins", access: "admin.read", tag: "admins", summary: "List administrators",
-      handler: async () => ({ body: (await stores(site.db).admins.listAdmins()).map(adminView) }),
+      handler: async () => ({ body: await Promise.all((await stores(site.db).admins.listAdmins()).map(view)) }),
     },
     {
       method: "GET", path: "/api/v1/admins/:id", access: "admin.read", tag: "admins", summary: "One administrator",
       handler: async (ctx) => {
         const a = await stores(site.db).admins.adminById(ctx.params.id) ?? await stores(site.db).admins.adminByUsername(ctx.params.id);
         if (!a) throw notFound("administrator", ctx.params.id);
-        return { body: adminView(a) };
+        return { body: await view(a) };
       },
     },
     {
@@ -66,89 +89,96 @@ export function adminRoutes(site: Site): Route[] {
       }),
       handler: async (ctx) => {
         const b = ctx.body;
-        await checkGrantable(site, principal(ctx), b.roles, b.scopes);
-        const s = stores(site.db);
-        if (await s.admins.adminByUsername(b.username)) throw new SlipwayError("CONFLICT", `Cannot create administrator "${b.username}": the name is taken`);
+        const p = principal(ctx);
+        const what = `Cannot create administrator "${b.username}"`;
+        await checkGrantable(site.db, p, b.roles, b.scopes, what);
         if (b.password !== undefined) {
           const problems = passwordProblems(b.password, { username: b.username });
           if (problems.length) throw new SlipwayError("WEAK_PASSWORD", `Cannot use that password: ${problems.join("; ")}`, { problems });
         }
         const password = b.password ?? generatePassword();
         const hash = await hashPassword(password, cost());
-        const created = await site.db.transaction(async (tx) => {
-          const a = await stores(tx).admins.createAdmin({ username: b.username, displayName: b.displayName ?? b.username,
-            passwordHash: hash, mustChangePassword: true, roles: b.roles, scopes: b.scopes }, site.now().toISOString());
+        const created = await locked(async (tx) => {
+          const t = stores(tx);
+          await checkGrantable(tx, p, b.roles, b.scopes, what);
+          if (await t.admins.adminByUsername(b.username)) throw new SlipwayError("CONFLICT", `${what}: the name is taken`);
+          const a = await t.admins.createAdmin({ username: b.username, displayName: b.displayName ?? b.username,
+            passwordHash: hash, mustChangePassword: true, roles: b.roles, scopes: b.scopes }, now());
           await site.audit.append({ actor: actor(ctx), action: "admin.create", object: `admin:${a.id}`, details: { username: a.username, roles: a.roles, scopes: a.scopes } }, tx);
           return a;
         });
-        return { status: 201, body: { ...adminView(created), ...(b.password === undefined ? { oneTimePassword: password } : {}) } };
+        return { status: 201, body: { ...(await view(created)), ...(b.password === undefined ? { oneTimePassword: password } : {}) } };
       },
     },
     {
       method: "PATCH", path: "/api/v1/admins/:id", access: "admin.write", tag: "admins",
-      summary: "Change an administrator's roles, scopes, name, or disable/enable and unlock it",
+      summary: "Change an administrator's roles, scopes, name, or disable/enable and unlock it; disabling ends its sessions and API tokens",
       body: z.strictObject({
         displayName: Name.optional(), roles: z.array(Id).min(1).max(20).optional(), scopes: z.array(Id).max(200).nullable().optional(),
         disabled: z.boolean().optional(), unlock: z.literal(true).optional(),
       }),
       handler: async (ctx) => {
         const p = principal(ctx);
-        const s = stores(site.db);
-        const a = await s.admins.adminById(ctx.params.id);
-        if (!a) throw notFound("administrator", ctx.params.id);
         const b = ctx.body;
-        if (a.id === p.adminId && (b.roles || b.scopes !== undefined || b.disabled !== undefined)) {
-          throw new SlipwayError("FORBIDDEN", "Not allowed: nobody changes their own roles, scopes or state; ask another administrator");
-        }
-        // Changing someone who holds more than you would be a way to take over their account.
-        await checkGrantable(site, p, a.roles, a.scopes);
-        if (b.roles || b.scopes !== undefined) await checkGrantable(site, p, b.roles ?? a.roles, b.scopes === undefined ? a.scopes : b.scopes);
-        await assertNotLastFullAdmin(site, a, { roles: b.roles ?? a.roles, disabled: b.disabled ?? a.disabled });
-        await site.db.transaction(async (tx) => {
+        const id = await locked(async (tx) => {
           const t = stores(tx);
-          await t.admins.updateAdmin(a.id, {
-            displayName: b.displayName, roles: b.roles, scopes: b.scopes, disabled: b.disabled,
-            ...(b.unlock ? { lockedUntil: null, failedLogins: 0 } : {}),
-          }, site.now().toISOString());
-          if (b.disabled) await t.admins.deleteSessionsOf(a.id);
-          await site.audit.append({ actor: actor(ctx), action: "admin.update", object: `admin:${a.id}`, details: { changed: Object.keys(b), roles: b.roles, scopes: b.scopes, disabled: b.disabled } }, tx);
+          const a = await t.admins.adminById(ctx.params.id);
+          if (!a) throw notFound("administrator", ctx.params.id);
+          if (a.id === p.adminId && (b.roles || b.scopes !== undefined || b.disabled !== undefined || b.unlock)) {
+            throw new SlipwayError("FORBIDDEN", "Not allowed: nobody changes their own roles, scopes or state; ask another administrator");
+          }
+          await checkHoldsNoMore(tx, p, a, "change");
+          if (b.roles || b.scopes !== undefined) {
+            await checkGrantable(tx, p, b.roles ?? a.roles, b.scopes === undefined ? a.scopes : b.scopes, `Cannot change administrator "${a.username}"`);
+          }
+          await assertNotLastFullAdmin(tx, a, { roles: b.roles ?? a.roles, disabled: b.disabled ?? a.disabled });
+          await t.admins.updateAdmin(a.id, { displayName: b.displayName, roles: b.roles, scopes: b.scopes, disabled: b.disabled }, now());
+          if (b.unlock) await t.admins.clearSignInFailures(a.username);
+          const ended = b.disabled ? await t.admins.endCredentialsOf(a.id) : undefined;
+          await site.audit.append({ actor: actor(ctx), action: "admin.update", object: `admin:${a.id}`,
+            details: { changed: Object.keys(b), roles: b.roles, scopes: b.scopes, disabled: b.disabled, ...(ended ? { ended } : {}) } }, tx);
+          return a.id;
         });
-        return { body: adminView((await s.admins.adminById(a.id))!) };
+        return { body: await view((await stores(site.db).admins.adminById(id))!) };
       },
     },
     {
       method: "POST", path: "/api/v1/admins/:id/reset-password", access: "admin.write", tag: "admins",
-      summary: "Give an administrator a new one-time password (returned once) and end their sessions",
+      summary: "Give an administrator a new one-time password (returned once) and end all their sessions and API tokens",
       handler: async (ctx) => {
         const p = principal(ctx);
-        const s = stores(site.db);
-        const a = await s.admins.adminById(ctx.params.id);
-        if (!a) throw notFound("administrator", ctx.params.id);
-        await checkGrantable(site, p, a.roles, a.scopes);
         const password = generatePassword();
         const hash = await hashPassword(password, cost());
-        await site.db.transaction(async (tx) => {
+        const id = await locked(async (tx) => {
           const t = stores(tx);
-          await t.admins.updateAdmin(a.id, { passwordHash: hash, mustChangePassword: true, lockedUntil: null, failedLogins: 0 }, site.now().toISOString());
-          await t.admins.deleteSessionsOf(a.id);
-          await site.audit.append({ actor: actor(ctx), action: "admin.password.reset", object: `admin:${a.id}` }, tx);
+          const a = await t.admins.adminById(ctx.params.id);
+          if (!a) throw notFound("administrator", ctx.params.id);
+          // Resetting needs no current password, so a stolen session must not be able to use it on its own account.
+          if (a.id === p.adminId) throw new SlipwayError("FORBIDDEN", "Not allowed: nobody resets their own password; change it with POST /api/v1/me/password");
+          await checkHoldsNoMore(tx, p, a, "reset the password of");
+          await t.admins.updateAdmin(a.id, { passwordHash: hash, mustChangePassword: true }, now());
+          await t.admins.clearSignInFailures(a.username);
+          const ended = await t.admins.endCredentialsOf(a.id);
+          await site.audit.append({ actor: actor(ctx), action: "admin.password.reset", object: `admin:${a.id}`, details: { ended } }, tx);
+          return a.id;
         });
-        return { body: { id: a.id, oneTimePassword: password } };
+        return { body: { id, oneTimePassword: password } };
       },
     },
     {
-      method: "DELETE", path: "/api/v1/admins/:id", access: "admin.write", tag: "admins", summary: "Delete an administrator",
+      method: "DELETE", path: "/api/v1/admins/:id", access: "admin.write", tag: "admins", summary: "Delete an administrator, with its sessions and API tokens",
       handler: async (ctx) => {
         const p = principal(ctx);
-        const s = stores(site.db);
-        const a = await s.admins.adminById(ctx.params.id);
-        if (!a) throw notFound("administrator", ctx.params.id);
-        if (a.id === p.adminId) throw new SlipwayError("CONFLICT", "Cannot delete your own account");
-        await checkGrantable(site, p, a.roles, a.scopes);
-        await assertNotLastFullAdmin(site, a, null);
-        await site.db.transaction(async (tx) => {
-          await stores(tx).admins.deleteAdmin(a.id);
-          await site.audit.append({ actor: actor(ctx), action: "admin.delete", object: `admin:${a.id}`, details: { username: a.username } }, tx);
+        await locked(async (tx) => {
+          const t = stores(tx);
+          const a = await t.admins.adminById(ctx.params.id);
+          if (!a) throw notFound("administrator", ctx.params.id);
+          if (a.id === p.adminId) throw new SlipwayError("CONFLICT", "Cannot delete your own account");
+          await checkHoldsNoMore(tx, p, a, "delete");
+          await assertNotLastFullAdmin(tx, a, null);
+          const ended = await t.admins.endCredentialsOf(a.id);
+          await t.admins.deleteAdmin(a.id);
+          await site.audit.append({ actor: actor(ctx), action: "admin.delete", object: `admin:${a.id}`, details: { username: a.username, ended } }, tx);
         });
         return {};
       },
@@ -189,19 +219,19 @@ export function adminRoutes(site: Site): Route[] {
       },
     },
     {
-      method: "POST", path: "/api/v1/roles", access: "role.write", tag: "roles", summary: "Create a custom role from permissions",
+      method: "POST", path: "/api/v1/roles", access: "role.write", tag: "roles", summary: "Create a custom role from permissions you hold",
       body: z.strictObject({
         id: z.string().regex(/^[a-z][a-z0-9-]{1,63}$/, "lower-case letters, digits and -"), name: Name, description: Description.default(""),
         permissions: z.array(z.string().refine(isPermission, "unknown permission")).min(1).max(100),
       }),
       handler: async (ctx) => {
         const p = principal(ctx);
-        const beyond = ungrantable(p.permissions, ctx.body.permissions as Permission[]);
-        if (beyond.length) throw new SlipwayError("FORBIDDEN", `Not allowed: you cannot create a role with those permissions (${beyond.join(", ")})`);
-        const s = stores(site.db);
-        if (await s.admins.roleById(ctx.body.id)) throw new SlipwayError("CONFLICT", `Cannot create role "${ctx.body.id}": it exists`);
-        const r = await site.db.transaction(async (tx) => {
-          const role = await stores(tx).admins.createRole(ctx.body, site.now().toISOString());
+        const beyond = lacking(p.permissions, ctx.body.permissions);
+        if (beyond.length) throw new SlipwayError("FORBIDDEN", `Cannot create role "${ctx.body.id}": it would carry ${beyond.join(", ")}, which you do not hold`);
+        const r = await locked(async (tx) => {
+          const t = stores(tx);
+          if (await t.admins.roleById(ctx.body.id)) throw new SlipwayError("CONFLICT", `Cannot create role "${ctx.body.id}": it exists`);
+          const role = await t.admins.createRole(ctx.body, now());
           await site.audit.append({ actor: actor(ctx), action: "role.create", object: `role:${role.id}`, details: { permissions: role.permissions } }, tx);
           return role;
         });
@@ -209,36 +239,48 @@ export function adminRoutes(site: Site): Route[] {
       },
     },
     {
-      method: "PATCH", path: "/api/v1/roles/:id", access: "role.write", tag: "roles", summary: "Change a custom role",
+      method: "PATCH", path: "/api/v1/roles/:id", access: "role.write", tag: "roles",
+      summary: "Change a custom role; you must hold every permission it carries before and after, and be able to grant each holder's resulting roles",
       body: z.strictObject({
         name: Name.optional(), description: Description.optional(),
         permissions: z.array(z.string().refine(isPermission, "unknown permission")).min(1).max(100).optional(),
       }),
       handler: async (ctx) => {
         const p = principal(ctx);
-        const s = stores(site.db);
-        const r = await s.admins.roleById(ctx.params.id);
-        if (!r) throw notFound("role", ctx.params.id);
-        if (r.builtin) throw new SlipwayError("CONFLICT", `Cannot change built-in role "${r.name}"`);
-        const beyond = [...ungrantable(p.permissions, r.permissions as Permission[]), ...ungrantable(p.permissions, (ctx.body.permissions ?? []) as Permission[])];
-        if (beyond.length) throw new SlipwayError("FORBIDDEN", `Not allowed: you cannot change a role to or from those permissions (${beyond.join(", ")})`);
-        await site.db.transaction(async (tx) => {
-          await stores(tx).admins.updateRole(r.id, ctx.body, site.now().toISOString());
-          await site.audit.append({ actor: actor(ctx), action: "role.update", object: `role:${r.id}`, details: { permissions: ctx.body.permissions } }, tx);
+        const id = await locked(async (tx) => {
+          const t = stores(tx);
+          const r = await t.admins.roleById(ctx.params.id);
+          if (!r) throw notFound("role", ctx.params.id);
+          if (r.builtin) throw new SlipwayError("CONFLICT", `Cannot change built-in role "${r.name}"`);
+          const next = ctx.body.permissions ?? r.permissions;
+          const beyond = lacking(p.permissions, [...r.permissions, ...next]);
+          if (beyond.length) throw new SlipwayError("FORBIDDEN", `Cannot change role "${r.id}": it carries or would carry ${beyond.join(", ")}, which you do not hold`);
+          // Every holder's resulting roles must be ones the editor could have granted them.
+          for (const h of (await t.admins.listAdmins()).filter((a) => a.roles.includes(r.id))) {
+            const roles = (await t.admins.rolesByIds(h.roles)).map((x) => (x.id === r.id ? { ...x, permissions: next } : x));
+            const why = grantRefusals(p.permissions, roles);
+            if (why.length) throw new SlipwayError("FORBIDDEN", `Cannot change role "${r.id}": administrator "${h.username}" holds it, and you could not grant what they would then hold (${why.join("; ")})`);
+          }
+          await t.admins.updateRole(r.id, ctx.body, now());
+          await site.audit.append({ actor: actor(ctx), action: "role.update", object: `role:${r.id}`, details: { name: ctx.body.name, permissions: ctx.body.permissions, before: r.permissions } }, tx);
+          return r.id;
         });
-        return { body: await s.admins.roleById(r.id) };
+        return { body: await stores(site.db).admins.roleById(id) };
       },
     },
     {
-      method: "DELETE", path: "/api/v1/roles/:id", access: "role.write", tag: "roles", summary: "Delete a custom role no one holds",
+      method: "DELETE", path: "/api/v1/roles/:id", access: "role.write", tag: "roles", summary: "Delete a custom role no one holds (you must hold every permission it carries)",
       handler: async (ctx) => {
-        const s = stores(site.db);
-        const r = await s.admins.roleById(ctx.params.id);
-        if (!r) throw notFound("role", ctx.params.id);
-        if (r.builtin) throw new SlipwayError("CONFLICT", `Cannot delete built-in role "${r.name}"`);
-        if (await s.admins.roleInUse(r.id)) throw new SlipwayError("IN_USE", `Cannot delete role "${r.id}": administrators or tokens hold it`);
-        await site.db.transaction(async (tx) => {
-          await stores(tx).admins.deleteRole(r.id);
+        const p = principal(ctx);
+        await locked(async (tx) => {
+          const t = stores(tx);
+          const r = await t.admins.roleById(ctx.params.id);
+          if (!r) throw notFound("role", ctx.params.id);
+          if (r.builtin) throw new SlipwayError("CONFLICT", `Cannot delete built-in role "${r.name}"`);
+          const beyond = lacking(p.permissions, r.permissions);
+          if (beyond.length) throw new SlipwayError("FORBIDDEN", `Cannot delete role "${r.id}": it carries ${beyond.join(", ")}, which you do not hold`);
+          if (await t.admins.roleInUse(r.id)) throw new SlipwayError("IN_USE", `Cannot delete role "${r.id}": administrators or tokens hold it`);
+          await t.admins.deleteRole(r.id);
           await site.audit.append({ actor: actor(ctx), action: "role.delete", object: `role:${r.id}` }, tx);
         });
         return {};

@@ -3,9 +3,9 @@ import { z } from "zod";
 import { randomUUID } from "node:crypto";
 import type { Route } from "../http.ts";
 import type { Site } from "../site.ts";
-import { login, RateLimiter } from "../auth.ts";
+import { checkPassword, login, RateLimiter } from "../auth.ts";
 import { stores } from "../../../storage/stores.ts";
-import { hashPassword, hashToken, newToken, passwordProblems, verifyPassword } from "../../../security/password.ts";
+import { hashPassword, hashToken, newToken, passwordProblems } from "../../../security/password.ts";
 import { SlipwayError } from "../../../errors.ts";
 import { actor, Id, Name, notFound, principal } from "./common.ts";
 
@@ -13,7 +13,7 @@ const tokenView = (t: { id: string; name: string; roleId: string; createdAt: str
   ({ id: t.id, name: t.name, role: t.roleId, createdAt: t.createdAt, expiresAt: t.expiresAt, lastUsedAt: t.lastUsedAt });
 
 export function sessionRoutes(site: Site, opts: { loginLimiter?: RateLimiter } = {}): Route[] {
-  // Per client address: 20 sign-in attempts a minute, on top of per-account lockout.
+  // Per client address: 20 sign-in attempts a minute, on top of the per-account throttles in auth.ts.
   const limiter = opts.loginLimiter ?? new RateLimiter(20, 60_000, () => site.now().getTime());
   return [
     {
@@ -53,14 +53,16 @@ export function sessionRoutes(site: Site, opts: { loginLimiter?: RateLimiter } =
     },
     {
       method: "POST", path: "/api/v1/me/password", access: "authenticated", tag: "sessions",
-      summary: "Change your own password (required after a one-time password)", allowWithPendingPasswordChange: true,
+      summary: "Change your own password (required after a one-time password); ends your API tokens and other sessions", allowWithPendingPasswordChange: true,
       body: z.strictObject({ currentPassword: z.string().min(1).max(1024), newPassword: z.string().min(1).max(1024) }),
       handler: async (ctx) => {
         const p = principal(ctx);
         const s = stores(site.db);
         const a = (await s.admins.adminById(p.adminId))!;
-        if (!(await verifyPassword(ctx.body.currentPassword, a.passwordHash))) {
-          await site.audit.append({ actor: actor(ctx), action: "admin.password.change", object: `admin:${a.id}`, outcome: "failure", details: { reason: "wrong current password" } });
+        // Checked and throttled like a sign-in, so a stolen session cannot guess its way to the account.
+        const check = await checkPassword(site, a.username, ctx.body.currentPassword, ctx.ip);
+        if (check.refused !== null) {
+          await site.audit.append({ actor: actor(ctx), action: "admin.password.change", object: `admin:${a.id}`, outcome: "failure", details: { reason: check.refused, ip: ctx.ip } });
           throw new SlipwayError("LOGIN_FAILED", "Cannot change the password: the current password is wrong");
         }
         const problems = passwordProblems(ctx.body.newPassword, { username: a.username });
@@ -70,10 +72,10 @@ export function sessionRoutes(site: Site, opts: { loginLimiter?: RateLimiter } =
         await site.db.transaction(async (tx) => {
           const t = stores(tx);
           await t.admins.updateAdmin(a.id, { passwordHash: hash, mustChangePassword: false }, site.now().toISOString());
-          // Every other session of this account ends; the one making the change stays.
-          for (const other of await tx.all<{ id: string }>(`SELECT id FROM sessions WHERE admin_id = ? AND id <> ?`, [a.id, p.credentialId]))
-            await t.admins.deleteSession(other.id);
-          await site.audit.append({ actor: actor(ctx), action: "admin.password.change", object: `admin:${a.id}` }, tx);
+          // Every API token and every other session of this account ends; the session that
+          // proved the current password and made the change stays (a token making it ends too).
+          const ended = await t.admins.endCredentialsOf(a.id, p.via === "session" ? { keepSession: p.credentialId } : {});
+          await site.audit.append({ actor: actor(ctx), action: "admin.password.change", object: `admin:${a.id}`, details: { ended } }, tx);
         });
         return {};
       },
