@@ -48,3 +48,30 @@ export function deviceLookup(d: Device): (name: string) => string | number | boo
     }
   };
 }
+
+/**
+ * A device's pre-approval: an administrator's approval admits exactly one enrollment by a
+ * machine that only claims the device's identifiers. `armed` until that enrollment (of any
+ * kind) spends it; armed again only by an administrator approving the device while it holds
+ * no live certificate.
+ */
+export type PreApproval = "armed" | "spent" | "none";
+
+/** What a device's enrollment history says: whether pre-approval is armed, and how often it enrolled. */
+export type DeviceEnrollment = { preApproved: boolean; enrollments: number; enrolledAt: string | null };
+
+/** The pre-approval state an administrator sees. */
+export function preApprovalOf(e: DeviceEnrollment): PreApproval {
+  return e.preApproved ? "armed" : e.enrollments > 0 ? "spent" : "none";
+}
+
+/**
+ * Whether a machine presenting `macs` and `smbiosUuid` carries every identifier the device
+ * has on record: the UUID on record equals the presented one, and every MAC on record is
+ * among the presented ones. A device with no identifier on record matches nothing.
+ */
+export function presentsEveryIdentifier(d: Pick<Device, "macs" | "smbiosUuid">, macs: readonly string[], smbiosUuid: string | null): boolean {
+  if (d.macs.length === 0 && !d.smbiosUuid) return false;
+  if (d.smbiosUuid && d.smbiosUuid !== smbiosUuid) return false;
+  return d.macs.every((m) => macs.includes(m));
+}

@@ -56,6 +56,23 @@ export class CertificateStore {
       `UPDATE certificates SET status = ?, status_reason = ?, status_changed_at = ? WHERE serial = ? AND status <> 'revoked'`,
       [status, reason, at, serial.toLowerCase()])).changes;
   }
+  /**
+   * Retires an active certificate that a newer one replaces (revoked, reason superseded, so
+   * it is listed in the CRL). Only from active: false if it was already blocked, revoked or
+   * superseded — of two renewals racing with one certificate, only one supersedes it.
+   */
+  async supersede(serial: string, at: string): Promise<boolean> {
+    return (await this.#db.run(
+      `UPDATE certificates SET status = 'revoked', status_reason = 'superseded', status_changed_at = ? WHERE serial = ? AND status = 'active'`,
+      [at, serial.toLowerCase()])).changes === 1;
+  }
+  /** Supersedes every active certificate of a device (a new enrollment replaces them); their serials. */
+  async supersedeDevice(deviceId: string, at: string): Promise<string[]> {
+    const serials = (await this.#db.all<{ serial: string }>(
+      `SELECT serial FROM certificates WHERE device_id = ? AND kind = 'device' AND status = 'active' ORDER BY serial`, [deviceId])).map((r) => r.serial);
+    for (const s of serials) await this.supersede(s, at);
+    return serials;
+  }
   async touch(serial: string, at: string): Promise<void> {
     await this.#db.run(`UPDATE certificates SET last_used_at = ? WHERE serial = ?`, [at, serial]);
   }

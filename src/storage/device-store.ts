@@ -2,7 +2,7 @@
 import { randomUUID } from "node:crypto";
 import type { Sql } from "./db.ts";
 import { defined, parseJson } from "./json-column.ts";
-import type { Device, DeviceState } from "../domain/device.ts";
+import type { Device, DeviceEnrollment, DeviceState } from "../domain/device.ts";
 
 type R = Record<string, unknown>;
 
@@ -45,13 +45,17 @@ export class DeviceStore {
     }));
   }
 
-  async create(d: Omit<Device, "id" | "createdAt" | "updatedAt" | "lastSeenAt">, now: string): Promise<Device> {
+  /**
+   * Records a device. `preApproved` arms its pre-approval (an administrator created it
+   * approved): one enrollment by a machine claiming its identifiers.
+   */
+  async create(d: Omit<Device, "id" | "createdAt" | "updatedAt" | "lastSeenAt">, now: string, opts: { preApproved?: boolean } = {}): Promise<Device> {
     const id = randomUUID();
     identityGeneration++;
     await this.#db.run(
-      `INSERT INTO devices (id, name, smbios_uuid, serial, state, attributes, last_seen_at, created_at, updated_at)
-       VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?)`,
-      [id, d.name, d.smbiosUuid, d.serial, d.state, JSON.stringify(d.attributes), now, now],
+      `INSERT INTO devices (id, name, smbios_uuid, serial, state, attributes, last_seen_at, created_at, updated_at, preapproval_armed, enrollments, enrolled_at)
+       VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, 0, NULL)`,
+      [id, d.name, d.smbiosUuid, d.serial, d.state, JSON.stringify(d.attributes), now, now, opts.preApproved && d.state === "approved" ? 1 : 0],
     );
     for (const mac of d.macs) await this.#db.run(`INSERT INTO device_macs (mac, device_id) VALUES (?, ?)`, [mac, id]);
     identityGeneration++;
@@ -108,6 +112,30 @@ export class DeviceStore {
     }
     if (identity) identityGeneration++;
     return this.byId(id);
+  }
+
+  /** Whether pre-approval is armed, and how often the device enrolled. */
+  async enrollmentOf(id: string): Promise<DeviceEnrollment | undefined> {
+    const r = await this.#db.get<R>(`SELECT preapproval_armed, enrollments, enrolled_at FROM devices WHERE id = ?`, [id]);
+    return r && { preApproved: Number(r.preapproval_armed) === 1, enrollments: Number(r.enrollments), enrolledAt: (r.enrolled_at as string | null) ?? null };
+  }
+
+  /** Arms (an administrator's new approval) or disarms the device's pre-approval. */
+  async setPreApproval(id: string, armed: boolean): Promise<void> {
+    await this.#db.run(`UPDATE devices SET preapproval_armed = ? WHERE id = ?`, [armed ? 1 : 0, id]);
+  }
+
+  /**
+   * Claims the device for one enrollment, atomically: succeeds only if it enrolled exactly
+   * `seen` times so far (and, with `preApproval`, its pre-approval is still armed), so of two
+   * enrollments racing for one device only one wins. Spends the pre-approval either way:
+   * whatever the credential, the first enrollment is the one pre-approval admitted.
+   */
+  async claimEnrollment(id: string, q: { seen: number; preApproval: boolean; now: string }): Promise<boolean> {
+    return (await this.#db.run(
+      `UPDATE devices SET enrollments = enrollments + 1, enrolled_at = ?, preapproval_armed = 0, last_seen_at = ?, updated_at = ?
+       WHERE id = ? AND enrollments = ?${q.preApproval ? " AND preapproval_armed = 1" : ""}`,
+      [q.now, q.now, q.now, id, q.seen])).changes === 1;
   }
 
   async delete(id: string): Promise<number> {

@@ -146,6 +146,29 @@ export const migrations: Migration[] = [
       `CREATE INDEX certificates_dp ON certificates(dp_id)`,
     ],
   },
+  {
+    version: 6,
+    name: "devices: pre-approval spent by the first enrollment",
+    statements: [
+      // preapproval_armed: an administrator's approval not yet spent by an enrollment.
+      // enrollments: how many times the device enrolled; also the claim two racing enrollments compare.
+      `ALTER TABLE devices ADD COLUMN preapproval_armed INTEGER NOT NULL DEFAULT 0`,
+      `ALTER TABLE devices ADD COLUMN enrollments INTEGER NOT NULL DEFAULT 0`,
+      `ALTER TABLE devices ADD COLUMN enrolled_at TEXT`,
+      `UPDATE devices SET
+         enrollments = (SELECT COUNT(*) FROM certificates c WHERE c.device_id = devices.id AND c.kind = 'device' AND c.issued_via NOT LIKE 'renewal:%'),
+         enrolled_at = (SELECT MAX(c.created_at) FROM certificates c WHERE c.device_id = devices.id AND c.kind = 'device')`,
+      // A device that ever held a certificate has spent its pre-approval.
+      `UPDATE devices SET preapproval_armed = 1 WHERE state = 'approved'
+         AND NOT EXISTS (SELECT 1 FROM certificates c WHERE c.device_id = devices.id)`,
+      // Revoking a device's certificate now blocks the device until an administrator approves
+      // it again; a device whose newest certificate an administrator revoked is blocked.
+      `UPDATE devices SET state = 'blocked' WHERE state <> 'blocked' AND EXISTS (
+         SELECT 1 FROM certificates c WHERE c.device_id = devices.id AND c.kind = 'device' AND c.status = 'revoked'
+           AND COALESCE(c.status_reason, '') <> 'superseded'
+           AND NOT EXISTS (SELECT 1 FROM certificates n WHERE n.device_id = devices.id AND n.kind = 'device' AND n.created_at > c.created_at))`,
+    ],
+  },
 ];
 
 /** Applies every migration newer than the database's version; returns the versions applied. */

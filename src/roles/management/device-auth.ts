@@ -33,7 +33,10 @@ export async function principalFromRequest(site: Site, req: IncomingMessage): Pr
   if (!cert) return new SlipwayError("CERTIFICATE_REQUIRED", "The certificate is unknown to this site");
   const now = site.now();
   if (cert.notAfter <= now.toISOString()) return new SlipwayError("CERTIFICATE_REQUIRED", "The certificate has expired; enroll again");
-  if (cert.status !== "active") return new SlipwayError("DEVICE_BLOCKED", `The certificate is ${cert.status}`);
+  if (cert.status !== "active") {
+    const why = cert.status === "revoked" && cert.statusReason === "superseded" ? " (superseded by a newer certificate)" : cert.statusReason ? ` (${cert.statusReason})` : "";
+    return new SlipwayError("DEVICE_BLOCKED", `Certificate ${cert.serial} is ${cert.status}${why}`);
+  }
   const stale = !cert.lastUsedAt || now.getTime() - Date.parse(cert.lastUsedAt) > TOUCH_EVERY_MS;
   if (cert.kind === "dp" && cert.dpId) {
     const dp = await s.distributionPoints.byId(cert.dpId);

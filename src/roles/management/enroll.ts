@@ -3,13 +3,26 @@
  * set), a media credential, or an administrator's pre-approval, and sends a certificate
  * request for a key it made itself. It gets a short-lived client certificate bound to its
  * device record. Every attempt is audited; a refusal says as little as it can.
+ *
+ * The lifecycle rules kept here (docs/security-model.md, "Devices"):
+ *  - A blocked device, or one with a blocked certificate, never enrolls, whatever the
+ *    credential; revoking a device's certificate blocks the device, so only an
+ *    administrator's approval (POST /api/v1/devices/:id/approve) lets it enroll again.
+ *  - Pre-approval admits one enrollment: the device's first (of any kind) spends it, for good;
+ *    only an administrator approving the device while it holds no live certificate arms it again.
+ *  - A media credential never hands out an existing device's identity: it enrolls a new
+ *    device, or an existing one only if the machine presents every identifier on record, no
+ *    identifier of another device, the device holds no live certificate, and — when pending —
+ *    it never enrolled (an administrator's unapproval is not undone by media).
+ *  - Each enrollment supersedes the device's earlier active certificates: one live identity.
  */
 import { z } from "zod";
 import type { Site } from "../site/site.ts";
 import { stores } from "../../storage/stores.ts";
 import { hashToken } from "../../security/password.ts";
 import { CertificateRequestError, issueClientCertificate } from "../../security/ca.ts";
-import { normalizeMac, normalizeUuid, type Device } from "../../domain/device.ts";
+import { normalizeMac, normalizeUuid, presentsEveryIdentifier, type Device, type DeviceEnrollment } from "../../domain/device.ts";
+import type { Stores } from "../../storage/stores.ts";
 import { SlipwayError } from "../../errors.ts";
 import { checkPxePassword } from "./credentials.ts";
 
@@ -56,73 +69,148 @@ function inventoryAttributes(inv: Inventory): Record<string, string | number | b
   return out;
 }
 
+/** A refusal found inside or outside the transaction: thrown (rolling the transaction back), audited once after. */
+class Refused extends Error {
+  readonly reason: string;
+  readonly error: SlipwayError;
+  constructor(reason: string, error: SlipwayError = new SlipwayError("ENROLLMENT_REFUSED")) {
+    super(reason);
+    this.reason = reason;
+    this.error = error;
+  }
+}
+
 export async function enroll(site: Site, body: EnrollBody, ip: string): Promise<Enrolled> {
+  const inv = body.inventory;
+  try {
+    return await enrollOrRefuse(site, body, ip);
+  } catch (err) {
+    if (!(err instanceof Refused)) throw err;
+    await site.audit.append({ actor: `mac:${inv.macs[0]}`, action: "device.enroll", outcome: "denied",
+      details: { via: body.credential.kind, reason: err.reason, ip, macs: inv.macs, smbiosUuid: inv.smbiosUuid ?? null } });
+    throw err.error;
+  }
+}
+
+type Kind = EnrollBody["credential"]["kind"];
+
+/**
+ * Why `device` may not enroll now with a credential of `kind`, or null. Asked before the
+ * transaction (to refuse early) and again inside it, after the device is claimed.
+ */
+async function refusal(s: Stores, device: Device, e: DeviceEnrollment, kind: Kind, now: string): Promise<Refused | null> {
+  if (device.state === "blocked") return new Refused("device blocked", new SlipwayError("DEVICE_BLOCKED"));
+  const certs = await s.certificates.list({ deviceId: device.id });
+  const blocked = certs.find((c) => c.status === "blocked");
+  if (blocked) return new Refused(`certificate ${blocked.serial} of the device is blocked`, new SlipwayError("DEVICE_BLOCKED"));
+  const live = certs.find((c) => c.status === "active" && c.notAfter > now);
+  if (kind === "boot-token") {
+    if (device.state !== "approved") return new Refused("device not approved");
+  } else if (kind === "pre-approved") {
+    if (device.state !== "approved") return new Refused("device not approved");
+    if (!e.preApproved) return new Refused("pre-approval already spent by an earlier enrollment; an administrator must approve the device again");
+    if (live) return new Refused("device already enrolled; re-enrollment needs a boot token or media credential");
+  } else {
+    if (live) return new Refused(`device holds a live certificate (${live.serial}); a media credential never hands out an enrolled device's identity`);
+    if (device.state === "pending" && (e.enrollments > 0 || certs.length > 0)) {
+      return new Refused("device was unapproved after it enrolled; only an administrator can approve it again");
+    }
+  }
+  return null;
+}
+
+/** The one device every presented identifier points to; undefined if none; refused if several. */
+async function matchDevice(s: Stores, inv: Inventory): Promise<Device | undefined> {
+  const found = new Map<string, Device>();
+  if (inv.smbiosUuid) {
+    const d = await s.devices.bySmbiosUuid(inv.smbiosUuid);
+    if (d) found.set(d.id, d);
+  }
+  for (const mac of inv.macs) {
+    const d = await s.devices.byMac(mac);
+    if (d) found.set(d.id, d);
+  }
+  if (found.size > 1) throw new Refused(`identifiers belong to ${found.size} different devices`);
+  const d = [...found.values()][0];
+  if (d && !presentsEveryIdentifier(d, inv.macs, inv.smbiosUuid ?? null)) {
+    throw new Refused(`identifiers do not match every identifier on record of device ${d.id}`);
+  }
+  return d;
+}
+
+async function enrollOrRefuse(site: Site, body: EnrollBody, ip: string): Promise<Enrolled> {
   const s = stores(site.db);
   const now = site.now();
+  const nowIso = now.toISOString();
   const inv = body.inventory;
   const cred = body.credential;
   const machine = `mac:${inv.macs[0]}`;
-  const refuse = async (reason: string, err: SlipwayError = new SlipwayError("ENROLLMENT_REFUSED")) => {
-    await site.audit.append({ actor: machine, action: "device.enroll", outcome: "denied", details: { via: cred.kind, reason, ip, macs: inv.macs, smbiosUuid: inv.smbiosUuid ?? null } });
-    return err;
-  };
 
   let device: Device | undefined;
   let spend: string | null = null;
   if (cred.kind === "boot-token") {
     const c = await s.enrollment.byHash(hashToken(cred.token));
-    if (!c || c.kind !== "boot-token") throw await refuse("unknown boot token");
-    if (c.revokedAt || c.usesLeft < 1) throw await refuse("boot token already used");
-    if (c.expiresAt <= now.toISOString()) throw await refuse("boot token expired");
-    if (!c.mac || !inv.macs.includes(c.mac)) throw await refuse("boot token bound to another MAC");
-    if (c.smbiosUuid && c.smbiosUuid !== (inv.smbiosUuid ?? null)) throw await refuse("boot token bound to another SMBIOS UUID");
+    if (!c || c.kind !== "boot-token") throw new Refused("unknown boot token");
+    if (c.revokedAt || c.usesLeft < 1) throw new Refused("boot token already used");
+    if (c.expiresAt <= nowIso) throw new Refused("boot token expired");
+    if (!c.mac || !inv.macs.includes(c.mac)) throw new Refused("boot token bound to another MAC");
+    if (c.smbiosUuid && c.smbiosUuid !== (inv.smbiosUuid ?? null)) throw new Refused("boot token bound to another SMBIOS UUID");
     const pxe = await checkPxePassword(site, `mac:${c.mac}`, cred.pxePassword);
-    if (pxe === "locked") throw await refuse("PXE password locked out", new SlipwayError("PXE_PASSWORD_LOCKED"));
-    if (pxe === "required") throw await refuse("PXE password missing", new SlipwayError("PXE_PASSWORD_REQUIRED"));
-    if (pxe === "wrong") throw await refuse("wrong PXE password");
+    if (pxe === "locked") throw new Refused("PXE password locked out", new SlipwayError("PXE_PASSWORD_LOCKED"));
+    if (pxe === "required") throw new Refused("PXE password missing", new SlipwayError("PXE_PASSWORD_REQUIRED"));
+    if (pxe === "wrong") throw new Refused("wrong PXE password");
     device = c.deviceId ? await s.devices.byId(c.deviceId) : undefined;
+    if (!device) throw new Refused("the boot token's device no longer exists");
     spend = c.id;
   } else if (cred.kind === "media") {
     const c = await s.enrollment.byHash(hashToken(cred.secret));
-    if (!c || c.kind !== "media") throw await refuse("unknown media credential");
-    if (c.revokedAt) throw await refuse("media credential revoked");
-    if (c.usesLeft < 1) throw await refuse("media credential used up");
-    if (c.expiresAt <= now.toISOString()) throw await refuse("media credential expired");
+    if (!c || c.kind !== "media") throw new Refused("unknown media credential");
+    if (c.revokedAt) throw new Refused("media credential revoked");
+    if (c.usesLeft < 1) throw new Refused("media credential used up");
+    if (c.expiresAt <= nowIso) throw new Refused("media credential expired");
     spend = c.id;
-    device = await findByIdentifiers(site, inv);
+    device = await matchDevice(s, inv);
   } else {
     // Pre-approval trusts the MAC and UUID a machine claims — spoofable on the wire — so it
-    // only serves a device's first enrollment, and every identifier on record must match.
-    device = await findByIdentifiers(site, inv);
-    if (!device || device.state !== "approved") throw await refuse("no pre-approved device with these identifiers");
-    if (device.smbiosUuid && device.smbiosUuid !== (inv.smbiosUuid ?? null)) throw await refuse("SMBIOS UUID does not match the approved device");
-    if (!device.macs.some((m) => inv.macs.includes(m))) throw await refuse("MAC does not match the approved device");
-    const active = (await s.certificates.list({ deviceId: device.id, status: "active" })).filter((c) => c.notAfter > now.toISOString());
-    if (active.length) throw await refuse("device already enrolled; re-enrollment needs a boot token or media credential");
+    // serves one enrollment only, and every identifier on record must match.
+    device = await matchDevice(s, inv);
+    if (!device) throw new Refused("no pre-approved device with these identifiers");
   }
-  if (device?.state === "blocked") throw await refuse("device blocked", new SlipwayError("DEVICE_BLOCKED"));
-  if (cred.kind === "boot-token" && (!device || device.state !== "approved")) throw await refuse("device not approved");
+  const seen = device ? await s.devices.enrollmentOf(device.id) : undefined;
+  if (device) {
+    const no = await refusal(s, device, seen!, cred.kind, nowIso);
+    if (no) throw no;
+  }
 
-  const enrolled = await site.db.transaction(async (tx) => {
+  return site.db.transaction(async (tx) => {
     const t = stores(tx);
     // Two machines racing with one single-use token: the conditional update lets one win.
-    // (The loser is audited after the transaction: appending inside it would wait on itself.)
-    if (spend && !(await t.enrollment.spend(spend, now.toISOString()))) return null;
-    const nowIso = now.toISOString();
-    let d = device;
+    if (spend && !(await t.enrollment.spend(spend, nowIso))) throw new Refused("credential already spent");
     const attrs = inventoryAttributes(inv);
-    if (!d) {
+    let d: Device;
+    if (device) {
+      // Claim the device (on PostgreSQL this also locks its row), then ask again: an
+      // administrator may have blocked or revoked in the meantime, another enrollment won.
+      if (!(await t.devices.claimEnrollment(device.id, { seen: seen!.enrollments, preApproval: cred.kind === "pre-approved", now: nowIso }))) {
+        throw new Refused("another enrollment of this device won the race");
+      }
+      const current = await t.devices.byId(device.id);
+      if (!current) throw new Refused("device deleted");
+      const no = await refusal(t, current, seen!, cred.kind, nowIso);
+      if (no) throw no;
+      d = (await t.devices.update(current.id, {
+        attributes: { ...current.attributes, ...attrs }, serial: inv.serial ?? current.serial,
+        // A media credential admits a pending device that never enrolled (recorded, not yet approved).
+        ...(cred.kind === "media" && current.state === "pending" ? { state: "approved" as const } : {}),
+      }, nowIso))!;
+    } else {
       // A media credential is the administrator's decision to admit whatever boots the media.
       const base = inv.serial ? `serial-${inv.serial}` : `mac-${inv.macs[0].replace(/:/g, "")}`;
       const name = (await t.devices.byName(base)) ? `${base}-${nowIso.slice(0, 19).replace(/\D/g, "")}` : base;
-      // None of its MACs or its UUID is on record (findByIdentifiers looked), so all are free.
+      // None of its MACs or its UUID is on record (matchDevice looked), so all are free.
       d = await t.devices.create({ name, macs: inv.macs, smbiosUuid: inv.smbiosUuid ?? null,
         serial: inv.serial ?? null, state: "approved", attributes: attrs }, nowIso);
-    } else {
-      d = (await t.devices.update(d.id, {
-        attributes: { ...d.attributes, ...attrs }, serial: inv.serial ?? d.serial, lastSeenAt: nowIso,
-        ...(cred.kind === "media" && d.state === "pending" ? { state: "approved" as const } : {}),
-      }, nowIso))!;
+      await t.devices.claimEnrollment(d.id, { seen: 0, preApproval: false, now: nowIso });
     }
     let issued;
     try {
@@ -131,26 +219,14 @@ export async function enroll(site: Site, body: EnrollBody, ip: string): Promise<
       if (err instanceof CertificateRequestError) throw new SlipwayError("CSR_INVALID", `The certificate request is not valid: ${err.message}`);
       throw err;
     }
+    // One live identity per device: the new certificate supersedes every earlier one.
+    const superseded = await t.certificates.supersedeDevice(d.id, nowIso);
     await t.certificates.add({
       serial: issued.serial, fingerprint: issued.fingerprint, kind: "device", deviceId: d.id, subject: `device:${d.id}`,
       notBefore: issued.notBefore.toISOString(), notAfter: issued.notAfter.toISOString(), issuedVia: cred.kind, createdAt: nowIso,
     });
-    await site.audit.append({ actor: machine, action: "device.enroll", object: `device:${d.id}`, details: { via: cred.kind, serial: issued.serial, ip, expiresAt: issued.notAfter.toISOString() } }, tx);
+    await site.audit.append({ actor: machine, action: "device.enroll", object: `device:${d.id}`,
+      details: { via: cred.kind, serial: issued.serial, ip, expiresAt: issued.notAfter.toISOString(), superseded, preApprovalSpent: seen?.preApproved ?? false } }, tx);
     return { deviceId: d.id, deviceName: d.name, certificate: issued.certPem, caCertificate: site.keys.ca.certPem, serial: issued.serial, expiresAt: issued.notAfter.toISOString() };
   });
-  if (!enrolled) throw await refuse("credential already spent");
-  return enrolled;
-}
-
-async function findByIdentifiers(site: Site, inv: Inventory): Promise<Device | undefined> {
-  const s = stores(site.db);
-  if (inv.smbiosUuid) {
-    const d = await s.devices.bySmbiosUuid(inv.smbiosUuid);
-    if (d) return d;
-  }
-  for (const mac of inv.macs) {
-    const d = await s.devices.byMac(mac);
-    if (d) return d;
-  }
-  return undefined;
 }

@@ -108,6 +108,14 @@ export function managementRoutes(site: Site): MpRoute[] {
       handler: async (ctx) => {
         const { device, certificate } = me(ctx);
         const now = site.now().toISOString();
+        const refuse = async (reason: string, err: SlipwayError) => {
+          await site.audit.append({ actor: `device:${device.id}`, action: "device.renew", outcome: "denied", object: `device:${device.id}`,
+            details: { serial: certificate.serial, reason } });
+          return err;
+        };
+        // Renewal carries on an identity the device holds now; it never extends one that an
+        // administrator withdrew (an unapproved device's certificate runs out and is not renewed).
+        if (device.state !== "approved") throw await refuse("device not approved", new SlipwayError("DEVICE_BLOCKED", "Cannot renew: the device is not approved"));
         let issued;
         try {
           issued = await issueClientCertificate(site.keys.ca, { csrPem: ctx.body.csr, commonName: `device:${device.id}`, uri: `urn:slipway:device:${device.id}`, validDays: DEVICE_CERT_DAYS, now: site.now() });
@@ -115,11 +123,22 @@ export function managementRoutes(site: Site): MpRoute[] {
           if (err instanceof CertificateRequestError) throw new SlipwayError("CSR_INVALID", `The certificate request is not valid: ${err.message}`);
           throw err;
         }
-        await site.db.transaction(async (tx) => {
-          await stores(tx).certificates.add({ serial: issued.serial, fingerprint: issued.fingerprint, kind: "device", deviceId: device.id, subject: `device:${device.id}`,
+        // The new certificate supersedes the one it was proven with, in the same transaction:
+        // a stolen certificate renews at most once, and then neither it nor the thief's
+        // renewal outlives the device's next enrollment. Only an active certificate can be
+        // superseded, so of two renewals racing with one certificate only one wins.
+        const outcome = await site.db.transaction(async (tx) => {
+          const t = stores(tx);
+          if ((await t.devices.byId(device.id))?.state !== "approved") return "device not approved";
+          if (!(await t.certificates.supersede(certificate.serial, now))) return "certificate already superseded or no longer active";
+          await t.certificates.add({ serial: issued.serial, fingerprint: issued.fingerprint, kind: "device", deviceId: device.id, subject: `device:${device.id}`,
             notBefore: issued.notBefore.toISOString(), notAfter: issued.notAfter.toISOString(), issuedVia: `renewal:${certificate.serial}`, createdAt: now });
-          await site.audit.append({ actor: `device:${device.id}`, action: "device.renew", object: `device:${device.id}`, details: { serial: issued.serial, previous: certificate.serial } }, tx);
+          await site.audit.append({ actor: `device:${device.id}`, action: "device.renew", object: `device:${device.id}`,
+            details: { serial: issued.serial, previous: certificate.serial, superseded: certificate.serial } }, tx);
+          return null;
         });
+        if (outcome) throw await refuse(outcome, new SlipwayError("DEVICE_BLOCKED", `Cannot renew: ${outcome === "device not approved" ? "the device is not approved"
+          : `certificate ${certificate.serial} is no longer active (renewed already, blocked or revoked)`}`));
         return { status: 201, body: { certificate: issued.certPem, serial: issued.serial, expiresAt: issued.notAfter.toISOString() } };
       },
     },

@@ -1,9 +1,18 @@
-/** Devices. New devices are pending; only `device.approve` approves or blocks them. */
+/**
+ * Devices. New devices are pending; only `device.approve` approves or blocks them.
+ *
+ * Approving is the administrator's explicit admission: approving a device that holds no live
+ * certificate (never enrolled, its certificate expired or revoked) arms its pre-approval —
+ * one enrollment by a machine presenting its identifiers — and is how a device blocked by a
+ * revocation comes back. Approving one that holds a live certificate (unblocking it) only
+ * resumes that identity. Blocking or unapproving disarms pre-approval. A scoped administrator
+ * gets 404 for a device outside its scopes, as if it did not exist, and the refusal is audited.
+ */
 import { z } from "zod";
 import type { Route } from "../http.ts";
 import type { Site } from "../site.ts";
 import { stores } from "../../../storage/stores.ts";
-import { normalizeMac, normalizeUuid, deviceStates, type Device } from "../../../domain/device.ts";
+import { normalizeMac, normalizeUuid, deviceStates, preApprovalOf, type Device } from "../../../domain/device.ts";
 import { SlipwayError } from "../../../errors.ts";
 import { computeMembership, collectionsOf, deviceInScope } from "../membership.ts";
 import { actor, Name, notFound, principal } from "./common.ts";
@@ -17,12 +26,20 @@ const Attributes = z.record(AttrKey, z.union([z.string().max(1000), z.number(), 
 const deviceView = (d: Device, collections?: string[]) => ({ ...d, ...(collections ? { collections } : {}) });
 
 export function deviceRoutes(site: Site): Route[] {
-  async function loadInScope(ctx: Parameters<Route["handler"]>[0]) {
+  /** A device with its pre-approval ("armed", "spent" or "none") and when it last enrolled. */
+  async function withEnrollment(d: Device, collections?: string[]) {
+    const e = await stores(site.db).devices.enrollmentOf(d.id);
+    return { ...deviceView(d, collections), preApproval: e ? preApprovalOf(e) : "none", enrolledAt: e?.enrolledAt ?? null };
+  }
+  async function loadInScope(ctx: Parameters<Route["handler"]>[0], action: string) {
     const s = stores(site.db);
     const d = (await s.devices.byId(ctx.params.id)) ?? (await s.devices.byName(ctx.params.id));
     if (!d) throw notFound("device", ctx.params.id);
     const m = await computeMembership(s);
-    if (!deviceInScope(principal(ctx), m, d.id)) throw notFound("device", ctx.params.id);
+    if (!deviceInScope(principal(ctx), m, d.id)) {
+      await site.audit.append({ actor: actor(ctx), action, outcome: "denied", object: `device:${d.id}`, details: { reason: "out of scope" } });
+      throw notFound("device", ctx.params.id);
+    }
     return { d, m };
   }
   async function assertUnique(macs: string[], uuid: string | null, self?: string) {
@@ -40,13 +57,21 @@ export function deviceRoutes(site: Site): Route[] {
     method: "POST", path: `/api/v1/devices/:id/${action}`, access: "device.approve", tag: "devices",
     summary: `${action[0].toUpperCase()}${action.slice(1)} a device`,
     handler: async (ctx) => {
-      const { d } = await loadInScope(ctx);
+      const { d } = await loadInScope(ctx, `device.${action}`);
+      const now = site.now().toISOString();
       const updated = await site.db.transaction(async (tx) => {
-        const u = await stores(tx).devices.update(d.id, { state }, site.now().toISOString());
-        await site.audit.append({ actor: actor(ctx), action: `device.${action}`, object: `device:${d.id}`, details: { name: d.name, from: d.state, to: state } }, tx);
+        const t = stores(tx);
+        const u = await t.devices.update(d.id, { state }, now);
+        // Approval admits a new enrollment only to a device without a live identity.
+        const live = (await t.certificates.list({ deviceId: d.id, status: "active" })).some((c) => c.notAfter > now);
+        const arm = state === "approved" && !live;
+        await t.devices.setPreApproval(d.id, arm);
+        const e = (await t.devices.enrollmentOf(d.id))!;
+        await site.audit.append({ actor: actor(ctx), action: `device.${action}`, object: `device:${d.id}`,
+          details: { name: d.name, from: d.state, to: state, preApproval: preApprovalOf(e) } }, tx);
         return u!;
       });
-      return { body: deviceView(updated) };
+      return { body: await withEnrollment(updated) };
     },
   });
 
@@ -67,8 +92,8 @@ export function deviceRoutes(site: Site): Route[] {
     {
       method: "GET", path: "/api/v1/devices/:id", access: "device.read", tag: "devices", summary: "One device (by id or name) and its collections",
       handler: async (ctx) => {
-        const { d, m } = await loadInScope(ctx);
-        return { body: deviceView(d, collectionsOf(m, d.id)) };
+        const { d, m } = await loadInScope(ctx, "device.read");
+        return { body: await withEnrollment(d, collectionsOf(m, d.id)) };
       },
     },
     {
@@ -102,14 +127,15 @@ export function deviceRoutes(site: Site): Route[] {
         if (p.scopes !== null && colls.some((c) => !p.scopes!.includes(c))) throw new SlipwayError("OUT_OF_SCOPE");
         const d = await site.db.transaction(async (tx) => {
           const t = stores(tx);
+          // Created approved by an administrator: pre-approved for its first enrollment.
           const dev = await t.devices.create({ name: b.name, macs, smbiosUuid: b.smbiosUuid ?? null, serial: b.serial ?? null,
-            state: b.state, attributes: b.attributes }, site.now().toISOString());
+            state: b.state, attributes: b.attributes }, site.now().toISOString(), { preApproved: b.state === "approved" });
           for (const c of colls) await t.collections.addMember(c, dev.id);
           await site.audit.append({ actor: actor(ctx), action: "device.create", object: `device:${dev.id}`,
             details: { name: dev.name, macs, smbiosUuid: dev.smbiosUuid, state: dev.state } }, tx);
           return dev;
         });
-        return { status: 201, body: deviceView(d, colls) };
+        return { status: 201, body: await withEnrollment(d, colls) };
       },
     },
     {
@@ -119,7 +145,7 @@ export function deviceRoutes(site: Site): Route[] {
         serial: z.string().max(200).nullable().optional(), attributes: Attributes.optional(),
       }),
       handler: async (ctx) => {
-        const { d } = await loadInScope(ctx);
+        const { d } = await loadInScope(ctx, "device.update");
         const b = ctx.body;
         const p = principal(ctx);
         // Changing what identifies an approved device would hand its approval to another machine.
@@ -141,7 +167,7 @@ export function deviceRoutes(site: Site): Route[] {
     {
       method: "DELETE", path: "/api/v1/devices/:id", access: "device.write", tag: "devices", summary: "Delete a device and its device-scope variables",
       handler: async (ctx) => {
-        const { d } = await loadInScope(ctx);
+        const { d } = await loadInScope(ctx, "device.delete");
         await site.db.transaction(async (tx) => {
           const t = stores(tx);
           await t.variables.deleteScope("device", d.id);

@@ -4,6 +4,13 @@
  * password, deployment runs and what a device's policy would hold. Issuing and revoking are
  * the Security Administrator's (certificate.* and enrollment.write); a Deployment
  * Administrator can do none of it.
+ *
+ * Revoking a device's certificate, for any reason, also blocks the device: a revoked identity
+ * never comes back by itself — no boot token, media credential or pre-approval enrolls the
+ * device again until an administrator approves it (POST /api/v1/devices/:id/approve).
+ * A scoped administrator sees and changes only the certificates of devices in its scopes;
+ * another device's certificate, a distribution point's or the site's own is, for it, not
+ * there (404, audited), as devices outside its scopes are.
  */
 import fs from "node:fs";
 import path from "node:path";
@@ -29,6 +36,13 @@ const certView = (c: CertificateRecord, now: string) => ({
 });
 
 export function identityRoutes(site: Site): Route[] {
+  /** Whether the caller may see a certificate: unscoped, or a device certificate of a device in its scopes. */
+  async function certificateInScope(ctx: Parameters<Route["handler"]>[0], c: CertificateRecord): Promise<boolean> {
+    const p = principal(ctx);
+    if (p.scopes === null) return true;
+    if (c.kind !== "device" || !c.deviceId) return false;
+    return deviceInScope(p, await computeMembership(stores(site.db)), c.deviceId);
+  }
   const siteCert = (pem: string, role: string) => {
     const c = new X509Certificate(pem);
     return { serial: c.serialNumber.toLowerCase(), kind: role, device: null, subject: c.subject, fingerprint256: fingerprintOf(c),
@@ -42,13 +56,26 @@ export function identityRoutes(site: Site): Route[] {
       const s = stores(site.db);
       const c = await s.certificates.bySerial(ctx.params.serial);
       if (!c) throw notFound("certificate", ctx.params.serial);
+      if (!(await certificateInScope(ctx, c))) {
+        await site.audit.append({ actor: actor(ctx), action: `certificate.${action}`, outcome: "denied", object: `certificate:${c.serial}`, details: { device: c.deviceId, reason: "out of scope" } });
+        throw notFound("certificate", ctx.params.serial);
+      }
       if (c.status === "revoked") throw new SlipwayError("CONFLICT", `Certificate ${c.serial} is revoked; revocation is final`);
       if (action === "unblock" && c.status !== "blocked") throw new SlipwayError("CONFLICT", `Certificate ${c.serial} is not blocked`);
       const status = action === "revoke" ? "revoked" : action === "block" ? "blocked" : "active";
       const now = site.now().toISOString();
       await site.db.transaction(async (tx) => {
-        await stores(tx).certificates.setStatus(c.serial, status, action === "unblock" ? null : ctx.body.reason, now);
+        const t = stores(tx);
+        await t.certificates.setStatus(c.serial, status, action === "unblock" ? null : ctx.body.reason, now);
         await site.audit.append({ actor: actor(ctx), action: `certificate.${action}`, object: `certificate:${c.serial}`, details: { device: c.deviceId, reason: ctx.body.reason } }, tx);
+        const d = action === "revoke" && c.kind === "device" && c.deviceId ? await t.devices.byId(c.deviceId) : undefined;
+        if (d) {
+          // Strict reading: whatever the reason, the device needs an administrator's new approval.
+          if (d.state !== "blocked") await t.devices.update(d.id, { state: "blocked" }, now);
+          await t.devices.setPreApproval(d.id, false);
+          await site.audit.append({ actor: actor(ctx), action: "device.block", object: `device:${d.id}`,
+            details: { name: d.name, from: d.state, to: "blocked", reason: `certificate ${c.serial} revoked (${ctx.body.reason}); approve the device to let it enroll again` } }, tx);
+        }
       });
       return { body: certView((await s.certificates.bySerial(c.serial))!, now) };
     },
@@ -62,20 +89,29 @@ export function identityRoutes(site: Site): Route[] {
       handler: async (ctx) => {
         const s = stores(site.db);
         const q = ctx.query as { device?: string; status?: "active" | "blocked" | "revoked" };
+        const p = principal(ctx);
+        const m = p.scopes === null ? null : await computeMembership(s);
+        const inScope = (deviceId: string | null) => m === null || (deviceId !== null && deviceInScope(p, m, deviceId));
         let deviceId: string | undefined;
         if (q.device) {
           const d = (await s.devices.byId(q.device)) ?? (await s.devices.byName(q.device));
           if (!d) throw notFound("device", q.device);
+          if (!inScope(d.id)) {
+            await site.audit.append({ actor: actor(ctx), action: "certificate.read", outcome: "denied", object: `device:${d.id}`, details: { reason: "out of scope" } });
+            throw notFound("device", q.device);
+          }
           deviceId = d.id;
         }
         const now = site.now().toISOString();
         const own = [];
-        if (!deviceId && (!q.status || q.status === "active")) {
+        // The site's own certificates and distribution points' are only for unscoped administrators.
+        if (m === null && !deviceId && (!q.status || q.status === "active")) {
           own.push(siteCert(site.keys.ca.certPem, "site-ca"));
           const server = path.join(site.dataDir, "keys", "server.crt");
           if (fs.existsSync(server)) own.push(siteCert(fs.readFileSync(server, "utf8"), "site-server"));
         }
-        return { body: [...own, ...(await s.certificates.list({ deviceId, status: q.status })).map((c) => certView(c, now))] };
+        const certs = (await s.certificates.list({ deviceId, status: q.status })).filter((c) => m === null || (c.kind === "device" && inScope(c.deviceId)));
+        return { body: [...own, ...certs.map((c) => certView(c, now))] };
       },
     },
     setStatus("block"),
