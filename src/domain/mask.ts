@@ -29,17 +29,20 @@ const MASK = "********";
 
 /** Replaces every occurrence of each secret value, in each form it may be printed in, with ********. */
 export function maskSecrets(text: string, secrets: Iterable<string>): string {
-  const patterns: RegExp[] = [];
-  for (const s of secrets) if (s.length >= MIN_MASKED_LENGTH) patterns.push(...secretPatterns(s));
-  if (patterns.length === 0 || text.length === 0) return text;
-  // Every match of every pattern, overlapping ones included, then merged into runs.
+  const forms: Form[] = [];
+  for (const s of secrets) if (s.length >= MIN_MASKED_LENGTH) forms.push(...secretForms(s));
+  if (forms.length === 0 || text.length === 0) return text;
+  // Views of the text with the same length, so an index in one is an index in the original.
+  const views: Record<Form["view"], string> = {
+    exact: text,
+    asciiLower: text.replace(/[A-Z]+/g, (c) => c.toLowerCase()),
+    percentUpper: text.replace(/%[0-9a-fA-F]{2}/g, (c) => c.toUpperCase()),
+  };
+  // Every occurrence of every form, overlapping ones included, then merged into runs.
   const spans: [number, number][] = [];
-  for (const re of patterns) {
-    re.lastIndex = 0;
-    for (let m = re.exec(text); m !== null; m = re.exec(text)) {
-      spans.push([m.index, m.index + m[0].length]);
-      re.lastIndex = m.index + 1;
-    }
+  for (const { view, needle } of forms) {
+    const hay = views[view];
+    for (let i = hay.indexOf(needle); i !== -1; i = hay.indexOf(needle, i + 1)) spans.push([i, i + needle.length]);
   }
   if (spans.length === 0) return text;
   spans.sort((a, b) => a[0] - b[0]);
@@ -58,31 +61,32 @@ export function maskSecrets(text: string, secrets: Iterable<string>): string {
   return out + text.slice(at, start) + MASK + text.slice(end);
 }
 
-/** The forms one secret may appear in, as global regular expressions. */
-function secretPatterns(secret: string): RegExp[] {
-  const literal = new Set<string>([secret]);
+/**
+ * A string to look for and the view of the text to look in: `asciiLower` for hex (any letter
+ * case), `percentUpper` for percent-encoding (escapes' hex digits in any case).
+ */
+type Form = { view: "exact" | "asciiLower" | "percentUpper"; needle: string };
+
+/** The forms one secret may appear in. */
+function secretForms(secret: string): Form[] {
+  const exact = new Set<string>([secret]);
   const bytes = Buffer.from(secret, "utf8");
   const std = bytes.toString("base64");
   const url = std.replace(/[+/]/g, (c) => (c === "+" ? "-" : "_"));
-  for (const b64 of [std, url]) literal.add(b64).add(b64.replace(/=+$/, ""));
-  for (const f of base64Fragments(bytes)) literal.add(f);
+  for (const b64 of [std, url]) exact.add(b64).add(b64.replace(/=+$/, ""));
+  for (const f of base64Fragments(bytes)) exact.add(f);
   const percent = new Set<string>();
   if (secret.isWellFormed()) { // encodeURI* throws on a lone surrogate; such text is never percent-encoded
     const component = encodeURIComponent(secret);
-    percent.add(component);
-    percent.add(component.replace(/%20/g, "+"));
-    percent.add(encodeURI(secret));
+    percent.add(component).add(component.replace(/%20/g, "+")).add(encodeURI(secret));
     percent.add(new URLSearchParams([["", secret]]).toString().slice(1));
   }
-  const out = [...literal].filter((f) => f.length > 0).map((f) => new RegExp(escapeRegExp(f), "g"));
-  out.push(new RegExp(bytes.toString("hex"), "gi"));
-  for (const p of percent) {
-    if (literal.has(p)) continue;
-    // %2f and %2F decode alike; letters outside the escapes keep their case.
-    out.push(new RegExp(p.split(/(%[0-9A-F]{2})/).map((part, i) =>
-      i % 2 === 1 ? `%[${part[1]}${part[1].toLowerCase()}][${part[2]}${part[2].toLowerCase()}]` : escapeRegExp(part)).join(""), "g"));
-  }
-  return out;
+  return [
+    ...[...exact].map((needle): Form => ({ view: "exact", needle })),
+    { view: "asciiLower", needle: bytes.toString("hex") },
+    // The secret's own letters keep their case: only the escapes are folded, in text and needle alike.
+    ...[...percent].filter((p) => !exact.has(p)).map((needle): Form => ({ view: "percentUpper", needle })),
+  ];
 }
 
 /**
@@ -101,8 +105,4 @@ function base64Fragments(bytes: Buffer): string[] {
     out.push(std, shifted.toString("base64url").slice(first, end));
   }
   return out;
-}
-
-function escapeRegExp(s: string): string {
-  return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
