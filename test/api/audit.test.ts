@@ -1,11 +1,14 @@
 /**
  * The audit log is append-only in effect: any single edited, deleted, inserted or
- * reordered row makes `slipway audit verify` fail and name the first bad entry.
+ * reordered row makes `slipway audit verify` fail and name the first bad entry; so do a
+ * deleted head checkpoint, a log cut back with a rewritten or replayed head, and an empty
+ * log. A transaction that appended and then failed never makes it fail.
  */
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import path from "node:path";
+import fs from "node:fs";
 import { startTestSite, type TestSite } from "../support/site.ts";
 import { databasesUnderTest } from "../support/postgres.ts";
 
@@ -17,9 +20,9 @@ for (const database of databasesUnderTest()) {
   describe(`audit verify on ${database}`, () => {
     let t: TestSite;
     let rows: Row[];
-    const verify = () => new Promise<{ code: number; out: string }>((resolve) => {
+    const verify = (json = true) => new Promise<{ code: number; out: string }>((resolve) => {
       const env = { ...process.env, SLIPWAY_DATABASE_URL: t.databaseUrl ?? "" };
-      execFile(bin, ["audit", "verify", "--data", t.dataDir, "--json"], { env }, (err, stdout, stderr) => {
+      execFile(bin, ["audit", "verify", "--data", t.dataDir, ...(json ? ["--json"] : [])], { env }, (err, stdout, stderr) => {
         resolve({ code: err ? (err as { code?: number }).code ?? 1 : 0, out: stdout + stderr });
       });
     });
@@ -117,10 +120,85 @@ for (const database of databasesUnderTest()) {
       await expectGood();
     });
 
-    it("the API reports the same verdict", async () => {
+    it("the API reports the same verdict, with how many entries it checked", async () => {
+      const count = Number((await t.site.db.get<{ n: number }>(`SELECT COUNT(*) AS n FROM audit_log`))!.n);
       const r = await t.request("POST", "/api/v1/audit/verify", { token: t.adminToken });
       assert.equal(r.status, 200);
       assert.equal(r.body.ok, true);
+      assert.equal(r.body.count, count);
+    });
+
+    it("the command says how many entries it checked, and the signed head it checked against", async () => {
+      const count = Number((await t.site.db.get<{ n: number }>(`SELECT COUNT(*) AS n FROM audit_log`))!.n);
+      const r = await verify(false);
+      assert.equal(r.code, 0, r.out);
+      assert.match(r.out, new RegExp(`Audit log intact: ${count} entries checked, last #${count} `));
+      assert.match(r.out, new RegExp(`Head checkpoint: #${count}, signed, written `));
+    });
+
+    const headFile = () => path.join(t.dataDir, "audit.head");
+    /** Runs `attack`, expects verify to fail with `reason`, then puts the rows and the head back. */
+    async function tampered(attack: (rows: Row[], head: string) => Promise<void>, reason: RegExp, alsoText = false) {
+      const all = (await t.site.db.all<Row>(`SELECT * FROM audit_log ORDER BY seq`)).map((r) => ({ ...r, seq: Number(r.seq) }));
+      const head = fs.readFileSync(headFile(), "utf8");
+      await attack(all, head);
+      try {
+        const r = await verify();
+        assert.equal(r.code, 9, `verify should fail: ${r.out}`);
+        assert.match(JSON.parse(r.out).reason, reason, r.out);
+        if (alsoText) assert.match((await verify(false)).out, /TAMPERED at entry #\d+: .* \(\d+ entries checked before it\)/);
+      } finally {
+        await t.site.db.run(`DELETE FROM audit_log`);
+        for (const r of all) await insert(r);
+        fs.writeFileSync(headFile(), head);
+      }
+      await expectGood();
+    }
+
+    it("a deleted head checkpoint fails", () => tampered(async () => fs.rmSync(headFile()), /head checkpoint is missing/, true));
+
+    it("an empty log fails, with or without its head", async () => {
+      await tampered(async () => {
+        await t.site.db.run(`DELETE FROM audit_log`);
+        fs.rmSync(headFile());
+      }, /log is empty/);
+      await tampered(() => t.site.db.run(`DELETE FROM audit_log`).then(() => {}), /truncated/);
+    });
+
+    it("rows cut off the end together with a head rewritten without the key fail", async () => {
+      // The old unsigned format, naming the new last row.
+      await tampered(async (rows) => {
+        const keep = rows[rows.length - 4];
+        await t.site.db.run(`DELETE FROM audit_log WHERE seq > ?`, [keep.seq]);
+        fs.writeFileSync(headFile(), JSON.stringify({ seq: keep.seq, hash: keep.hash }));
+      }, /not signed/);
+      // The real head's signature over the new last row's seq and hash.
+      await tampered(async (rows, head) => {
+        const keep = rows[rows.length - 4];
+        await t.site.db.run(`DELETE FROM audit_log WHERE seq > ?`, [keep.seq]);
+        fs.writeFileSync(headFile(), JSON.stringify({ ...JSON.parse(head), seq: keep.seq, hash: keep.hash }));
+      }, /not signed/);
+    });
+
+    it("rows cut off past an older, genuinely signed head that was put back fail", async () => {
+      const old = fs.readFileSync(headFile(), "utf8");
+      const oldSeq = JSON.parse(old).seq as number;
+      for (let i = 0; i < 3; i++) await t.request("POST", "/api/v1/devices", { token: t.adminToken, body: { name: `later-${i}` } });
+      await tampered(async () => {
+        await t.site.db.run(`DELETE FROM audit_log WHERE seq >= ?`, [oldSeq]);
+        fs.writeFileSync(headFile(), old);
+      }, /truncated/);
+    });
+
+    it("a transaction that appended and then failed leaves the log verifying", async () => {
+      await assert.rejects(t.site.db.transaction(async (tx) => {
+        await t.site.audit.append({ actor: "test", action: "device.delete", object: "device:x" }, tx);
+        throw new Error("the change after the audit entry failed");
+      }), /failed/);
+      await expectGood();
+      const r = await t.request("POST", "/api/v1/devices", { token: t.adminToken, body: { name: "after-rollback" } });
+      assert.equal(r.status, 201);
+      await expectGood();
     });
   });
 }
