@@ -49,14 +49,16 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 2, arbitrary: fc.record({ op: fc.constantFrom("approve" as const, "block" as const, "unapprove" as const), d: deviceIndex }) },
   { weight: 2, arbitrary: fc.record({ op: fc.constantFrom("revoke-cert" as const, "block-cert" as const, "unblock-cert" as const), d: deviceIndex,
     reason: fc.constantFrom("keyCompromise" as const, "cessationOfOperation" as const, "unspecified" as const) }) },
-  { weight: 5, arbitrary: fc.record({ op: fc.constant("enroll" as const), d: deviceIndex, via: fc.constantFrom("pre-approved" as const, "boot-token" as const, "media" as const),
+  { weight: 6, arbitrary: fc.record({ op: fc.constant("enroll" as const), d: deviceIndex, via: fc.constantFrom("pre-approved" as const, "boot-token" as const, "media" as const),
     ids: fc.constantFrom<Ids>("right", "right", "mac-only", "other-uuid", "mixed", "fresh") }) },
   { weight: 3, arbitrary: fc.record({ op: fc.constant("renew" as const), d: deviceIndex, which: fc.constantFrom("current" as const, "old" as const) }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant("tick" as const), seconds: fc.integer({ min: 5, max: 60 }) }) },
-  { weight: 1, arbitrary: fc.constant({ op: "expire" as const }) },
+  { weight: 2, arbitrary: fc.constant({ op: "expire" as const }) },
 );
 const runArb = fc.record({
   initial: fc.array(fc.constantFrom("approved" as const, "pending" as const), { minLength: 2, maxLength: 3 }),
+  // Most runs start from enrolled devices, where the escapes of issue #10 began.
+  preEnroll: fc.boolean(),
   ops: fc.array(opArb, { minLength: 6, maxLength: 16 }),
 });
 
@@ -66,7 +68,7 @@ for (const database of databasesUnderTest()) {
   describe(`device identity lifecycle model on ${database}`, () => {
     it("no identity comes back without an administrator, pre-approval is spent once, media hands out no identity, superseded certificates never work", async () => {
       let counter = 0;
-      await fc.assert(fc.asyncProperty(runArb, async ({ initial, ops }) => {
+      await fc.assert(fc.asyncProperty(runArb, async ({ initial, preEnroll, ops }) => {
         let clock = Date.now();
         const started = Date.now();
         // Small steps keep the site within a few minutes of the real clock, which the TLS
@@ -88,6 +90,14 @@ for (const database of databasesUnderTest()) {
             const r = await admin("POST", "/api/v1/devices", { name: `m-${i}`, macs: [ids.mac], smbiosUuid: ids.uuid, state });
             assert.equal(r.status, 201, r.text);
             devices.push({ id: r.body.id, ...ids, state, armed: state === "approved", enrolled: false, certs: [], hold: false });
+          }
+          for (const d of preEnroll ? devices.filter((x) => x.state === "approved") : []) {
+            const m = await newMachine(t, { macs: [d.mac], smbiosUuid: d.uuid });
+            const r = await m.enroll({ kind: "pre-approved" });
+            m.close();
+            assert.equal(r.status, 201, r.text);
+            d.certs.push({ serial: r.body.serial, keyPem: m.keyPem, certPem: r.body.certificate, notAfter: r.body.expiresAt, tlsValid: true, status: "active", reason: null });
+            Object.assign(d, { armed: false, enrolled: true });
           }
           const secret = (await admin("POST", "/api/v1/enrollment-credentials", { name: "usb", uses: 1000, expiresInHours: 24 * 60 })).body.secret as string;
           const siteNow = () => new Date(clock).toISOString();
@@ -175,7 +185,7 @@ for (const database of databasesUnderTest()) {
                 : o.via === "boot-token" ? (d.state === "approved" ? "ok" : "no")
                 : o.via === "pre-approved" ? (d.state === "approved" && d.armed && !live(d) ? "ok" : "no")
                 : !live(d) && !(d.state === "pending" && d.enrolled) ? "ok" : "no";
-              assert.equal(r.status === 201, expected !== "no", `${log.join("\n")}\n→ ${r.status} ${r.text}`);
+              assert.equal(r.status === 201, expected !== "no", `${log.join("\n")}\n→ ${r.status} ${r.text.slice(0, 300)}`);
               if (r.status === 201) {
                 const cert: Cert = { serial: r.body.serial, keyPem: m.keyPem, certPem: r.body.certificate, notAfter: r.body.expiresAt, tlsValid: !jumped, status: "active", reason: null };
                 if (expected === "new") {
@@ -199,7 +209,7 @@ for (const database of databasesUnderTest()) {
               if (!c) continue;
               const { r, next } = await renew(t, c);
               const ok = c.tlsValid && c.status === "active" && c.notAfter > siteNow() && d.state === "approved";
-              assert.equal(r.status === 201, ok, `${log.join("\n")}\n→ ${r.status} ${r.text}`);
+              assert.equal(r.status === 201, ok, `${log.join("\n")}\n→ ${r.status} ${r.text.slice(0, 300)}`);
               if (next) {
                 Object.assign(c, { status: "revoked", reason: "superseded" });
                 d.certs.push({ serial: r.body.serial, ...next, notAfter: r.body.expiresAt, tlsValid: !jumped, status: "active", reason: null });
@@ -238,7 +248,21 @@ for (const database of databasesUnderTest()) {
         } finally {
           await t.close();
         }
-      }), { numRuns: database === "sqlite" ? 14 : 8, endOnFailure: true });
+      }), {
+        numRuns: database === "sqlite" ? 20 : 10, endOnFailure: true,
+        // The escapes of issue #10, always among the runs: re-enrolling as pre-approved after a
+        // revocation and after expiry, media with the MAC alone or another UUID, renewing twice with one certificate.
+        examples: [
+          [{ initial: ["approved", "approved"], preEnroll: true, ops: [{ op: "revoke-cert", d: 0, reason: "keyCompromise" }, { op: "enroll", d: 0, via: "pre-approved", ids: "right" },
+            { op: "enroll", d: 0, via: "boot-token", ids: "right" }, { op: "enroll", d: 0, via: "media", ids: "right" }, { op: "approve", d: 0 }, { op: "enroll", d: 0, via: "pre-approved", ids: "right" }] }],
+          [{ initial: ["approved", "pending"], preEnroll: true, ops: [{ op: "expire" }, { op: "enroll", d: 0, via: "pre-approved", ids: "right" },
+            { op: "enroll", d: 0, via: "media", ids: "mac-only" }, { op: "enroll", d: 0, via: "media", ids: "right" }] }],
+          [{ initial: ["approved", "approved"], preEnroll: true, ops: [{ op: "enroll", d: 0, via: "media", ids: "mac-only" }, { op: "enroll", d: 0, via: "media", ids: "other-uuid" },
+            { op: "enroll", d: 1, via: "media", ids: "mixed" }] }],
+          [{ initial: ["approved", "approved"], preEnroll: true, ops: [{ op: "renew", d: 0, which: "current" }, { op: "renew", d: 0, which: "old" },
+            { op: "block-cert", d: 1, reason: "unspecified" }, { op: "renew", d: 1, which: "current" }, { op: "enroll", d: 1, via: "boot-token", ids: "right" }] }],
+        ],
+      });
     });
   });
 }
