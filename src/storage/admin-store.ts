@@ -166,9 +166,6 @@ export class AdminStore {
   async deleteSession(id: string): Promise<void> {
     await this.#db.run(`DELETE FROM sessions WHERE id = ?`, [id]);
   }
-  async deleteSessionsOf(adminId: string): Promise<void> {
-    await this.#db.run(`DELETE FROM sessions WHERE admin_id = ?`, [adminId]);
-  }
   async deleteExpiredSessions(now: string): Promise<number> {
     return (await this.#db.run(`DELETE FROM sessions WHERE expires_at <= ?`, [now])).changes;
   }

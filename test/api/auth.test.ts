@@ -187,7 +187,7 @@ describe("sign-in throttling never locks the owner out", () => {
     assert.equal((await t.request("PATCH", `/api/v1/admins/${listed.body.id}`, { token: t.adminToken, body: { unlock: true } })).status, 200);
     assert.equal((await signInFrom(t, "127.0.100.5", "target.two", right)).status, 201);
     const audit = await t.request("GET", "/api/v1/audit?action=session.throttle&limit=100", { token: t.adminToken });
-    assert.equal(audit.body.filter((e: { object: string }) => e.object === "admin:target.two").length, 2);
+    assert.equal(audit.body.filter((e: { details: { username: string } }) => e.details.username === "target.two").length, 2);
   });
 
   it("a wrong current password when changing it counts as a failed sign-in", async () => {

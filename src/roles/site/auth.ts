@@ -88,8 +88,8 @@ async function throttleOf(site: Site, username: string, ip: string, now: Date): 
     const n = await s.signInFailuresSince(username, iso(since));
     if (n >= ACCOUNT_FAILURES) {
       await s.recordSignInThrottle(username, now.toISOString());
-      await site.audit.append({ actor: "system", action: "session.throttle", object: `admin:${username}`, outcome: "success",
-        details: { failures: n, minutes: ACCOUNT_THROTTLE_MS / 60_000, scope: "account" } });
+      await site.audit.append({ actor: "system", action: "session.throttle", object: null, outcome: "success",
+        details: { username, failures: n, minutes: ACCOUNT_THROTTLE_MS / 60_000 } });
       return { by: "account", reason: `account throttled until ${iso(t + ACCOUNT_THROTTLE_MS)} after ${n} failures` };
     }
   }
@@ -122,7 +122,8 @@ export async function checkPassword(site: Site, username: string, password: stri
   const hash = admin && !throttle ? admin.passwordHash : await dummyHash(site.passwordCost);
   const ok = await verifyPassword(password, hash);
   if (admin && !throttle && ok && !admin.disabled) return { admin, refused: null };
-  const refused = throttle ? `throttled: ${throttle.reason}` : !admin ? "unknown user" : !ok ? "wrong password" : "account disabled";
+  const refused = throttle ? `throttled: ${throttle.reason}` : !admin ? "unknown user"
+    : admin.disabled ? (ok ? "account disabled" : "account disabled, wrong password") : "wrong password";
   // A throttled attempt checked nothing, so it is not counted (a throttle cannot feed itself).
   if (!throttle) await s.recordSignInFailure(username, ip, now.toISOString());
   if (now.getTime() - lastPrune > 60_000 || now.getTime() < lastPrune) {
