@@ -12,8 +12,8 @@
  *  - pre-approval is spent by the first enrollment (it is never armed after one, until an
  *    administrator approves again);
  *  - a media credential never hands out an existing device's identity (it enrolls an existing
- *    device only if the machine presented every identifier on record and the device held no
- *    live certificate);
+ *    device only if the device is approved, the machine presented every identifier on record
+ *    and the device held no live certificate);
  *  - a superseded or revoked certificate never works again, and a device holds at most one
  *    live certificate;
  *  - every refusal is audited.
@@ -184,7 +184,7 @@ for (const database of databasesUnderTest()) {
                 : o.ids !== "right" || d.state === "blocked" || blockedCert ? "no"
                 : o.via === "boot-token" ? (d.state === "approved" ? "ok" : "no")
                 : o.via === "pre-approved" ? (d.state === "approved" && d.armed && !live(d) ? "ok" : "no")
-                : !live(d) && !(d.state === "pending" && d.enrolled) ? "ok" : "no";
+                : d.state === "approved" && !live(d) ? "ok" : "no";
               assert.equal(r.status === 201, expected !== "no", `${log.join("\n")}\n→ ${r.status} ${r.text.slice(0, 300)}`);
               if (r.status === 201) {
                 const cert: Cert = { serial: r.body.serial, keyPem: m.keyPem, certPem: r.body.certificate, notAfter: r.body.expiresAt, tlsValid: !jumped, status: "active", reason: null };
@@ -195,7 +195,7 @@ for (const database of databasesUnderTest()) {
                   assert.equal(r.body.deviceId, d.id);
                   for (const c of d.certs) if (c.status === "active") Object.assign(c, { status: "revoked", reason: "superseded" });
                   d.certs.push(cert);
-                  Object.assign(d, { armed: false, enrolled: true, state: o.via === "media" && d.state === "pending" ? "approved" : d.state });
+                  Object.assign(d, { armed: false, enrolled: true });
                 }
                 issuedTo = r.body.deviceId;
                 if (o.via === "media" && expected !== "new") {

@@ -173,20 +173,26 @@ for (const database of databasesUnderTest()) {
       b.m.close();
     });
 
-    it("a media credential enrolls a never-enrolled pending device only when every identifier on record matches", async () => {
+    it("a media credential does not approve a device on record; once an administrator approves it, media enrolls it with every identifier", async () => {
       const i = ids();
       const d = await admin("POST", "/api/v1/devices", { name: "media-pending", macs: i.macs, smbiosUuid: i.smbiosUuid });
       assert.equal(d.body.state, "pending");
       const secret = await media();
       const before = await snapshot(d.body.id);
-      const onlyMac = await (await newMachine(t, { macs: i.macs, smbiosUuid: null })).enroll({ kind: "media", secret });
-      assert.equal(onlyMac.status, 401);
-      assert.equal(await snapshot(d.body.id), before);
+      const seq = await lastSeq();
       const m = await newMachine(t, i);
+      for (const who of [await newMachine(t, { macs: i.macs, smbiosUuid: null }), m]) {
+        const r = await who.enroll({ kind: "media", secret });
+        assert.equal(r.status, 401, r.text);
+      }
+      assert.equal(await snapshot(d.body.id), before);
+      assert.equal((await auditSince(seq, "device.enroll")).filter((e) => e.outcome === "denied").length, 2);
+      await admin("POST", `/api/v1/devices/${d.body.id}/approve`);
+      assert.equal((await (await newMachine(t, { macs: i.macs, smbiosUuid: null })).enroll({ kind: "media", secret })).status, 401, "still not by its MAC alone");
       const r = await m.enroll({ kind: "media", secret });
       assert.equal(r.status, 201, r.text);
       assert.equal(r.body.deviceId, d.body.id);
-      assert.equal((await admin("GET", `/api/v1/devices/${d.body.id}`)).body.state, "approved");
+      assert.equal((await admin("GET", `/api/v1/devices/${d.body.id}`)).body.preApproval, "spent");
       m.close();
     });
 

@@ -11,9 +11,9 @@
  *  - Pre-approval admits one enrollment: the device's first (of any kind) spends it, for good;
  *    only an administrator approving the device while it holds no live certificate arms it again.
  *  - A media credential never hands out an existing device's identity: it enrolls a new
- *    device, or an existing one only if the machine presents every identifier on record, no
- *    identifier of another device, the device holds no live certificate, and — when pending —
- *    it never enrolled (an administrator's unapproval is not undone by media).
+ *    (approved) device, or an existing one only if that device is approved, the machine
+ *    presents every identifier on record and no identifier of another device, and the device
+ *    holds no live certificate. It never approves a device on record.
  *  - Each enrollment supersedes the device's earlier active certificates: one live identity.
  */
 import { z } from "zod";
@@ -111,10 +111,10 @@ async function refusal(s: Stores, device: Device, e: DeviceEnrollment, kind: Kin
     if (!e.preApproved) return new Refused("pre-approval already spent by an earlier enrollment; an administrator must approve the device again");
     if (live) return new Refused("device already enrolled; re-enrollment needs a boot token or media credential");
   } else {
+    // A pending device on record awaits an administrator (it may have been blocked and then
+    // unapproved): media, which admits machines nobody has recorded, does not decide for them.
+    if (device.state !== "approved") return new Refused("device awaits an administrator's approval; a media credential does not approve a device on record");
     if (live) return new Refused(`device holds a live certificate (${live.serial}); a media credential never hands out an enrolled device's identity`);
-    if (device.state === "pending" && (e.enrollments > 0 || certs.length > 0)) {
-      return new Refused("device was unapproved after it enrolled; only an administrator can approve it again");
-    }
   }
   return null;
 }
@@ -200,8 +200,6 @@ async function enrollOrRefuse(site: Site, body: EnrollBody, ip: string): Promise
       if (no) throw no;
       d = (await t.devices.update(current.id, {
         attributes: { ...current.attributes, ...attrs }, serial: inv.serial ?? current.serial,
-        // A media credential admits a pending device that never enrolled (recorded, not yet approved).
-        ...(cred.kind === "media" && current.state === "pending" ? { state: "approved" as const } : {}),
       }, nowIso))!;
     } else {
       // A media credential is the administrator's decision to admit whatever boots the media.
