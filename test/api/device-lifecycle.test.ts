@@ -251,6 +251,16 @@ for (const database of databasesUnderTest()) {
       m.close();
     });
 
+    it("deleting a device revokes its certificates: listed in the CRL, refused over mutual TLS", async () => {
+      const { m, id } = await approved("deleted-pc");
+      assert.equal((await m.enroll({ kind: "pre-approved" })).status, 201);
+      const serial = (await admin("GET", `/api/v1/certificates?device=${id}`)).body[0].serial;
+      assert.equal((await admin("DELETE", `/api/v1/devices/${id}`)).status, 204);
+      assert.equal((await crlEntries(t)).get(serial), x509.X509CrlReason.cessationOfOperation);
+      assert.equal((await callAs(t, { keyPem: m.keyPem, certPem: m.certPem! }, "GET", "/mp/v1/policy")).status, 403);
+      m.close();
+    });
+
     it("a scoped Security Administrator sees and touches only the certificates of devices in its scope", async () => {
       const coll = await admin("POST", "/api/v1/collections", { name: "Scope A", rule: "attributes.room == 'A'" });
       assert.equal(coll.status, 201, coll.text);

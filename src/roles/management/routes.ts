@@ -103,7 +103,7 @@ export function managementRoutes(site: Site): MpRoute[] {
       handler: async () => ({ body: { pem: await currentCrl(site) } }),
     },
     {
-      method: "POST", path: "/mp/v1/renew", access: "device", tag: "enrollment", summary: "Renew the device certificate with a new key",
+      method: "POST", path: "/mp/v1/renew", access: "device", tag: "enrollment", summary: "Renew the device certificate with a new key; the certificate presented is superseded (revoked, in the CRL)",
       body: z.strictObject({ csr: z.string().min(100).max(16 * 1024) }),
       handler: async (ctx) => {
         const { device, certificate } = me(ctx);

@@ -55,7 +55,9 @@ export function deviceRoutes(site: Site): Route[] {
   }
   const setState = (state: "approved" | "blocked" | "pending", action: string): Route => ({
     method: "POST", path: `/api/v1/devices/:id/${action}`, access: "device.approve", tag: "devices",
-    summary: `${action[0].toUpperCase()}${action.slice(1)} a device`,
+    summary: action === "approve"
+      ? "Approve a device: the administrator's explicit approval, needed again after a block or a certificate revocation; arms one pre-approved enrollment when the device holds no live certificate"
+      : `${action[0].toUpperCase()}${action.slice(1)} a device`,
     handler: async (ctx) => {
       const { d } = await loadInScope(ctx, `device.${action}`);
       const now = site.now().toISOString();
@@ -165,12 +167,16 @@ export function deviceRoutes(site: Site): Route[] {
       },
     },
     {
-      method: "DELETE", path: "/api/v1/devices/:id", access: "device.write", tag: "devices", summary: "Delete a device and its device-scope variables",
+      method: "DELETE", path: "/api/v1/devices/:id", access: "device.write", tag: "devices", summary: "Delete a device and its device-scope variables; its certificates are revoked (in the CRL)",
       handler: async (ctx) => {
         const { d } = await loadInScope(ctx, "device.delete");
         await site.db.transaction(async (tx) => {
           const t = stores(tx);
           await t.variables.deleteScope("device", d.id);
+          // Its certificates go with it, into the CRL: a certificate names no device any more.
+          for (const c of await t.certificates.list({ deviceId: d.id })) {
+            if (c.status !== "revoked") await t.certificates.setStatus(c.serial, "revoked", "cessationOfOperation", site.now().toISOString());
+          }
           await t.devices.delete(d.id);
           await site.audit.append({ actor: actor(ctx), action: "device.delete", object: `device:${d.id}`, details: { name: d.name } }, tx);
         });

@@ -50,7 +50,7 @@ export function identityRoutes(site: Site): Route[] {
   };
   const setStatus = (action: "block" | "unblock" | "revoke"): Route => ({
     method: "POST", path: `/api/v1/certificates/:serial/${action}`, access: "certificate.revoke", tag: "certificates",
-    summary: action === "revoke" ? "Revoke a certificate for good; it appears in the CRL" : action === "block" ? "Block a certificate: refused on its next request" : "Unblock a blocked certificate",
+    summary: action === "revoke" ? "Revoke a certificate for good; it appears in the CRL; a device certificate's device is blocked until an administrator approves it again" : action === "block" ? "Block a certificate: refused on its next request" : "Unblock a blocked certificate",
     body: z.strictObject({ reason: z.enum(["keyCompromise", "superseded", "cessationOfOperation", "unspecified"]).default("unspecified") }),
     handler: async (ctx) => {
       const s = stores(site.db);
