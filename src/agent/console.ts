@@ -76,6 +76,9 @@ function inputs(): { streams: tty.ReadStream[]; close(): void } {
 function ask(prompt: string, hidden: boolean): Promise<string | null> {
   const { streams, close } = inputs();
   if (streams.length === 0) return Promise.resolve(null);
+  // Echo goes off before the prompt is shown: someone who types as soon as the prompt appears
+  // (or a program answering it) would otherwise see the password echoed by the terminal.
+  for (const s of streams) s.setRawMode(true);
   write(prompt);
   return new Promise((resolve) => {
     const typed = new Map<tty.ReadStream, string>();
@@ -92,8 +95,7 @@ function ask(prompt: string, hidden: boolean): Promise<string | null> {
       resolve(v);
     };
     for (const s of streams) {
-      // Raw mode on each terminal: no echo, keys as they come; line editing is done here.
-      s.setRawMode(true);
+      // Raw mode (set above) on each terminal: no echo, keys as they come; line editing is done here.
       s.on("error", () => {});
       s.on("data", (b: Buffer) => {
         let value = typed.get(s) ?? "";
