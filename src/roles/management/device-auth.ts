@@ -50,6 +50,9 @@ export async function principalFromRequest(site: Site, req: IncomingMessage): Pr
   const device = await s.devices.byId(cert.deviceId);
   if (!device) return new SlipwayError("CERTIFICATE_REQUIRED", "The certificate's device no longer exists");
   if (device.state === "blocked") return new SlipwayError("DEVICE_BLOCKED");
+  // Every enrollment needs an approved device, so a pending one with a live certificate was
+  // unapproved since: an administrator withdrew the approval, and its identity waits with it.
+  if (device.state !== "approved") return new SlipwayError("DEVICE_BLOCKED", "The device is not approved; an administrator must approve it again");
   if (stale) {
     await s.certificates.touch(cert.serial, now.toISOString());
     await s.devices.update(device.id, { lastSeenAt: now.toISOString() }, now.toISOString());

@@ -24,13 +24,19 @@ import { CertificateRequestError, issueClientCertificate } from "../../security/
 import { normalizeMac, normalizeUuid, presentsEveryIdentifier, type Device, type DeviceEnrollment } from "../../domain/device.ts";
 import type { Stores } from "../../storage/stores.ts";
 import { SlipwayError } from "../../errors.ts";
+import { nameProblem } from "../../domain/name.ts";
 import { checkPxePassword } from "./credentials.ts";
 
 export const DEVICE_CERT_DAYS = 7;
 
 const Mac = z.string().max(32).transform((s, c) => normalizeMac(s) ?? (c.addIssue({ code: "custom", message: "not a MAC address" }), z.NEVER));
 const Uuid = z.string().max(64).transform((s, c) => normalizeUuid(s) ?? (c.addIssue({ code: "custom", message: "not a UUID" }), z.NEVER));
-const Short = z.string().max(200);
+// What a machine reports about itself becomes device names and attributes that administrators
+// read: the same characters are refused as in names typed by an administrator.
+const Short = z.string().max(200).superRefine((s, c) => {
+  const problem = nameProblem(s);
+  if (problem) c.addIssue({ code: "custom", message: problem });
+});
 
 export const Inventory = z.strictObject({
   macs: z.array(Mac).min(1).max(16),
@@ -41,7 +47,7 @@ export const Inventory = z.strictObject({
   firmware: z.enum(["bios", "uefi"]).optional(),
   memoryMiB: z.int().min(0).max(1 << 30).optional(),
   cpus: z.int().min(0).max(100_000).optional(),
-  disks: z.array(z.strictObject({ name: z.string().max(64), sizeBytes: z.int().min(0) })).max(64).optional(),
+  disks: z.array(z.strictObject({ name: Short.pipe(z.string().max(64)), sizeBytes: z.int().min(0) })).max(64).optional(),
 });
 export type Inventory = z.infer<typeof Inventory>;
 

@@ -9,7 +9,7 @@
  * gets 404 for a device outside its scopes, as if it did not exist, and the refusal is audited.
  */
 import { z } from "zod";
-import type { Route } from "../http.ts";
+import type { Principal, Route } from "../http.ts";
 import type { Site } from "../site.ts";
 import { stores } from "../../../storage/stores.ts";
 import { normalizeMac, normalizeUuid, deviceStates, preApprovalOf, type Device } from "../../../domain/device.ts";
@@ -42,15 +42,18 @@ export function deviceRoutes(site: Site): Route[] {
     }
     return { d, m };
   }
-  async function assertUnique(macs: string[], uuid: string | null, self?: string) {
+  /** Refuses identifiers another device holds; names that device only to a caller who may see it. */
+  async function assertUnique(p: Principal, macs: string[], uuid: string | null, self?: string) {
     const s = stores(site.db);
+    const owner = async (other: Device) =>
+      p.scopes === null || deviceInScope(p, await computeMembership(s), other.id) ? `device "${other.name}"` : "a device outside your scopes";
     for (const mac of macs) {
       const other = await s.devices.byMac(mac);
-      if (other && other.id !== self) throw new SlipwayError("CONFLICT", `MAC ${mac} already belongs to device "${other.name}"`);
+      if (other && other.id !== self) throw new SlipwayError("CONFLICT", `MAC ${mac} already belongs to ${await owner(other)}`);
     }
     if (uuid) {
       const other = await s.devices.bySmbiosUuid(uuid);
-      if (other && other.id !== self) throw new SlipwayError("CONFLICT", `SMBIOS UUID ${uuid} already belongs to device "${other.name}"`);
+      if (other && other.id !== self) throw new SlipwayError("CONFLICT", `SMBIOS UUID ${uuid} already belongs to ${await owner(other)}`);
     }
   }
   const setState = (state: "approved" | "blocked" | "pending", action: string): Route => ({
@@ -115,7 +118,7 @@ export function deviceRoutes(site: Site): Route[] {
         const macs = [...new Set<string>(b.macs)];
         const s = stores(site.db);
         if (await s.devices.byName(b.name)) throw new SlipwayError("CONFLICT", `Cannot create device "${b.name}": the name is taken`);
-        await assertUnique(macs, b.smbiosUuid ?? null);
+        await assertUnique(p, macs, b.smbiosUuid ?? null);
         const colls: string[] = [];
         for (const c of b.collections) {
           const coll = (await s.collections.byId(c)) ?? (await s.collections.byName(c));
@@ -157,7 +160,7 @@ export function deviceRoutes(site: Site): Route[] {
         const s = stores(site.db);
         if (b.name && b.name !== d.name && (await s.devices.byName(b.name))) throw new SlipwayError("CONFLICT", `Cannot rename to "${b.name}": the name is taken`);
         const macs = b.macs ? [...new Set<string>(b.macs)] : undefined;
-        await assertUnique(macs ?? [], b.smbiosUuid ?? null, d.id);
+        await assertUnique(p, macs ?? [], b.smbiosUuid ?? null, d.id);
         const u = await site.db.transaction(async (tx) => {
           const r = await stores(tx).devices.update(d.id, { ...b, macs }, site.now().toISOString());
           await site.audit.append({ actor: actor(ctx), action: "device.update", object: `device:${d.id}`, details: { changed: Object.keys(b) } }, tx);
