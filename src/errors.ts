@@ -30,6 +30,7 @@ export const ErrorCodes = {
   CERTIFICATE_REQUIRED: { status: 401, message: "A valid device certificate is required" },
   DEVICE_BLOCKED: { status: 403, message: "The device or its certificate is blocked" },
   NOT_YOUR_RESOURCE: { status: 403, message: "Not allowed: that belongs to another device" },
+  ASSURANCE_TOO_LOW: { status: 403, message: "Not allowed: this enrollment's assurance is too low; enroll with the PXE password, an administrator's approval or media" },
   CSR_INVALID: { status: 400, message: "The certificate request is not valid" },
   INTERNAL: { status: 500, message: "Internal error" },
   UNAVAILABLE: { status: 503, message: "Cannot answer now: a service this request needs is unreachable; try again later" },

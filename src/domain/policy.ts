@@ -4,7 +4,13 @@
  * collection over site over the task sequence's defaults), the names — never the values —
  * of the secrets it may ask for, and the content it references. Pure: the management point
  * gathers the inputs, compiles, then signs.
+ *
+ * A deployment whose minimum enrollment assurance the calling certificate does not meet is
+ * left out altogether: a sniffable enrollment learns nothing of it (not even its name,
+ * variables or task sequence), and cannot start it. A required deployment the device already
+ * finished is left out too: it runs again only after an administrator allows a rerun.
  */
+import { meetsAssurance, type Assurance } from "./assurance.ts";
 
 export const POLICY_KIND = "slipway.policy/v1";
 
@@ -16,6 +22,10 @@ export type PolicyInput = {
   now: Date;
   ttlSeconds: number;
   signingKeyFingerprint: string;
+  /** The enrollment assurance of the certificate asking; undefined: every deployment (an administrator's view, the boot script's decision). */
+  assurance?: Assurance;
+  /** Required deployments the device finished (succeeded, no rerun allowed since): left out, they do not run again. */
+  finished?: string[];
   deployments: {
     id: string; name: string; purpose: "available" | "required"; enabled: boolean; bootPaths: string[];
     availableFrom: string | null; availableUntil: string | null;
@@ -24,6 +34,8 @@ export type PolicyInput = {
     scopes: PolicyVariable[][];
     /** Secret names the task sequence's steps reference (Run As). */
     secretReferences: string[];
+    /** The least enrollment assurance the deployment needs (effective: default applied). */
+    minimumAssurance?: Assurance;
   }[];
   /**
    * What each image reference resolves to, gathered by the caller so compiling stays pure:
@@ -100,6 +112,8 @@ export function compilePolicy(input: PolicyInput): Policy {
   const deployments: PolicyDeployment[] = [];
   for (const d of input.deployments) {
     if (!deploymentApplies(d, input.bootPath, input.now)) continue;
+    if (input.assurance !== undefined && !meetsAssurance(input.assurance, d.minimumAssurance ?? "sniffable")) continue;
+    if (d.purpose === "required" && input.finished?.includes(d.id)) continue;
     const values = new Map<string, string>(Object.entries(d.taskSequence.document.variables ?? {}));
     const secrets = new Set<string>(d.secretReferences);
     for (const scope of d.scopes) {

@@ -3,6 +3,7 @@
  * client (`dp`) and server (`dp-server`) certificates.
  */
 import type { Sql } from "./db.ts";
+import type { Assurance } from "../domain/assurance.ts";
 
 export type CertificateStatus = "active" | "blocked" | "revoked";
 export type CertificateKind = "device" | "dp" | "dp-server";
@@ -10,6 +11,10 @@ export type CertificateRecord = {
   serial: string; fingerprint: string; kind: CertificateKind; deviceId: string | null; dpId: string | null; subject: string;
   notBefore: string; notAfter: string; status: CertificateStatus; statusChangedAt: string | null;
   statusReason: string | null; issuedVia: string; lastUsedAt: string | null; createdAt: string;
+  /** How the enrollment behind it was proven; a renewal keeps its enrollment's. */
+  assurance: Assurance;
+  /** The serial of the certificate its enrollment issued (itself, unless it is a renewal). */
+  enrollmentSerial: string;
 };
 
 type R = Record<string, unknown>;
@@ -19,6 +24,7 @@ const cert = (r: R): CertificateRecord => ({
   notAfter: String(r.not_after), status: String(r.status) as CertificateStatus,
   statusChangedAt: (r.status_changed_at as string | null) ?? null, statusReason: (r.status_reason as string | null) ?? null,
   issuedVia: String(r.issued_via), lastUsedAt: (r.last_used_at as string | null) ?? null, createdAt: String(r.created_at),
+  assurance: String(r.assurance ?? "sniffable") as Assurance, enrollmentSerial: String(r.enrollment_serial ?? r.serial),
 });
 
 export class CertificateStore {
@@ -26,12 +32,18 @@ export class CertificateStore {
   constructor(db: Sql) {
     this.#db = db;
   }
-  async add(c: Omit<CertificateRecord, "status" | "statusChangedAt" | "statusReason" | "lastUsedAt" | "dpId"> & { dpId?: string | null }): Promise<void> {
+  /**
+   * Records an issued certificate. `assurance` defaults to sniffable (distribution points'
+   * certificates carry none); `enrollmentSerial` to its own serial (an enrollment, not a renewal).
+   */
+  async add(c: Omit<CertificateRecord, "status" | "statusChangedAt" | "statusReason" | "lastUsedAt" | "dpId" | "assurance" | "enrollmentSerial">
+    & { dpId?: string | null; assurance?: Assurance; enrollmentSerial?: string }): Promise<void> {
     await this.#db.run(
       `INSERT INTO certificates (serial, fingerprint, kind, device_id, dp_id, subject, not_before, not_after, status,
-         status_changed_at, status_reason, issued_via, last_used_at, created_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'active', NULL, NULL, ?, NULL, ?)`,
-      [c.serial, c.fingerprint, c.kind, c.deviceId, c.dpId ?? null, c.subject, c.notBefore, c.notAfter, c.issuedVia, c.createdAt]);
+         status_changed_at, status_reason, issued_via, last_used_at, created_at, assurance, enrollment_serial)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'active', NULL, NULL, ?, NULL, ?, ?, ?)`,
+      [c.serial, c.fingerprint, c.kind, c.deviceId, c.dpId ?? null, c.subject, c.notBefore, c.notAfter, c.issuedVia, c.createdAt,
+        c.assurance ?? "sniffable", c.enrollmentSerial ?? c.serial]);
   }
   async byFingerprint(fp: string): Promise<CertificateRecord | undefined> {
     const r = await this.#db.get<R>(`SELECT * FROM certificates WHERE fingerprint = ?`, [fp]);

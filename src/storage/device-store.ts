@@ -3,6 +3,7 @@ import { randomUUID } from "node:crypto";
 import type { Sql } from "./db.ts";
 import { defined, parseJson } from "./json-column.ts";
 import type { Device, DeviceEnrollment, DeviceState } from "../domain/device.ts";
+import type { Assurance } from "../domain/assurance.ts";
 
 type R = Record<string, unknown>;
 
@@ -115,9 +116,10 @@ export class DeviceStore {
   }
 
   /** Whether pre-approval is armed, and how often the device enrolled. */
-  async enrollmentOf(id: string): Promise<DeviceEnrollment | undefined> {
-    const r = await this.#db.get<R>(`SELECT preapproval_armed, enrollments, enrolled_at FROM devices WHERE id = ?`, [id]);
-    return r && { preApproved: Number(r.preapproval_armed) === 1, enrollments: Number(r.enrollments), enrolledAt: (r.enrolled_at as string | null) ?? null };
+  async enrollmentOf(id: string): Promise<(DeviceEnrollment & { assurance: Assurance | null }) | undefined> {
+    const r = await this.#db.get<R>(`SELECT preapproval_armed, enrollments, enrolled_at, enrolled_assurance FROM devices WHERE id = ?`, [id]);
+    return r && { preApproved: Number(r.preapproval_armed) === 1, enrollments: Number(r.enrollments), enrolledAt: (r.enrolled_at as string | null) ?? null,
+      assurance: (r.enrolled_assurance as Assurance | null) ?? null };
   }
 
   /** Arms (an administrator's new approval) or disarms the device's pre-approval. */
@@ -131,11 +133,11 @@ export class DeviceStore {
    * enrollments racing for one device only one wins. Spends the pre-approval either way:
    * whatever the credential, the first enrollment is the one pre-approval admitted.
    */
-  async claimEnrollment(id: string, q: { seen: number; preApproval: boolean; now: string }): Promise<boolean> {
+  async claimEnrollment(id: string, q: { seen: number; preApproval: boolean; now: string; assurance: Assurance }): Promise<boolean> {
     return (await this.#db.run(
-      `UPDATE devices SET enrollments = enrollments + 1, enrolled_at = ?, preapproval_armed = 0, last_seen_at = ?, updated_at = ?
+      `UPDATE devices SET enrollments = enrollments + 1, enrolled_at = ?, enrolled_assurance = ?, preapproval_armed = 0, last_seen_at = ?, updated_at = ?
        WHERE id = ? AND enrollments = ?${q.preApproval ? " AND preapproval_armed = 1" : ""}`,
-      [q.now, q.now, q.now, id, q.seen])).changes === 1;
+      [q.now, q.assurance, q.now, q.now, id, q.seen])).changes === 1;
   }
 
   async delete(id: string): Promise<number> {

@@ -169,6 +169,34 @@ export const migrations: Migration[] = [
            AND NOT EXISTS (SELECT 1 FROM certificates n WHERE n.device_id = devices.id AND n.kind = 'device' AND n.created_at > c.created_at))`,
     ],
   },
+  {
+    version: 7,
+    name: "enrollment assurance; runs belong to the enrollment that started them",
+    statements: [
+      // assurance: how the enrollment behind a certificate was proven (sniffable, password,
+      // approved, media); a renewal keeps its enrollment's. Certificates issued before this
+      // are recorded as what their credential proves at least: a boot token without knowing
+      // whether the PXE password was typed counts as sniffable (stricter).
+      `ALTER TABLE certificates ADD COLUMN assurance TEXT NOT NULL DEFAULT 'sniffable'`,
+      `UPDATE certificates SET assurance = CASE issued_via WHEN 'media' THEN 'media' WHEN 'pre-approved' THEN 'approved' ELSE 'sniffable' END`,
+      // enrollment_serial: the certificate issued at the enrollment a renewal chain started from.
+      `ALTER TABLE certificates ADD COLUMN enrollment_serial TEXT`,
+      `UPDATE certificates SET enrollment_serial = serial`,
+      `ALTER TABLE devices ADD COLUMN enrolled_assurance TEXT`,
+      `UPDATE devices SET enrolled_assurance = (SELECT c.assurance FROM certificates c WHERE c.device_id = devices.id AND c.kind = 'device'
+         ORDER BY c.created_at DESC LIMIT 1)`,
+      // minimum_assurance NULL: the default (password when the task sequence references a secret).
+      `ALTER TABLE deployments ADD COLUMN minimum_assurance TEXT`,
+      `ALTER TABLE deployments ADD COLUMN allow_sniffable_enrollment INTEGER NOT NULL DEFAULT 0`,
+      // The enrollment a run belongs to (NULL for runs started before: any newer run replaces them),
+      // the step reported started and not yet finished, whether its secret was released, and
+      // when an administrator allowed a succeeded run's deployment to run again.
+      `ALTER TABLE deployment_runs ADD COLUMN enrollment_serial TEXT`,
+      `ALTER TABLE deployment_runs ADD COLUMN open_step TEXT`,
+      `ALTER TABLE deployment_runs ADD COLUMN open_step_released INTEGER NOT NULL DEFAULT 0`,
+      `ALTER TABLE deployment_runs ADD COLUMN rerun_allowed_at TEXT`,
+    ],
+  },
 ];
 
 /** Applies every migration newer than the database's version; returns the versions applied. */

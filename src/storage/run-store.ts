@@ -6,6 +6,12 @@ export type RunState = "running" | "succeeded" | "failed" | "cancelled";
 export type Run = {
   id: string; deploymentId: string; deviceId: string; bootPath: string; taskSequenceId: string; taskSequenceVersion: number;
   state: RunState; currentStep: string | null; startedAt: string; updatedAt: string; endedAt: string | null;
+  /** The enrollment (serial of the certificate it issued) whose certificate chain alone may act on the run; null for runs from before. */
+  enrollmentSerial: string | null;
+  /** The step path reported started and not yet finished, and whether its secret was released. */
+  openStep: string | null; openStepReleased: boolean;
+  /** When an administrator allowed the deployment to run again after this (succeeded) run. */
+  rerunAllowedAt: string | null;
 };
 export type RunEvent = {
   runId: string; seq: number; at: string; step: string; state: string; progress: number | null; exitCode: number | null; message: string | null;
@@ -16,7 +22,9 @@ const run = (r: R): Run => ({
   id: String(r.id), deploymentId: String(r.deployment_id), deviceId: String(r.device_id), bootPath: String(r.boot_path),
   taskSequenceId: String(r.task_sequence_id), taskSequenceVersion: Number(r.task_sequence_version), state: String(r.state) as RunState,
   currentStep: (r.current_step as string | null) ?? null, startedAt: String(r.started_at), updatedAt: String(r.updated_at),
-  endedAt: (r.ended_at as string | null) ?? null,
+  endedAt: (r.ended_at as string | null) ?? null, enrollmentSerial: (r.enrollment_serial as string | null) ?? null,
+  openStep: (r.open_step as string | null) ?? null, openStepReleased: Number(r.open_step_released ?? 0) === 1,
+  rerunAllowedAt: (r.rerun_allowed_at as string | null) ?? null,
 });
 const ev = (r: R): RunEvent => ({
   runId: String(r.run_id), seq: Number(r.seq), at: String(r.at), step: String(r.step), state: String(r.state),
@@ -29,12 +37,12 @@ export class RunStore {
   constructor(db: Sql) {
     this.#db = db;
   }
-  async start(r: Omit<Run, "id" | "state" | "currentStep" | "updatedAt" | "endedAt">): Promise<Run> {
+  async start(r: Omit<Run, "id" | "state" | "currentStep" | "updatedAt" | "endedAt" | "openStep" | "openStepReleased" | "rerunAllowedAt">): Promise<Run> {
     const id = randomUUID();
     await this.#db.run(
       `INSERT INTO deployment_runs (id, deployment_id, device_id, boot_path, task_sequence_id, task_sequence_version, state,
-         current_step, started_at, updated_at, ended_at) VALUES (?, ?, ?, ?, ?, ?, 'running', NULL, ?, ?, NULL)`,
-      [id, r.deploymentId, r.deviceId, r.bootPath, r.taskSequenceId, r.taskSequenceVersion, r.startedAt, r.startedAt]);
+         current_step, started_at, updated_at, ended_at, enrollment_serial) VALUES (?, ?, ?, ?, ?, ?, 'running', NULL, ?, ?, NULL, ?)`,
+      [id, r.deploymentId, r.deviceId, r.bootPath, r.taskSequenceId, r.taskSequenceVersion, r.startedAt, r.startedAt, r.enrollmentSerial]);
     return (await this.byId(id))!;
   }
   async byId(id: string): Promise<Run | undefined> {
@@ -56,6 +64,41 @@ export class RunStore {
     await this.#db.run(`UPDATE deployment_runs SET state = ?, current_step = ?, ended_at = ?, updated_at = ? WHERE id = ?`, [
       patch.state ?? cur.state, patch.currentStep === undefined ? cur.currentStep : patch.currentStep,
       patch.endedAt === undefined ? cur.endedAt : patch.endedAt, now, id]);
+  }
+  /**
+   * Records a step's start (`open` a path: its secret not yet released) or end (`close` a path:
+   * nothing open, if that path was the open one).
+   */
+  async setOpenStep(id: string, change: { open: string } | { close: string }): Promise<void> {
+    if ("open" in change) await this.#db.run(`UPDATE deployment_runs SET open_step = ?, open_step_released = 0 WHERE id = ?`, [change.open, id]);
+    else await this.#db.run(`UPDATE deployment_runs SET open_step = NULL, open_step_released = 0 WHERE id = ? AND open_step = ?`, [id, change.close]);
+  }
+  /**
+   * Claims the one secret release of the step started last, atomically: true only if the run
+   * is running, `step` is its open step and nothing was released for this start of it yet.
+   */
+  async claimRelease(id: string, step: string): Promise<boolean> {
+    return (await this.#db.run(
+      `UPDATE deployment_runs SET open_step_released = 1 WHERE id = ? AND state = 'running' AND open_step = ? AND open_step_released = 0`,
+      [id, step])).changes === 1;
+  }
+  /** Ends a running run (only a running one); whether it did. */
+  async end(id: string, state: Exclude<RunState, "running">, now: string): Promise<boolean> {
+    return (await this.#db.run(
+      `UPDATE deployment_runs SET state = ?, ended_at = ?, current_step = NULL, open_step = NULL, updated_at = ? WHERE id = ? AND state = 'running'`,
+      [state, now, now, id])).changes === 1;
+  }
+  /** Lets a device's succeeded runs of a deployment be run again (an administrator's decision); how many it marked. */
+  async allowRerun(deviceId: string, deploymentId: string, now: string): Promise<number> {
+    return (await this.#db.run(
+      `UPDATE deployment_runs SET rerun_allowed_at = ? WHERE device_id = ? AND deployment_id = ? AND state = 'succeeded' AND rerun_allowed_at IS NULL`,
+      [now, deviceId, deploymentId])).changes;
+  }
+  /** Whether the device finished the deployment (a succeeded run no administrator has released for a rerun). */
+  async finished(deviceId: string, deploymentId: string): Promise<boolean> {
+    return (await this.#db.get<R>(
+      `SELECT 1 AS x FROM deployment_runs WHERE device_id = ? AND deployment_id = ? AND state = 'succeeded' AND rerun_allowed_at IS NULL LIMIT 1`,
+      [deviceId, deploymentId])) !== undefined;
   }
   async addEvent(e: Omit<RunEvent, "seq">): Promise<RunEvent> {
     const last = await this.#db.get<{ m: number | null }>(`SELECT MAX(seq) AS m FROM run_events WHERE run_id = ?`, [e.runId]);

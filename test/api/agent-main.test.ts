@@ -43,6 +43,7 @@ describe("agent on this host", () => {
   let t: TestSite;
   let configDir = "";
   let deviceId = "";
+  let deploymentId = "";
   const inv = collectInventory();
   const admin = (m: string, p: string, body?: unknown) => t.request(m, p, { token: t.adminToken, body });
   const cmdline = async () => {
@@ -70,8 +71,12 @@ describe("agent on this host", () => {
       { name: "Done", type: "reboot" },
     ] };
     assert.equal((await admin("POST", "/api/v1/task-sequences", { document: doc })).status, 201);
-    assert.equal((await admin("POST", "/api/v1/deployments", { name: "Host run", taskSequence: "Host steps", collection: "Here", purpose: "required", bootPaths: ["pxe"] })).status, 201);
+    const dep = await admin("POST", "/api/v1/deployments", { name: "Host run", taskSequence: "Host steps", collection: "Here", purpose: "required", bootPaths: ["pxe"] });
+    assert.equal(dep.status, 201);
+    deploymentId = dep.body.id;
   });
+  /** A required deployment that succeeded runs again only once an administrator allows it. */
+  const allowRerun = async () => assert.equal((await admin("POST", `/api/v1/deployments/${deploymentId}/rerun`, { device: deviceId })).status, 200);
 
   after(async () => {
     await t.close();
@@ -94,6 +99,7 @@ describe("agent on this host", () => {
 
   it("a used boot token is refused: exit 3, nothing run", async () => {
     const line = await cmdline();
+    await allowRerun();
     assert.equal(await main({ configDir, cmdline: line, reboot: false }), 0);
     assert.equal(await main({ configDir, cmdline: line, reboot: false }), 3);
   });
@@ -121,6 +127,7 @@ describe("agent on this host", () => {
     const password = "Lab-PXE-Passphrase-78";
     assert.equal((await admin("PUT", "/api/v1/pxe/password", { password })).status, 204);
     try {
+      await allowRerun();
       const r = await agentAtConsole(configDir, await cmdline(), ["not-the-password", password]);
       assert.equal(r.code, 0, r.output);
       assert.match(r.output, /the PXE password was not accepted/);

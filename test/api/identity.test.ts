@@ -134,8 +134,9 @@ describe("device identity and the management point", () => {
     before(async () => {
       ({ m: a, id: aId } = await approvedMachine("lab-a", { attributes: { room: "L1" } }));
       ({ m: b, id: bId } = await approvedMachine("lab-b", { attributes: { room: "L1" } }));
-      assert.equal((await a.enroll({ kind: "boot-token", token: await bootToken(a, aId) })).status, 201);
-      assert.equal((await b.enroll({ kind: "boot-token", token: await bootToken(b, bId) })).status, 201);
+      // Pre-approved, not a boot token alone: secrets never go to a sniffable enrollment (test/api/assurance.test.ts).
+      assert.equal((await a.enroll({ kind: "pre-approved" })).status, 201);
+      assert.equal((await b.enroll({ kind: "pre-approved" })).status, 201);
       await admin("POST", "/api/v1/collections", { name: "Lab L1", rule: "attributes.room == 'L1'" });
       await admin("POST", "/api/v1/variables", { scope: "site", name: "JoinCredential", value: canary, secret: true });
       await admin("POST", "/api/v1/variables", { scope: "site", name: "TimeZone", value: "UTC" });
@@ -211,6 +212,8 @@ describe("device identity and the management point", () => {
       const run = (await a.call("POST", "/mp/v1/runs", { deployment: dep, bootPath: "pxe" })).body;
       assert.equal((await a.call("POST", `/mp/v1/runs/${run.id}/secrets`, { step: "0", name: "JoinCredential" })).status, 403, "step 0 does not reference it");
       assert.equal((await a.call("POST", `/mp/v1/runs/${run.id}/secrets`, { step: "1", name: "TimeZone" })).status, 403);
+      assert.equal((await a.call("POST", `/mp/v1/runs/${run.id}/secrets`, { step: "1", name: "JoinCredential" })).status, 403, "not before the step is reported started");
+      assert.equal((await a.call("POST", `/mp/v1/runs/${run.id}/events`, { step: "1", name: "Join", state: "started" })).status, 201);
       const ok = await a.call("POST", `/mp/v1/runs/${run.id}/secrets`, { step: "1", name: "JoinCredential" });
       assert.equal(ok.status, 200);
       assert.equal(ok.body.value, canary);
@@ -221,7 +224,7 @@ describe("device identity and the management point", () => {
       assert.equal((await a.call("POST", `/mp/v1/runs/${run.id}/secrets`, { step: "1", name: "JoinCredential" })).status, 403, "not after the run ended");
       const view = await admin("GET", `/api/v1/runs/${run.id}`);
       assert.equal(view.body.state, "failed");
-      assert.deepEqual(view.body.events.map((e: { step: string; state: string }) => `${e.step}:${e.state}`), ["1 Join:failed", "(run):failed"]);
+      assert.deepEqual(view.body.events.map((e: { step: string; state: string }) => `${e.step}:${e.state}`), ["1 Join:started", "1 Join:failed", "(run):failed"]);
       const releases = (await admin("GET", "/api/v1/audit?action=secret.release&limit=1000")).body;
       assert.ok(releases.some((e: { outcome: string; details: { step: string } }) => e.outcome === "success" && e.details.step === "1"));
       const everything = JSON.stringify((await admin("GET", "/api/v1/audit?limit=1000")).body) + JSON.stringify(view.body) + t.logLines.join("\n")

@@ -116,7 +116,7 @@ export async function startBootHttp(opts: BootHttpOptions): Promise<BootHttp> {
     // have all run (PXE-first machines must not re-image themselves in a loop), and one no
     // deployment targets on this boot path (it would only sit in the deploy environment).
     const policy = await devicePolicy(site, device, "pxe");
-    const done = new Set((await s.runs.list({ deviceId: device.id, state: "succeeded" })).map((r) => r.deploymentId));
+    const done = new Set((await s.runs.list({ deviceId: device.id, state: "succeeded" })).filter((r) => r.rerunAllowedAt === null).map((r) => r.deploymentId));
     const pending = policy.deployments.filter((d) => d.purpose === "available" || !done.has(d.id));
     if (!pending.length) {
       const reason = policy.deployments.length ? "required deployments done" : "no deployment for this machine";

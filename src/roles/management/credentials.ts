@@ -20,6 +20,8 @@ import type { Sql } from "../../storage/db.ts";
 export const BOOT_TOKEN_TTL_SECONDS = 10 * 60;
 /** An unused token is handed out again only while this much of its life is left (time to boot and enroll). */
 export const BOOT_TOKEN_REUSE_MIN_SECONDS = 5 * 60;
+/** Expired boot tokens are kept this long (so a late enrollment is refused as "expired", not "unknown"), then deleted. */
+export const BOOT_TOKEN_KEEP_EXPIRED_MS = 60 * 60_000;
 export const PXE_PASSWORD_SETTING = "pxe.password";
 export const PXE_FAILURE_LIMIT = 5;
 export const PXE_FAILURE_WINDOW_MS = 15 * 60_000;
@@ -50,6 +52,7 @@ export async function issueBootToken(site: Site, opts: BootTokenFor): Promise<{ 
   const token = bootTokenOf(site, id);
   const now = site.now();
   const expiresAt = new Date(now.getTime() + (opts.ttlSeconds ?? BOOT_TOKEN_TTL_SECONDS) * 1000).toISOString();
+  await stores(site.db).enrollment.deleteExpired(new Date(now.getTime() - BOOT_TOKEN_KEEP_EXPIRED_MS).toISOString()); // tokens expired over an hour ago
   await stores(site.db).enrollment.add({
     id, kind: "boot-token", name: `boot ${opts.mac}`, secretHash: hashToken(token), deviceId: opts.deviceId,
     mac: opts.mac, smbiosUuid: opts.smbiosUuid, usesLeft: 1, expiresAt, createdBy: "pxe", createdAt: now.toISOString(),

@@ -15,6 +15,9 @@
  *    presents every identifier on record and no identifier of another device, and the device
  *    holds no live certificate. It never approves a device on record.
  *  - Each enrollment supersedes the device's earlier active certificates: one live identity.
+ *  - Each enrollment records its assurance on the certificate and the device: `sniffable` (a
+ *    boot token alone — MAC and UUID are broadcast in clear), `password` (boot token and the
+ *    PXE password), `approved` (pre-approval), `media` (a media credential). Renewals keep it.
  */
 import { z } from "zod";
 import type { Site } from "../site/site.ts";
@@ -25,7 +28,8 @@ import { normalizeMac, normalizeUuid, presentsEveryIdentifier, type Device, type
 import type { Stores } from "../../storage/stores.ts";
 import { SlipwayError } from "../../errors.ts";
 import { nameProblem } from "../../domain/name.ts";
-import { checkPxePassword } from "./credentials.ts";
+import { checkPxePassword, pxePasswordHash } from "./credentials.ts";
+import type { Assurance } from "../../domain/assurance.ts";
 
 export const DEVICE_CERT_DAYS = 7;
 
@@ -62,7 +66,7 @@ export const EnrollBody = z.strictObject({
 });
 export type EnrollBody = z.infer<typeof EnrollBody>;
 
-export type Enrolled = { deviceId: string; deviceName: string; certificate: string; caCertificate: string; serial: string; expiresAt: string };
+export type Enrolled = { deviceId: string; deviceName: string; certificate: string; caCertificate: string; serial: string; expiresAt: string; assurance: Assurance };
 
 function inventoryAttributes(inv: Inventory): Record<string, string | number | boolean> {
   const out: Record<string, string | number | boolean> = {};
@@ -154,6 +158,7 @@ async function enrollOrRefuse(site: Site, body: EnrollBody, ip: string): Promise
 
   let device: Device | undefined;
   let spend: string | null = null;
+  let assurance: Assurance;
   if (cred.kind === "boot-token") {
     const c = await s.enrollment.byHash(hashToken(cred.token));
     if (!c || c.kind !== "boot-token") throw new Refused("unknown boot token");
@@ -161,6 +166,8 @@ async function enrollOrRefuse(site: Site, body: EnrollBody, ip: string): Promise
     if (c.expiresAt <= nowIso) throw new Refused("boot token expired");
     if (!c.mac || !inv.macs.includes(c.mac)) throw new Refused("boot token bound to another MAC");
     if (c.smbiosUuid && c.smbiosUuid !== (inv.smbiosUuid ?? null)) throw new Refused("boot token bound to another SMBIOS UUID");
+    // Without a PXE password set, the token is all the machine proved: what anyone on its link can obtain.
+    const passwordSet = (await pxePasswordHash(site)) !== null;
     const pxe = await checkPxePassword(site, `mac:${c.mac}`, cred.pxePassword);
     if (pxe === "locked") throw new Refused("PXE password locked out", new SlipwayError("PXE_PASSWORD_LOCKED"));
     if (pxe === "required") throw new Refused("PXE password missing", new SlipwayError("PXE_PASSWORD_REQUIRED"));
@@ -168,6 +175,7 @@ async function enrollOrRefuse(site: Site, body: EnrollBody, ip: string): Promise
     device = c.deviceId ? await s.devices.byId(c.deviceId) : undefined;
     if (!device) throw new Refused("the boot token's device no longer exists");
     spend = c.id;
+    assurance = passwordSet ? "password" : "sniffable";
   } else if (cred.kind === "media") {
     const c = await s.enrollment.byHash(hashToken(cred.secret));
     if (!c || c.kind !== "media") throw new Refused("unknown media credential");
@@ -176,11 +184,13 @@ async function enrollOrRefuse(site: Site, body: EnrollBody, ip: string): Promise
     if (c.expiresAt <= nowIso) throw new Refused("media credential expired");
     spend = c.id;
     device = await matchDevice(s, inv);
+    assurance = "media";
   } else {
     // Pre-approval trusts the MAC and UUID a machine claims — spoofable on the wire — so it
     // serves one enrollment only, and every identifier on record must match.
     device = await matchDevice(s, inv);
     if (!device) throw new Refused("no pre-approved device with these identifiers");
+    assurance = "approved";
   }
   const seen = device ? await s.devices.enrollmentOf(device.id) : undefined;
   if (device) {
@@ -197,7 +207,7 @@ async function enrollOrRefuse(site: Site, body: EnrollBody, ip: string): Promise
     if (device) {
       // Claim the device (on PostgreSQL this also locks its row), then ask again: an
       // administrator may have blocked or revoked in the meantime, another enrollment won.
-      if (!(await t.devices.claimEnrollment(device.id, { seen: seen!.enrollments, preApproval: cred.kind === "pre-approved", now: nowIso }))) {
+      if (!(await t.devices.claimEnrollment(device.id, { seen: seen!.enrollments, preApproval: cred.kind === "pre-approved", now: nowIso, assurance }))) {
         throw new Refused("another enrollment of this device won the race");
       }
       const current = await t.devices.byId(device.id);
@@ -214,7 +224,7 @@ async function enrollOrRefuse(site: Site, body: EnrollBody, ip: string): Promise
       // None of its MACs or its UUID is on record (matchDevice looked), so all are free.
       d = await t.devices.create({ name, macs: inv.macs, smbiosUuid: inv.smbiosUuid ?? null,
         serial: inv.serial ?? null, state: "approved", attributes: attrs }, nowIso);
-      await t.devices.claimEnrollment(d.id, { seen: 0, preApproval: false, now: nowIso });
+      await t.devices.claimEnrollment(d.id, { seen: 0, preApproval: false, now: nowIso, assurance });
     }
     let issued;
     try {
@@ -227,10 +237,10 @@ async function enrollOrRefuse(site: Site, body: EnrollBody, ip: string): Promise
     const superseded = await t.certificates.supersedeDevice(d.id, nowIso);
     await t.certificates.add({
       serial: issued.serial, fingerprint: issued.fingerprint, kind: "device", deviceId: d.id, subject: `device:${d.id}`,
-      notBefore: issued.notBefore.toISOString(), notAfter: issued.notAfter.toISOString(), issuedVia: cred.kind, createdAt: nowIso,
+      notBefore: issued.notBefore.toISOString(), notAfter: issued.notAfter.toISOString(), issuedVia: cred.kind, createdAt: nowIso, assurance,
     });
     await site.audit.append({ actor: machine, action: "device.enroll", object: `device:${d.id}`,
-      details: { via: cred.kind, serial: issued.serial, ip, expiresAt: issued.notAfter.toISOString(), superseded, preApprovalSpent: seen?.preApproved ?? false } }, tx);
-    return { deviceId: d.id, deviceName: d.name, certificate: issued.certPem, caCertificate: site.keys.ca.certPem, serial: issued.serial, expiresAt: issued.notAfter.toISOString() };
+      details: { via: cred.kind, assurance, serial: issued.serial, ip, expiresAt: issued.notAfter.toISOString(), superseded, preApprovalSpent: seen?.preApproved ?? false } }, tx);
+    return { deviceId: d.id, deviceName: d.name, certificate: issued.certPem, caCertificate: site.keys.ca.certPem, serial: issued.serial, expiresAt: issued.notAfter.toISOString(), assurance };
   });
 }

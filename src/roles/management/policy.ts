@@ -11,6 +11,7 @@ import { publicKeyFingerprint } from "../../security/signing.ts";
 import { DP_SILENT_AFTER_MS } from "../../domain/distribution-point.ts";
 import { signPolicy, type SignedPolicy } from "../../security/signed-policy.ts";
 import type { VariableRecord } from "../../storage/variable-store.ts";
+import { effectiveMinimum, type Assurance } from "../../domain/assurance.ts";
 
 export const POLICY_TTL_SECONDS = 3600;
 
@@ -29,8 +30,12 @@ export async function resolveImages(content: ContentStore, references: Iterable<
 
 const asPolicyVars = (vs: VariableRecord[]): PolicyVariable[] => vs.map((v) => ({ name: v.name, value: v.secret ? null : v.value, secret: v.secret }));
 
-/** Every deployment targeting a collection the device is in, with what compiling needs. */
-export async function policyInput(site: Site, device: Device, bootPath: "pxe" | "media"): Promise<PolicyInput> {
+/**
+ * Every deployment targeting a collection the device is in, with what compiling needs.
+ * `assurance`: the calling certificate's enrollment assurance — deployments needing more are
+ * left out; undefined: all of them (an administrator's view, the boot script's decision).
+ */
+export async function policyInput(site: Site, device: Device, bootPath: "pxe" | "media", assurance?: Assurance): Promise<PolicyInput> {
   const s = stores(site.db);
   const m = await computeMembership(s);
   const inCollections = [...m.members].filter(([, set]) => set.has(device.id)).map(([id]) => id);
@@ -43,12 +48,14 @@ export async function policyInput(site: Site, device: Device, bootPath: "pxe" | 
       const v = await s.taskSequences.version(d.taskSequenceId, d.taskSequenceVersion);
       if (!v) continue;
       const envelope = v.document as { name: string; document: TaskSequenceDocument };
+      const secretRefs = secretReferences(envelope.document);
       deployments.push({
         id: d.id, name: d.name, purpose: d.purpose, enabled: d.enabled, bootPaths: d.bootPaths,
         availableFrom: d.availableFrom, availableUntil: d.availableUntil,
         taskSequence: { id: d.taskSequenceId, name: envelope.name, version: v.version, digest: v.digest, document: envelope.document },
         scopes: [siteVars, collVars, deviceVars],
-        secretReferences: secretReferences(envelope.document),
+        secretReferences: secretRefs,
+        minimumAssurance: effectiveMinimum(d, secretRefs.length > 0),
       });
     }
   }
@@ -58,16 +65,20 @@ export async function policyInput(site: Site, device: Device, bootPath: "pxe" | 
   // timeout on it before falling back.
   const seenSince = new Date(site.now().getTime() - DP_SILENT_AFTER_MS).toISOString();
   const contentSources = Object.fromEntries(await s.distributionPoints.readySources(digests, site.now().toISOString(), seenSince));
+  // What a device's own certificate is given leaves out the required deployments it finished.
+  const finished = assurance === undefined ? undefined
+    : (await s.runs.list({ deviceId: device.id, state: "succeeded" })).filter((r) => r.rerunAllowedAt === null).map((r) => r.deploymentId);
   return {
-    device: { id: device.id, name: device.name }, bootPath, now: site.now(), ttlSeconds: POLICY_TTL_SECONDS,
+    device: { id: device.id, name: device.name }, bootPath, now: site.now(), ttlSeconds: POLICY_TTL_SECONDS, assurance, finished,
     signingKeyFingerprint: publicKeyFingerprint(site.keys.verifyKey), deployments, imageManifests, contentSources,
   };
 }
 
-export async function devicePolicy(site: Site, device: Device, bootPath: "pxe" | "media"): Promise<Policy> {
-  return compilePolicy(await policyInput(site, device, bootPath));
+export async function devicePolicy(site: Site, device: Device, bootPath: "pxe" | "media", assurance?: Assurance): Promise<Policy> {
+  return compilePolicy(await policyInput(site, device, bootPath, assurance));
 }
 
-export async function signedDevicePolicy(site: Site, device: Device, bootPath: "pxe" | "media"): Promise<SignedPolicy> {
-  return signPolicy(await devicePolicy(site, device, bootPath), site.keys.signingKey);
+/** The policy a certificate of `assurance` gets, signed. */
+export async function signedDevicePolicy(site: Site, device: Device, bootPath: "pxe" | "media", assurance: Assurance): Promise<SignedPolicy> {
+  return signPolicy(await devicePolicy(site, device, bootPath, assurance), site.keys.signingKey);
 }

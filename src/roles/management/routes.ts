@@ -11,7 +11,6 @@ import { stores } from "../../storage/stores.ts";
 import { SlipwayError } from "../../errors.ts";
 import { issueClientCertificate, CertificateRequestError } from "../../security/ca.ts";
 import { secretAad } from "../site/routes/variables.ts";
-import type { TaskSequenceDocument } from "../../domain/task-sequence/validate.ts";
 import type { Run } from "../../storage/run-store.ts";
 import { EnrollBody, enroll, DEVICE_CERT_DAYS } from "./enroll.ts";
 import { devicePolicy, signedDevicePolicy } from "./policy.ts";
@@ -19,6 +18,8 @@ import type { DevicePrincipal, MpPrincipal } from "./device-auth.ts";
 import { currentCrl } from "./crl.ts";
 import { RateLimiter } from "../site/auth.ts";
 import { maskSecrets } from "../../domain/mask.ts";
+import { effectiveMinimum, mayReceiveSecrets, meetsAssurance } from "../../domain/assurance.ts";
+import { secretReferences, type TaskSequenceDocument } from "../../domain/task-sequence/validate.ts";
 
 /** Which kind of client certificate a route takes: a device's, or a distribution point's. */
 export type MpAccess = "device" | "dp";
@@ -56,6 +57,22 @@ export function managementRoutes(site: Site): MpRoute[] {
     if (run.deviceId !== me(ctx).device.id) {
       await site.audit.append({ actor: `device:${me(ctx).device.id}`, action: "mp.denied", outcome: "denied", object: `run:${run.id}`, details: { path: ctx.path } });
       throw new SlipwayError("NOT_YOUR_RESOURCE");
+    }
+    return run;
+  }
+  /**
+   * The calling device's run, if the calling certificate may act on it: a run belongs to the
+   * enrollment that started it (its certificate and that certificate's renewals). Another
+   * certificate of the same device — an impostor's, or the real machine's after an impostor
+   * enrolled — gets 403, audited.
+   */
+  async function ownedRun(ctx: Ctx, id: string, action: string): Promise<Run> {
+    const run = await ownRun(ctx, id);
+    const { device, certificate } = me(ctx);
+    if (run.enrollmentSerial === null || run.enrollmentSerial !== certificate.enrollmentSerial) {
+      await site.audit.append({ actor: `device:${device.id}`, action, outcome: "denied", object: `run:${run.id}`,
+        details: { reason: "the run belongs to another enrollment of this device", serial: certificate.serial, runEnrollment: run.enrollmentSerial } });
+      throw new SlipwayError("NOT_YOUR_RESOURCE", `Not allowed: run ${run.id} was started by another enrollment of this device`);
     }
     return run;
   }
@@ -132,9 +149,11 @@ export function managementRoutes(site: Site): MpRoute[] {
           if ((await t.devices.byId(device.id))?.state !== "approved") return "device not approved";
           if (!(await t.certificates.supersede(certificate.serial, now))) return "certificate already superseded or no longer active";
           await t.certificates.add({ serial: issued.serial, fingerprint: issued.fingerprint, kind: "device", deviceId: device.id, subject: `device:${device.id}`,
-            notBefore: issued.notBefore.toISOString(), notAfter: issued.notAfter.toISOString(), issuedVia: `renewal:${certificate.serial}`, createdAt: now });
+            notBefore: issued.notBefore.toISOString(), notAfter: issued.notAfter.toISOString(), issuedVia: `renewal:${certificate.serial}`, createdAt: now,
+            // A renewal chain carries its enrollment's assurance, never more.
+            assurance: certificate.assurance, enrollmentSerial: certificate.enrollmentSerial });
           await site.audit.append({ actor: `device:${device.id}`, action: "device.renew", object: `device:${device.id}`,
-            details: { serial: issued.serial, previous: certificate.serial, superseded: certificate.serial } }, tx);
+            details: { serial: issued.serial, previous: certificate.serial, superseded: certificate.serial, assurance: certificate.assurance } }, tx);
           return null;
         });
         if (outcome) throw await refuse(outcome, new SlipwayError("DEVICE_BLOCKED", `Cannot renew: ${outcome === "device not approved" ? "the device is not approved"
@@ -145,7 +164,7 @@ export function managementRoutes(site: Site): MpRoute[] {
     {
       method: "GET", path: "/mp/v1/policy", access: "device", tag: "policy", summary: "The calling device's signed policy",
       query: z.object({ bootPath: BootPath.default("pxe") }),
-      handler: async (ctx) => ({ body: await signedDevicePolicy(site, me(ctx).device, ctx.query.bootPath) }),
+      handler: async (ctx) => ({ body: await signedDevicePolicy(site, me(ctx).device, ctx.query.bootPath, me(ctx).certificate.assurance) }),
     },
     {
       method: "GET", path: "/mp/v1/devices/:id/policy", access: "device", tag: "policy", summary: "A device's signed policy (only its own)",
@@ -156,27 +175,55 @@ export function managementRoutes(site: Site): MpRoute[] {
           await site.audit.append({ actor: `device:${device.id}`, action: "mp.denied", outcome: "denied", object: `device:${ctx.params.id}`, details: { path: ctx.path } });
           throw new SlipwayError("NOT_YOUR_RESOURCE");
         }
-        return { body: await signedDevicePolicy(site, device, ctx.query.bootPath) };
+        return { body: await signedDevicePolicy(site, device, ctx.query.bootPath, me(ctx).certificate.assurance) };
       },
     },
     {
       method: "POST", path: "/mp/v1/runs", access: "device", tag: "runs", summary: "Start (or resume) a deployment from the device's policy",
       body: z.strictObject({ deployment: z.string().min(1).max(100), bootPath: BootPath }),
       handler: async (ctx) => {
-        const { device } = me(ctx);
+        const { device, certificate } = me(ctx);
         const policy = await devicePolicy(site, device, ctx.body.bootPath);
         const d = policy.deployments.find((x) => x.id === ctx.body.deployment);
         if (!d) throw new SlipwayError("NOT_FOUND", `Deployment "${ctx.body.deployment}" is not in this device's policy`);
-        const s = stores(site.db);
-        const running = (await s.runs.list({ deviceId: device.id, deploymentId: d.id, state: "running" }))[0];
-        if (running) return { body: running };
-        const run = await site.db.transaction(async (tx) => {
-          const r = await stores(tx).runs.start({ deploymentId: d.id, deviceId: device.id, bootPath: ctx.body.bootPath,
-            taskSequenceId: d.taskSequence.id, taskSequenceVersion: d.taskSequence.version, startedAt: site.now().toISOString() });
-          await site.audit.append({ actor: `device:${device.id}`, action: "run.start", object: `run:${r.id}`, details: { deployment: d.id } }, tx);
-          return r;
+        const deny = async (reason: string, err: SlipwayError) => {
+          await site.audit.append({ actor: `device:${device.id}`, action: "run.start", outcome: "denied", object: `deployment:${d.id}`,
+            details: { reason, serial: certificate.serial, assurance: certificate.assurance } });
+          return err;
+        };
+        // The policy this certificate gets leaves the deployment out when its enrollment is not sure enough.
+        const record = await stores(site.db).deployments.byId(d.id);
+        const minimum = record ? effectiveMinimum(record, secretReferences(d.taskSequence.document as TaskSequenceDocument).length > 0) : "password";
+        if (!meetsAssurance(certificate.assurance, minimum)) {
+          throw await deny(`enrollment assurance ${certificate.assurance} is below the deployment's minimum ${minimum}`, new SlipwayError("ASSURANCE_TOO_LOW",
+            `Cannot start deployment "${d.name}": it requires enrollment assurance ${minimum}, this enrollment is ${certificate.assurance}; enroll with the PXE password, an administrator's approval or media`));
+        }
+        const outcome = await site.db.transaction(async (tx) => {
+          const t = stores(tx);
+          const now = site.now().toISOString();
+          // A required deployment the device finished stays finished: running it again (and
+          // getting its secrets again) is an administrator's decision (POST /api/v1/deployments/:id/rerun).
+          if (d.purpose === "required" && (await t.runs.finished(device.id, d.id))) return "finished" as const;
+          for (const r of await t.runs.list({ deviceId: device.id, deploymentId: d.id, state: "running" })) {
+            if (r.enrollmentSerial === certificate.enrollmentSerial) return { resumed: r };
+            // A run of an earlier enrollment (superseded, so it can no longer act): this
+            // enrollment's run replaces it.
+            if (await t.runs.end(r.id, "cancelled", now)) {
+              await site.audit.append({ actor: `device:${device.id}`, action: "run.cancel", object: `run:${r.id}`,
+                details: { reason: "replaced by a run of a newer enrollment of the device", enrollment: r.enrollmentSerial, by: certificate.enrollmentSerial } }, tx);
+            }
+          }
+          const r = await t.runs.start({ deploymentId: d.id, deviceId: device.id, bootPath: ctx.body.bootPath,
+            taskSequenceId: d.taskSequence.id, taskSequenceVersion: d.taskSequence.version, startedAt: now, enrollmentSerial: certificate.enrollmentSerial });
+          await site.audit.append({ actor: `device:${device.id}`, action: "run.start", object: `run:${r.id}`,
+            details: { deployment: d.id, serial: certificate.serial, assurance: certificate.assurance } }, tx);
+          return { started: r };
         });
-        return { status: 201, body: run };
+        if (outcome === "finished") {
+          throw await deny("the required deployment already succeeded on this device", new SlipwayError("CONFLICT",
+            `Cannot start deployment "${d.name}" again: it already succeeded on this device; an administrator must allow a rerun`));
+        }
+        return "resumed" in outcome ? { body: outcome.resumed } : { status: 201, body: outcome.started };
       },
     },
     {
@@ -189,7 +236,7 @@ export function managementRoutes(site: Site): MpRoute[] {
         message: z.string().max(64 * 1024).optional(),
       }),
       handler: async (ctx) => {
-        const run = await ownRun(ctx, ctx.params.id);
+        const run = await ownedRun(ctx, ctx.params.id, "run.report");
         if (run.state !== "running") throw new SlipwayError("CONFLICT", `Run ${run.id} has ended (${run.state})`);
         const b = ctx.body;
         // Mask any secret this run could have received, whatever the agent did or did not mask —
@@ -202,15 +249,20 @@ export function managementRoutes(site: Site): MpRoute[] {
         const now = site.now().toISOString();
         const ev = await site.db.transaction(async (tx) => {
           const t = stores(tx);
-          const e = await t.runs.addEvent({ runId: run.id, at: now, step: label, state: b.state, progress: b.progress ?? null, exitCode: b.exitCode ?? null, message });
           if (b.step === "" && (b.state === "succeeded" || b.state === "failed")) {
-            await t.runs.update(run.id, { state: b.state, endedAt: now, currentStep: null }, now);
-            await site.audit.append({ actor: `device:${run.deviceId}`, action: "run.end", object: `run:${run.id}`, outcome: b.state === "succeeded" ? "success" : "failure", details: { exitCode: b.exitCode ?? null } }, tx);
+            // Only a running run ends, once: a run cancelled or ended meanwhile stays as it is.
+            if (!(await t.runs.end(run.id, b.state, now))) return null;
+            await site.audit.append({ actor: `device:${run.deviceId}`, action: "run.end", object: `run:${run.id}`, outcome: b.state === "succeeded" ? "success" : "failure",
+              details: { exitCode: b.exitCode ?? null, serial: me(ctx).certificate.serial } }, tx);
           } else if (b.step !== "") {
             await t.runs.update(run.id, { currentStep: label }, now);
+            // A secret goes only to the step last reported started and not yet finished.
+            if (b.state === "started") await t.runs.setOpenStep(run.id, { open: b.step });
+            else if (b.state !== "progress") await t.runs.setOpenStep(run.id, { close: b.step });
           }
-          return e;
+          return t.runs.addEvent({ runId: run.id, at: now, step: label, state: b.state, progress: b.progress ?? null, exitCode: b.exitCode ?? null, message });
         });
+        if (!ev) throw new SlipwayError("CONFLICT", `Run ${run.id} has ended`);
         return { status: 201, body: ev };
       },
     },
@@ -220,17 +272,42 @@ export function managementRoutes(site: Site): MpRoute[] {
       body: z.strictObject({ step: z.string().max(100), name: z.string().max(128) }),
       handler: async (ctx) => {
         const run = await ownRun(ctx, ctx.params.id);
-        const { device } = me(ctx);
-        const deny = async (reason: string) => {
-          await site.audit.append({ actor: `device:${device.id}`, action: "secret.release", outcome: "denied", object: `run:${run.id}`, details: { step: ctx.body.step, name: ctx.body.name, reason } });
-          return new SlipwayError("FORBIDDEN", `Not allowed: ${reason}`);
+        const { device, certificate } = me(ctx);
+        const deny = async (reason: string, err?: SlipwayError) => {
+          await site.audit.append({ actor: `device:${device.id}`, action: "secret.release", outcome: "denied", object: `run:${run.id}`,
+            details: { step: ctx.body.step, name: ctx.body.name, reason, serial: certificate.serial, assurance: certificate.assurance } });
+          return err ?? new SlipwayError("FORBIDDEN", `Not allowed: ${reason}`);
         };
+        // Whatever the deployment says: a MAC and UUID anyone on the link can sniff never earn a secret.
+        if (!mayReceiveSecrets(certificate.assurance)) {
+          throw await deny("the enrollment is sniffable (a boot token alone)", new SlipwayError("ASSURANCE_TOO_LOW",
+            "Cannot release a secret: this enrollment proved only a MAC and UUID (a boot token alone); enroll with the PXE password, an administrator's approval or media"));
+        }
+        if (run.enrollmentSerial === null || run.enrollmentSerial !== certificate.enrollmentSerial) {
+          throw await deny("the run belongs to another enrollment of this device", new SlipwayError("NOT_YOUR_RESOURCE",
+            `Not allowed: run ${run.id} was started by another enrollment of this device`));
+        }
         if (run.state !== "running") throw await deny("the run is not running");
-        const step = stepAt(await runDocument(run), ctx.body.step);
+        const doc = await runDocument(run);
+        // The deployment's minimum now (an administrator may have raised it since the run started).
+        const dep = await stores(site.db).deployments.byId(run.deploymentId);
+        const minimum = dep ? effectiveMinimum(dep, secretReferences(doc).length > 0) : "password";
+        if (!meetsAssurance(certificate.assurance, minimum)) {
+          throw await deny(`enrollment assurance ${certificate.assurance} is below the deployment's minimum ${minimum}`, new SlipwayError("ASSURANCE_TOO_LOW",
+            `Cannot release a secret: the deployment requires enrollment assurance ${minimum}`));
+        }
+        const step = stepAt(doc, ctx.body.step);
         if (!step || step.runAs?.secret !== ctx.body.name) throw await deny("that step does not reference that secret");
         const value = await secretValue(run, ctx.body.name);
         if (value === null) throw await deny("no such secret is set for this device");
-        await site.audit.append({ actor: `device:${device.id}`, action: "secret.release", object: `run:${run.id}`, details: { step: ctx.body.step, name: ctx.body.name } });
+        // Once per start of the step the run reported started and has not finished.
+        const released = await site.db.transaction(async (tx) => {
+          if (!(await stores(tx).runs.claimRelease(run.id, ctx.body.step))) return false;
+          await site.audit.append({ actor: `device:${device.id}`, action: "secret.release", object: `run:${run.id}`,
+            details: { step: ctx.body.step, name: ctx.body.name, serial: certificate.serial, assurance: certificate.assurance } }, tx);
+          return true;
+        });
+        if (!released) throw await deny("the step is not the one the run reported started, or its secret was already released for this start");
         return { body: { name: ctx.body.name, value } };
       },
     },

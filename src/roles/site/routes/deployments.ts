@@ -4,10 +4,13 @@ import type { Route, RequestContext } from "../http.ts";
 import type { Site } from "../site.ts";
 import { stores } from "../../../storage/stores.ts";
 import { SlipwayError } from "../../../errors.ts";
-import { collectionInScope, requireCollectionScope } from "../membership.ts";
+import { collectionInScope, computeMembership, deviceInScope, requireCollectionScope } from "../membership.ts";
 import { actor, IsoTime, Name, notFound, principal } from "./common.ts";
+import { secretReferences, type TaskSequenceDocument } from "../../../domain/task-sequence/validate.ts";
 
 const BootPaths = z.array(z.enum(["pxe", "media"])).min(1).max(2).transform((a) => [...new Set(a)]);
+// tpm is reserved: no enrollment can reach it yet, so a deployment requiring it could never run.
+const MinimumAssurance = z.enum(["sniffable", "password", "approved", "media"]);
 
 export function deploymentRoutes(site: Site): Route[] {
   async function resolve(ctx: RequestContext, tsRef: string | undefined, version: number | "latest" | undefined, collRef: string | undefined) {
@@ -40,6 +43,19 @@ export function deploymentRoutes(site: Site): Route[] {
     return d;
   }
   const Version = z.union([z.int().min(1), z.literal("latest")]);
+  /**
+   * A deployment may be opened to sniffable enrollments (a boot token alone, which anyone on the
+   * link can obtain) only if its pinned task sequence version references no secret.
+   */
+  async function sniffableAllowed(taskSequenceId: string, version: number, minimum: string | null, allowSniffable: boolean) {
+    if (minimum !== "sniffable" && !allowSniffable) return;
+    const v = await stores(site.db).taskSequences.version(taskSequenceId, version);
+    const refs = v ? secretReferences((v.document as { document: TaskSequenceDocument }).document) : [];
+    if (refs.length) {
+      throw new SlipwayError("VALIDATION", `Cannot open the deployment to sniffable enrollments: task sequence version ${version} uses secrets (${refs.join(", ")}), which are never released to a sniffable enrollment`,
+        [{ path: allowSniffable ? "allowSniffableEnrollment" : "minimumAssurance", message: "the task sequence version uses secrets" }]);
+    }
+  }
 
   return [
     {
@@ -57,21 +73,25 @@ export function deploymentRoutes(site: Site): Route[] {
         name: Name, taskSequence: z.string().min(1).max(200), version: Version.optional(), collection: z.string().min(1).max(200),
         purpose: z.enum(["available", "required"]).default("available"), bootPaths: BootPaths.default(["pxe", "media"]),
         availableFrom: IsoTime.nullable().default(null), availableUntil: IsoTime.nullable().default(null), enabled: z.boolean().default(true),
+        minimumAssurance: MinimumAssurance.nullable().default(null), allowSniffableEnrollment: z.boolean().default(false),
       }),
       handler: async (ctx) => {
         const b = ctx.body;
         const r = await resolve(ctx, b.taskSequence, b.version, b.collection);
         requireCollectionScope(principal(ctx), r.collectionId!);
         windowOk(b.availableFrom, b.availableUntil);
+        await sniffableAllowed(r.taskSequenceId!, r.taskSequenceVersion!, b.minimumAssurance, b.allowSniffableEnrollment);
         const s = stores(site.db);
         if ((await s.deployments.list()).some((d) => d.name === b.name)) throw new SlipwayError("CONFLICT", `Cannot create deployment "${b.name}": the name is taken`);
         const d = await site.db.transaction(async (tx) => {
           const dep = await stores(tx).deployments.create({
             name: b.name, taskSequenceId: r.taskSequenceId!, taskSequenceVersion: r.taskSequenceVersion!, collectionId: r.collectionId!,
             purpose: b.purpose, bootPaths: b.bootPaths, availableFrom: b.availableFrom, availableUntil: b.availableUntil, enabled: b.enabled,
+            minimumAssurance: b.minimumAssurance, allowSniffableEnrollment: b.allowSniffableEnrollment,
           }, site.now().toISOString());
           await site.audit.append({ actor: actor(ctx), action: "deployment.create", object: `deployment:${dep.id}`,
-            details: { name: dep.name, taskSequence: dep.taskSequenceId, version: dep.taskSequenceVersion, collection: dep.collectionId, purpose: dep.purpose } }, tx);
+            details: { name: dep.name, taskSequence: dep.taskSequenceId, version: dep.taskSequenceVersion, collection: dep.collectionId, purpose: dep.purpose,
+              minimumAssurance: dep.minimumAssurance, allowSniffableEnrollment: dep.allowSniffableEnrollment } }, tx);
           return dep;
         });
         return { status: 201, body: d };
@@ -84,6 +104,7 @@ export function deploymentRoutes(site: Site): Route[] {
         name: Name.optional(), version: Version.optional(), collection: z.string().min(1).max(200).optional(),
         purpose: z.enum(["available", "required"]).optional(), bootPaths: BootPaths.optional(),
         availableFrom: IsoTime.nullable().optional(), availableUntil: IsoTime.nullable().optional(), enabled: z.boolean().optional(),
+        minimumAssurance: MinimumAssurance.nullable().optional(), allowSniffableEnrollment: z.boolean().optional(),
       }),
       handler: async (ctx) => {
         const d = await load(ctx);
@@ -91,19 +112,43 @@ export function deploymentRoutes(site: Site): Route[] {
         const tsId = b.version !== undefined ? d.taskSequenceId : undefined;
         const r = await resolve(ctx, tsId, b.version, b.collection);
         if (r.collectionId) requireCollectionScope(principal(ctx), r.collectionId);
+        // Checked against what the deployment will be: a new version with secrets cannot keep a sniffable opt-in.
+        await sniffableAllowed(d.taskSequenceId, r.taskSequenceVersion ?? d.taskSequenceVersion,
+          b.minimumAssurance === undefined ? d.minimumAssurance : b.minimumAssurance, b.allowSniffableEnrollment ?? d.allowSniffableEnrollment);
         windowOk(b.availableFrom === undefined ? d.availableFrom : b.availableFrom, b.availableUntil === undefined ? d.availableUntil : b.availableUntil);
         const s = stores(site.db);
         if (b.name && b.name !== d.name && (await s.deployments.list()).some((x) => x.name === b.name)) throw new SlipwayError("CONFLICT", `Cannot rename to "${b.name}": the name is taken`);
         const u = await site.db.transaction(async (tx) => {
           const dep = await stores(tx).deployments.update(d.id, {
             name: b.name, purpose: b.purpose, bootPaths: b.bootPaths, availableFrom: b.availableFrom, availableUntil: b.availableUntil,
-            enabled: b.enabled, ...(r.taskSequenceVersion ? { taskSequenceVersion: r.taskSequenceVersion } : {}),
+            enabled: b.enabled, minimumAssurance: b.minimumAssurance, allowSniffableEnrollment: b.allowSniffableEnrollment,
+            ...(r.taskSequenceVersion ? { taskSequenceVersion: r.taskSequenceVersion } : {}),
             ...(r.collectionId ? { collectionId: r.collectionId } : {}),
           }, site.now().toISOString());
-          await site.audit.append({ actor: actor(ctx), action: "deployment.update", object: `deployment:${d.id}`, details: { changed: Object.keys(b) } }, tx);
+          await site.audit.append({ actor: actor(ctx), action: "deployment.update", object: `deployment:${d.id}`,
+            details: { changed: Object.keys(b), ...(b.minimumAssurance !== undefined ? { minimumAssurance: b.minimumAssurance } : {}),
+              ...(b.allowSniffableEnrollment !== undefined ? { allowSniffableEnrollment: b.allowSniffableEnrollment } : {}) } }, tx);
           return dep!;
         });
         return { body: u };
+      },
+    },
+    {
+      method: "POST", path: "/api/v1/deployments/:id/rerun", access: "deployment.write", tag: "deployments",
+      summary: "Let a device run a required deployment it already finished once more (its next boot deploys again)",
+      body: z.strictObject({ device: z.string().min(1).max(200) }),
+      handler: async (ctx) => {
+        const d = await load(ctx);
+        const s = stores(site.db);
+        const dev = (await s.devices.byId(ctx.body.device)) ?? (await s.devices.byName(ctx.body.device));
+        if (!dev || !deviceInScope(principal(ctx), await computeMembership(s), dev.id)) throw notFound("device", ctx.body.device);
+        const marked = await site.db.transaction(async (tx) => {
+          const n = await stores(tx).runs.allowRerun(dev.id, d.id, site.now().toISOString());
+          if (n > 0) await site.audit.append({ actor: actor(ctx), action: "deployment.rerun", object: `deployment:${d.id}`, details: { device: dev.id, runs: n } }, tx);
+          return n;
+        });
+        if (marked === 0) throw new SlipwayError("CONFLICT", `Cannot allow a rerun of "${d.name}" on "${dev.name}": it has not succeeded there (nothing to rerun)`);
+        return { body: { deployment: d.id, device: dev.id, runs: marked } };
       },
     },
     {

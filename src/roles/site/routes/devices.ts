@@ -29,7 +29,7 @@ export function deviceRoutes(site: Site): Route[] {
   /** A device with its pre-approval ("armed", "spent" or "none") and when it last enrolled. */
   async function withEnrollment(d: Device, collections?: string[]) {
     const e = await stores(site.db).devices.enrollmentOf(d.id);
-    return { ...deviceView(d, collections), preApproval: e ? preApprovalOf(e) : "none", enrolledAt: e?.enrolledAt ?? null };
+    return { ...deviceView(d, collections), preApproval: e ? preApprovalOf(e) : "none", enrolledAt: e?.enrolledAt ?? null, enrollmentAssurance: e?.assurance ?? null };
   }
   async function loadInScope(ctx: Parameters<Route["handler"]>[0], action: string) {
     const s = stores(site.db);

@@ -33,6 +33,7 @@ const certView = (c: CertificateRecord, now: string) => ({
   serial: c.serial, kind: c.kind, device: c.deviceId, distributionPoint: c.dpId, subject: c.subject, fingerprint256: c.fingerprint,
   issued: c.createdAt, notBefore: c.notBefore, expires: c.notAfter, expired: c.notAfter <= now,
   status: c.status, statusChangedAt: c.statusChangedAt, reason: c.statusReason, issuedVia: c.issuedVia, lastUsedAt: c.lastUsedAt,
+  ...(c.kind === "device" ? { assurance: c.assurance, enrollment: c.enrollmentSerial } : {}),
 });
 
 export function identityRoutes(site: Site): Route[] {
