@@ -62,5 +62,17 @@ describe("slipway up and distribution point names", () => {
       child.kill("SIGTERM");
       await new Promise((resolve) => child.once("exit", resolve));
     }
+    // The other order: the site restarted under a name a distribution point already holds.
+    const cert = fs.readFileSync(path.join(dir, "keys/server.crt"));
+    const again = spawn(bin, ["up", "--data", dir, "--listen", "127.0.0.1:0", "--mp-listen", "127.0.0.1:0", "--public-name", "DP-OK.example."], {
+      env: { ...process.env, SLIPWAY_DATABASE_URL: "" },
+    });
+    let err = "";
+    again.stderr.on("data", (c) => (err += c));
+    again.stdout.resume();
+    const code = await new Promise<number | null>((resolve) => again.once("exit", resolve));
+    assert.equal(code, 6, `up refuses to start (exit 6, conflict): ${err}`);
+    assert.match(err, /distribution point "dp-ok" holds that name/);
+    assert.deepEqual(fs.readFileSync(path.join(dir, "keys/server.crt")), cert, "the site's certificate was not reissued with that name");
   });
 });

@@ -10,7 +10,7 @@ import { startNetworkBoot } from "../roles/distribution/network-boot.ts";
 import { unknownPolicies, type UnknownPolicy } from "../domain/pxe.ts";
 import { parseRange, type IpRange } from "../domain/ip-pool.ts";
 import { ensureServerCertificate } from "../security/site-keys.ts";
-import { certificateHostNames, recordSiteHostNames } from "../roles/management/dp-names.ts";
+import { certificateHostNames, heldByDistributionPoint, recordSiteHostNames } from "../roles/management/dp-names.ts";
 import { interfaceIPv4 } from "../net/bound-udp.ts";
 import { readHead, verifyAuditLog } from "../storage/audit-store.ts";
 import { createLogger } from "../log.ts";
@@ -141,6 +141,13 @@ const up: Command = {
       for (const name of pxeInterfaces) {
         const a = interfaceIPv4(name);
         if (a) names.push(a.address);
+      }
+      // Before the certificate names it: a name a distribution point holds stays its own.
+      const held = await heldByDistributionPoint(site, names);
+      if (held) {
+        await site.close();
+        throw new CliError(`Cannot start the site as "${held.name}": distribution point "${held.dp}" holds that name and a certificate for it; ` +
+          `remove it first (slipway dp remove ${held.dp}) or choose another --public-name`, ExitCode.CONFLICT);
       }
       tls = await ensureServerCertificate(site.keys, dataDir, [...new Set(names)]);
     }

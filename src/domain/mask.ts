@@ -75,6 +75,9 @@ function secretForms(secret: string): Form[] {
   const url = std.replace(/[+/]/g, (c) => (c === "+" ? "-" : "_"));
   for (const b64 of [std, url]) exact.add(b64).add(b64.replace(/=+$/, ""));
   for (const f of base64Fragments(bytes)) exact.add(f);
+  // As a JSON string literal's inside, as a program that logs JSON would print it ("/" escaped or not).
+  const json = JSON.stringify(secret).slice(1, -1);
+  exact.add(json).add(json.replace(/\//g, "\\/"));
   const percent = new Set<string>();
   if (secret.isWellFormed()) { // encodeURI* throws on a lone surrogate; such text is never percent-encoded
     const component = encodeURIComponent(secret);

@@ -42,11 +42,37 @@ export function certificateHostNames(certPem: string): string[] {
  */
 export async function recordSiteHostNames(site: Site, names: Iterable<string>): Promise<void> {
   const at = site.now().toISOString();
+  names = [...names];
+  const held = await heldByDistributionPoint(site, names);
+  if (held) {
+    throw new SlipwayError("CONFLICT", `Cannot serve the site as "${held.name}": distribution point "${held.dp}" holds that name and a certificate for it; ` +
+      `remove it first (slipway dp remove ${held.dp})`, { hostName: held.name, distributionPoint: held.dp });
+  }
   for (const text of names) {
     const n = canonicalHost(text);
     if (!n) continue;
     await site.db.run(`INSERT INTO site_settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING`, [SETTING + n, at]);
   }
+}
+
+/**
+ * The first of `names` a registered distribution point holds: the site must not take a name
+ * after a distribution point got a certificate for it, or both could pose as each other.
+ */
+export async function heldByDistributionPoint(site: Site, names: Iterable<string>): Promise<{ name: string; dp: string } | null> {
+  const held = new Map<string, string>();
+  for (const d of await stores(site.db).distributionPoints.list()) {
+    for (const h of d.hostNames) {
+      const c = canonicalHost(h);
+      if (c) held.set(hostKey(c), d.name);
+    }
+  }
+  for (const text of names) {
+    const n = canonicalHost(text);
+    const dp = n ? held.get(hostKey(n)) : undefined;
+    if (n && dp) return { name: n, dp };
+  }
+  return null;
 }
 
 /** Every name the site and its management points hold, canonical. */

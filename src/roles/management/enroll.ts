@@ -98,6 +98,9 @@ export async function enroll(site: Site, body: EnrollBody, ip: string): Promise<
     if (!(err instanceof Refused)) throw err;
     await site.audit.append({ actor: `mac:${inv.macs[0]}`, action: "device.enroll", outcome: "denied",
       details: { via: body.credential.kind, reason: err.reason, ip, macs: inv.macs, smbiosUuid: inv.smbiosUuid ?? null } });
+    // Pre-approval and media are asked by identifiers anyone can claim: a distinct answer for a
+    // blocked device would tell a stranger which MAC and UUID belong to one. The audit keeps why.
+    if (body.credential.kind !== "boot-token" && err.error.code === "DEVICE_BLOCKED") throw new SlipwayError("ENROLLMENT_REFUSED");
     throw err.error;
   }
 }

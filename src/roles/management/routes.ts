@@ -242,9 +242,12 @@ export function managementRoutes(site: Site): MpRoute[] {
         // Mask any secret this run could have received, whatever the agent did or did not mask —
         // taken from the run's own scopes, so it holds even if the deployment left the policy.
         const doc = await runDocument(run);
-        let message = b.message === undefined ? null : maskSecrets(b.message, await runSecretValues(run));
+        const secrets = await runSecretValues(run);
+        let message = b.message === undefined ? null : maskSecrets(b.message, secrets);
         if (message && Buffer.byteLength(message) > MAX_LOG_BYTES) message = message.slice(-MAX_LOG_BYTES);
-        const label = b.step === "" ? "(run)" : `${b.step}${b.name ? ` ${b.name}` : ""}`;
+        // The step's name comes from the device too: masked like the message (b.step is an index path).
+        const name = b.name === undefined ? undefined : maskSecrets(b.name, secrets);
+        const label = b.step === "" ? "(run)" : `${b.step}${name ? ` ${name}` : ""}`;
         if (b.step !== "" && !stepAt(doc, b.step)) throw new SlipwayError("VALIDATION", `Step "${b.step}" is not in the task sequence`);
         const now = site.now().toISOString();
         const ev = await site.db.transaction(async (tx) => {
@@ -288,6 +291,13 @@ export function managementRoutes(site: Site): MpRoute[] {
             `Not allowed: run ${run.id} was started by another enrollment of this device`));
         }
         if (run.state !== "running") throw await deny("the run is not running");
+        // The deployment must still target this device on the run's boot path, enabled and in its
+        // window: withdrawing it (disabling, removing the device from the collection, ending the
+        // window) stops its secrets at once, not only new runs.
+        const current = await devicePolicy(site, device, run.bootPath as "pxe" | "media");
+        if (!current.deployments.some((x) => x.id === run.deploymentId)) {
+          throw await deny("the deployment no longer targets this device (disabled, withdrawn, another boot path or outside its window)");
+        }
         const doc = await runDocument(run);
         // The deployment's minimum now (an administrator may have raised it since the run started).
         const dep = await stores(site.db).deployments.byId(run.deploymentId);
