@@ -10,7 +10,7 @@ import https from "node:https";
 import { constants, createHash } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import type { TLSSocket } from "node:tls";
-import { createPipeline, listenHttps } from "../pipeline.ts";
+import { createPipeline, HANDSHAKE_TIMEOUT_MS, listenHttps } from "../pipeline.ts";
 import { contentServingRoutes } from "./content-serving.ts";
 import { SlipwayError } from "../../errors.ts";
 import type { BlobStore } from "../../storage/blob-store.ts";
@@ -109,10 +109,10 @@ export async function startDpServer(opts: {
   });
   const server = https.createServer({
     ...tlsOptions(opts.tls),
-    requestTimeout: 60_000, headersTimeout: 15_000, keepAliveTimeout: 30_000, maxHeaderSize: 16 * 1024,
+    handshakeTimeout: HANDSHAKE_TIMEOUT_MS, requestTimeout: 60_000, headersTimeout: 15_000, keepAliveTimeout: 30_000, maxHeaderSize: 16 * 1024,
   }, pipeline.handle);
   server.on("clientError", (_err, socket) => socket.destroy());
-  const l = await listenHttps(server, opts.host, opts.port);
+  const l = await listenHttps(server, opts.host, opts.port, { log });
   return {
     url: l.url, port: l.port,
     setCertificate: (tls) => server.setSecureContext(tlsOptions(tls)),

@@ -8,7 +8,7 @@
 import https from "node:https";
 import { constants } from "node:crypto";
 import type { Site } from "../site/site.ts";
-import { createPipeline, listenHttps } from "../pipeline.ts";
+import { createPipeline, HANDSHAKE_TIMEOUT_MS, listenHttps } from "../pipeline.ts";
 import { SlipwayError } from "../../errors.ts";
 import { RateLimiter } from "../site/auth.ts";
 import { principalFromRequest, type MpPrincipal } from "./device-auth.ts";
@@ -59,10 +59,10 @@ export async function startManagementPoint(opts: { site: Site; host: string; por
     minVersion: "TLSv1.2",
     // No session tickets: every connection proves its certificate afresh.
     secureOptions: constants.SSL_OP_NO_TICKET,
-    requestTimeout: 60_000, headersTimeout: 15_000, keepAliveTimeout: 30_000, maxHeaderSize: 16 * 1024,
+    handshakeTimeout: HANDSHAKE_TIMEOUT_MS, requestTimeout: 60_000, headersTimeout: 15_000, keepAliveTimeout: 30_000, maxHeaderSize: 16 * 1024,
   }, pipeline.handle);
   server.on("clientError", (_err, socket) => socket.destroy());
-  const l = await listenHttps(server, opts.host, opts.port);
+  const l = await listenHttps(server, opts.host, opts.port, { log: site.log });
   site.log.info("management point listening", { url: l.url });
   return { url: l.url, port: l.port, routes, close: l.close };
 }

@@ -5,7 +5,7 @@
 import https from "node:https";
 import { createPipeline, type Route, type RequestContext } from "./http.ts";
 import type { Site } from "./site.ts";
-import { listenHttps } from "../pipeline.ts";
+import { HANDSHAKE_TIMEOUT_MS, listenHttps } from "../pipeline.ts";
 import { authenticate, RateLimiter } from "./auth.ts";
 import { openApiDocument } from "./openapi.ts";
 import { SlipwayError } from "../../errors.ts";
@@ -77,7 +77,7 @@ export async function startSiteServer(opts: {
   });
   const server = https.createServer({
     cert: opts.tls.certPem, key: opts.tls.keyPem, minVersion: "TLSv1.2",
-    requestTimeout: 30_000, headersTimeout: 15_000, keepAliveTimeout: 5_000, maxHeaderSize: 16 * 1024,
+    handshakeTimeout: HANDSHAKE_TIMEOUT_MS, requestTimeout: 30_000, headersTimeout: 15_000, keepAliveTimeout: 5_000, maxHeaderSize: 16 * 1024,
   }, pipeline.handle);
   server.on("clientError", (_err, socket) => socket.destroy());
   // Expired sessions are refused on use anyway; this keeps the table from growing.
@@ -85,7 +85,7 @@ export async function startSiteServer(opts: {
     stores(site.db).admins.deleteExpiredSessions(site.now().toISOString()).catch((err) => site.log.warn("session sweep failed", { err }));
   }, 10 * 60_000);
   sweep.unref();
-  const l = await listenHttps(server, opts.host, opts.port);
+  const l = await listenHttps(server, opts.host, opts.port, { log: site.log });
   site.log.info("site server listening", { url: l.url, database: site.db.description });
   return {
     url: l.url, port: l.port, host: l.host, routes, rejected,
