@@ -233,9 +233,16 @@ export function createPipeline<A extends string, P>(routes: readonly Route<A, P>
     if (route.body) {
       const type = String(req.headers["content-type"] ?? "");
       if (!/^application\/json\b/i.test(type)) throw new SlipwayError("UNSUPPORTED_MEDIA_TYPE");
+      let text: string;
+      try {
+        // Strict: malformed UTF-8 is refused, not silently turned into U+FFFD and stored.
+        text = strictUtf8.decode(raw);
+      } catch {
+        throw new SlipwayError("BAD_REQUEST", "The request body is not valid UTF-8");
+      }
       let parsed: unknown;
       try {
-        parsed = JSON.parse(raw.toString("utf8"));
+        parsed = JSON.parse(text);
       } catch {
         throw new SlipwayError("BAD_REQUEST", "The request body is not valid JSON");
       }
@@ -302,6 +309,8 @@ export type Listening = { url: string; port: number; host: string; close(): Prom
  * descriptor, and Node's default (120 s) let an attacker hold them all (measured: 21,000 idle
  * connections from two addresses refused every other client).
  */
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
+
 export const HANDSHAKE_TIMEOUT_MS = 10_000;
 /** Connections one client address may hold open at once (a NAT'ed lab of machines fits). */
 export const MAX_CONNECTIONS_PER_ADDRESS = 256;

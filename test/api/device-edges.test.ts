@@ -81,3 +81,29 @@ describe("device edges", () => {
     assert.match(own.text, /edge-visible-name/, "a device it may see is still named");
   });
 });
+
+describe("request bodies", () => {
+  let t: TestSite;
+  before(async () => {
+    t = await startTestSite();
+  });
+  after(() => t.close());
+
+  it("malformed UTF-8 is refused, not stored as U+FFFD; invisible fillers, operators and tags in names are refused", async () => {
+    const before = (await t.request("GET", "/api/v1/devices", { token: t.adminToken })).body.length;
+    for (const bytes of [[0xed, 0xa0, 0x80], [0xff, 0xfe], [0xc0, 0xaf]]) {
+      const raw = Buffer.concat([Buffer.from('{"name":"bad'), Buffer.from(bytes), Buffer.from('x"}')]);
+      const r = await t.request("POST", "/api/v1/devices", { token: t.adminToken, rawBody: raw, headers: { "content-type": "application/json" } });
+      assert.equal(r.status, 400, `${Buffer.from(bytes).toString("hex")}: ${r.text}`);
+      assert.match(r.body.message, /UTF-8/);
+    }
+    for (const ch of ["\u{E0041}", "\u3164", "\u115F", "\u2062", "\u180E"]) {
+      const r = await t.request("POST", "/api/v1/devices", { token: t.adminToken, body: { name: `pc${ch}1` } });
+      assert.equal(r.status, 400, `U+${ch.codePointAt(0)!.toString(16)}: ${r.text}`);
+      assert.match(r.text, /invisible characters/);
+    }
+    assert.equal((await t.request("GET", "/api/v1/devices", { token: t.adminToken })).body.length, before, "nothing was created");
+    const fine = await t.request("POST", "/api/v1/devices", { token: t.adminToken, body: { name: "Ärztezimmer-💻-1" } });
+    assert.equal(fine.status, 201, fine.text);
+  });
+});
