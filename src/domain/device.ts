@@ -25,6 +25,22 @@ export function normalizeMac(text: string): string | null {
   return m ? m.slice(1, 7).join(":").toLowerCase() : null;
 }
 
+/**
+ * A MAC that can name one network card, or null with why not: the all-zero and broadcast
+ * addresses and group (multicast) addresses name no machine, so they identify nothing.
+ */
+export function deviceMacProblem(mac: string): string | null {
+  if (mac === "00:00:00:00:00:00") return "the all-zero MAC names no network card";
+  if (mac === "ff:ff:ff:ff:ff:ff") return "the broadcast MAC names no network card";
+  if (parseInt(mac.slice(0, 2), 16) & 1) return "a group (multicast) MAC names no network card";
+  return null;
+}
+
+/** SMBIOS's "not set" (all zeros) and "not present" (all ones) UUIDs identify no machine. */
+export function isUnsetSmbiosUuid(uuid: string): boolean {
+  return /^[0-]+$/.test(uuid) || /^[f-]+$/.test(uuid);
+}
+
 export function normalizeUuid(text: string): string | null {
   const t = text.trim();
   return UUID.test(t) ? t.toLowerCase() : null;

@@ -107,3 +107,33 @@ describe("request bodies", () => {
     assert.equal(fine.status, 201, fine.text);
   });
 });
+
+describe("identifiers that name no machine", () => {
+  let t: TestSite;
+  before(async () => {
+    t = await startTestSite();
+  });
+  after(() => t.close());
+
+  it("zero, broadcast and multicast MACs are refused for devices and at enrollment; an unset SMBIOS UUID counts as none", async () => {
+    const admin = (m: string, p: string, body?: unknown) => t.request(m, p, { token: t.adminToken, body });
+    for (const mac of ["00:00:00:00:00:00", "ff:ff:ff:ff:ff:ff", "01:00:5e:00:00:01"]) {
+      const r = await admin("POST", "/api/v1/devices", { name: `junk-${mac.replace(/:/g, "")}`, macs: [mac] });
+      assert.equal(r.status, 400, r.text);
+      assert.match(r.text, /names no network card/);
+    }
+    for (const uuid of ["00000000-0000-0000-0000-000000000000", "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF"]) {
+      assert.equal((await admin("POST", "/api/v1/devices", { name: "junk-uuid", macs: ["52:54:00:51:00:01"], smbiosUuid: uuid })).status, 400);
+    }
+    const secret = (await admin("POST", "/api/v1/enrollment-credentials", { name: "junk media", uses: 5 })).body.secret as string;
+    const junk = await newMachine(t, { macs: ["ff:ff:ff:ff:ff:ff"], smbiosUuid: null });
+    assert.equal((await junk.enroll({ kind: "media", secret })).status, 400);
+    junk.close();
+    const unset = await newMachine(t, { macs: ["52:54:00:51:00:02"], smbiosUuid: "00000000-0000-0000-0000-000000000000" });
+    const e = await unset.enroll({ kind: "media", secret });
+    unset.close();
+    assert.equal(e.status, 201, e.text);
+    const d = (await admin("GET", `/api/v1/devices/${e.body.deviceId}`)).body;
+    assert.equal(d.smbiosUuid, null, "the all-zero UUID is recorded as none");
+  });
+});

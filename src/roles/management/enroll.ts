@@ -24,7 +24,7 @@ import type { Site } from "../site/site.ts";
 import { stores } from "../../storage/stores.ts";
 import { hashToken } from "../../security/password.ts";
 import { CertificateRequestError, issueClientCertificate } from "../../security/ca.ts";
-import { normalizeMac, normalizeUuid, presentsEveryIdentifier, type Device, type DeviceEnrollment } from "../../domain/device.ts";
+import { deviceMacProblem, isUnsetSmbiosUuid, normalizeMac, normalizeUuid, presentsEveryIdentifier, type Device, type DeviceEnrollment } from "../../domain/device.ts";
 import type { Stores } from "../../storage/stores.ts";
 import { SlipwayError } from "../../errors.ts";
 import { nameProblem } from "../../domain/name.ts";
@@ -33,8 +33,17 @@ import type { Assurance } from "../../domain/assurance.ts";
 
 export const DEVICE_CERT_DAYS = 7;
 
-const Mac = z.string().max(32).transform((s, c) => normalizeMac(s) ?? (c.addIssue({ code: "custom", message: "not a MAC address" }), z.NEVER));
-const Uuid = z.string().max(64).transform((s, c) => normalizeUuid(s) ?? (c.addIssue({ code: "custom", message: "not a UUID" }), z.NEVER));
+const Mac = z.string().max(32).transform((s, c) => {
+  const mac = normalizeMac(s);
+  const problem = mac ? deviceMacProblem(mac) : "not a MAC address";
+  return problem ? (c.addIssue({ code: "custom", message: problem }), z.NEVER) : mac!;
+});
+// A machine whose firmware reports SMBIOS's "not set" UUID has none: it is matched by MAC alone.
+const Uuid = z.string().max(64).transform((s, c) => {
+  const uuid = normalizeUuid(s);
+  if (!uuid) return (c.addIssue({ code: "custom", message: "not a UUID" }), z.NEVER);
+  return isUnsetSmbiosUuid(uuid) ? null : uuid;
+});
 // What a machine reports about itself becomes device names and attributes that administrators
 // read: the same characters are refused as in names typed by an administrator.
 const Short = z.string().max(200).superRefine((s, c) => {

@@ -12,13 +12,22 @@ import { z } from "zod";
 import type { Principal, Route } from "../http.ts";
 import type { Site } from "../site.ts";
 import { stores } from "../../../storage/stores.ts";
-import { normalizeMac, normalizeUuid, deviceStates, preApprovalOf, type Device } from "../../../domain/device.ts";
+import { deviceMacProblem, isUnsetSmbiosUuid, normalizeMac, normalizeUuid, deviceStates, preApprovalOf, type Device } from "../../../domain/device.ts";
 import { SlipwayError } from "../../../errors.ts";
 import { computeMembership, collectionsOf, deviceInScope } from "../membership.ts";
 import { actor, Name, notFound, principal } from "./common.ts";
 
-const Mac = z.string().max(32).transform((s, c) => normalizeMac(s) ?? (c.addIssue({ code: "custom", message: "not a MAC address" }), z.NEVER));
-const Uuid = z.string().max(64).transform((s, c) => normalizeUuid(s) ?? (c.addIssue({ code: "custom", message: "not a UUID" }), z.NEVER));
+const Mac = z.string().max(32).transform((s, c) => {
+  const mac = normalizeMac(s);
+  const problem = mac ? deviceMacProblem(mac) : "not a MAC address";
+  return problem ? (c.addIssue({ code: "custom", message: problem }), z.NEVER) : mac!;
+});
+const Uuid = z.string().max(64).transform((s, c) => {
+  const uuid = normalizeUuid(s);
+  if (!uuid) return (c.addIssue({ code: "custom", message: "not a UUID" }), z.NEVER);
+  if (isUnsetSmbiosUuid(uuid)) return (c.addIssue({ code: "custom", message: "SMBIOS's all-zero and all-one UUIDs mean \"not set\"; leave the UUID out" }), z.NEVER);
+  return uuid;
+});
 const AttrKey = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/, "letters, digits and _");
 const Attributes = z.record(AttrKey, z.union([z.string().max(1000), z.number(), z.boolean()]))
   .refine((r) => Object.keys(r).length <= 200, "at most 200 attributes");
