@@ -12,7 +12,7 @@ import { parseRange, type IpRange } from "../domain/ip-pool.ts";
 import { ensureServerCertificate } from "../security/site-keys.ts";
 import { certificateHostNames, heldByDistributionPoint, recordSiteHostNames } from "../roles/management/dp-names.ts";
 import { interfaceIPv4 } from "../net/bound-udp.ts";
-import { readHead, verifyAuditLog } from "../storage/audit-store.ts";
+import { entryAt, readHead, verifyAuditLog } from "../storage/audit-store.ts";
 import { createLogger } from "../log.ts";
 import os from "node:os";
 import { stores } from "../storage/stores.ts";
@@ -182,15 +182,30 @@ const up: Command = {
 const auditVerify: Command = {
   summary: "Verify the audit log offline: the hash chain, signatures and head checkpoint",
   async run(args) {
-    const { values, positionals } = parse(args, { data: { type: "string" }, json: { type: "boolean" } });
+    const { values, positionals } = parse(args, { data: { type: "string" }, json: { type: "boolean" }, expect: { type: "string", multiple: true } });
     if (values.help || positionals[0] !== "verify") {
-      throw new CliError("Usage: slipway audit verify [--data DIR] [--json]  (slipway audit list talks to the server)", ExitCode.USAGE);
+      throw new CliError("Usage: slipway audit verify [--data DIR] [--expect SEQ:HASH]... [--json]  (slipway audit list talks to the server)", ExitCode.USAGE);
     }
+    // Checkpoints kept elsewhere ("#SEQ HASH" as an earlier verify printed it): the one thing
+    // that shows a rollback of the database and the data folder together.
+    const expected = ((values.expect as string[] | undefined) ?? []).map((e) => {
+      const m = /^#?(\d{1,15})[: ]([0-9a-f]{64})$/.exec(e.trim());
+      if (!m) throw new CliError(`--expect must be SEQ:HASH as verify prints it (e.g. 42:3fa9…, 64 hex digits), not "${e}"`, ExitCode.USAGE);
+      return { seq: Number(m[1]), hash: m[2] };
+    });
     const dataDir = dataOption(values.data as string | undefined);
     if (!siteExists(dataDir)) throw new CliError(`No site in ${dataDir}`, ExitCode.NOT_FOUND);
     const site = await openSite({ ...siteOptions(dataDir), maintain: false, log: createLogger({ level: "warn", write: (l) => process.stderr.write(l + "\n") }) });
     try {
-      const r = await verifyAuditLog(site.db, site.keys.verifyKey, { head: readHead(dataDir) });
+      let r = await verifyAuditLog(site.db, site.keys.verifyKey, { head: readHead(dataDir) });
+      for (const x of r.ok ? expected : []) {
+        const e = await entryAt(site.db, x.seq);
+        if (!e || e.hash !== x.hash) {
+          r = { ok: false, seq: x.seq, checked: r.ok ? r.count : 0,
+            reason: e ? `the entry kept elsewhere as ${x.hash} now has hash ${e.hash}` : "the entry kept elsewhere is missing: the log was cut back" };
+          break;
+        }
+      }
       if (values.json) process.stdout.write(JSON.stringify(r) + "\n");
       else if (r.ok) {
         process.stdout.write(`Audit log intact: ${r.count} entries checked, last #${r.lastSeq} (hash ${r.lastHash})\n`);

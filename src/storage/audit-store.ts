@@ -244,6 +244,12 @@ export class AuditStore {
   }
 }
 
+/** The entry with that sequence number, if the log still holds it. */
+export async function entryAt(db: Db, seq: number): Promise<AuditEntry | undefined> {
+  const r = await db.get<AuditRow>(`SELECT * FROM audit_log WHERE seq = ?`, [seq]);
+  return r ? fromRow(r) : undefined;
+}
+
 /** Streams every entry in seq order, a page at a time. */
 export async function* allEntries(db: Db, pageSize = 1000): AsyncGenerator<AuditEntry> {
   let after = -1;

@@ -190,6 +190,37 @@ for (const database of databasesUnderTest()) {
       }, /truncated/);
     });
 
+    it("a log cut back exactly to an older signed head verifies alone, and fails against a checkpoint kept elsewhere", async () => {
+      const old = fs.readFileSync(headFile(), "utf8");
+      const oldSeq = JSON.parse(old).seq as number;
+      for (let i = 0; i < 3; i++) await t.request("POST", "/api/v1/devices", { token: t.adminToken, body: { name: `kept-${i}` } });
+      const printed = (await verify(false)).out;
+      const kept = /Keep "#(\d+) ([0-9a-f]{64})"/.exec(printed);
+      assert.ok(kept, printed);
+      const run = (args: string[]) => new Promise<{ code: number; out: string }>((resolve) => {
+        execFile(bin, ["audit", "verify", "--data", t.dataDir, ...args], { env: { ...process.env, SLIPWAY_DATABASE_URL: t.databaseUrl ?? "" } },
+          (err, stdout, stderr) => resolve({ code: err ? (err as { code?: number }).code ?? 1 : 0, out: stdout + stderr }));
+      });
+      assert.equal((await run(["--expect", `${kept[1]}:${kept[2]}`])).code, 0, "the kept checkpoint is found on the intact log");
+      const all = (await t.site.db.all<Row>(`SELECT * FROM audit_log ORDER BY seq`)).map((r) => ({ ...r, seq: Number(r.seq) }));
+      const head = fs.readFileSync(headFile(), "utf8");
+      await t.site.db.run(`DELETE FROM audit_log WHERE seq > ?`, [oldSeq]);
+      fs.writeFileSync(headFile(), old);
+      try {
+        // What the head alone cannot show (docs/security-model.md): a consistent rollback.
+        assert.equal((await verify()).code, 0);
+        const r = await run(["--expect", `#${kept[1]} ${kept[2]}`]);
+        assert.equal(r.code, 9, r.out);
+        assert.match(r.out, new RegExp(`TAMPERED at entry #${kept[1]}: the entry kept elsewhere is missing`));
+        assert.equal((await run(["--expect", "12:nothex"])).code, 2, "a malformed checkpoint is a usage error");
+      } finally {
+        await t.site.db.run(`DELETE FROM audit_log`);
+        for (const r of all) await insert(r);
+        fs.writeFileSync(headFile(), head);
+      }
+      await expectGood();
+    });
+
     it("a transaction that appended and then failed leaves the log verifying", async () => {
       await assert.rejects(t.site.db.transaction(async (tx) => {
         await t.site.audit.append({ actor: "test", action: "device.delete", object: "device:x" }, tx);
