@@ -10,7 +10,7 @@
  * variables or task sequence), and cannot start it. A required deployment the device already
  * finished is left out too: it runs again only after an administrator allows a rerun.
  */
-import { meetsAssurance, type Assurance } from "./assurance.ts";
+import { mayReceiveSecrets, meetsAssurance, type Assurance } from "./assurance.ts";
 
 export const POLICY_KIND = "slipway.policy/v1";
 
@@ -132,7 +132,8 @@ export function compilePolicy(input: PolicyInput): Policy {
     deployments.push({
       id: d.id, name: d.name, purpose: d.purpose, taskSequence: d.taskSequence,
       variables: Object.fromEntries([...values].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))),
-      secrets: [...secrets].sort(),
+      // A sniffable enrollment is never given a secret, so it is not told their names either.
+      secrets: input.assurance !== undefined && !mayReceiveSecrets(input.assurance) ? [] : [...secrets].sort(),
       content: imageReferences(d.taskSequence.document).map((image) => ({ image, manifest: resolved(image), sources: sources(resolved(image)) })),
     });
   }
