@@ -8,6 +8,7 @@ import type { MpRoute } from "./routes.ts";
 import { me } from "./routes.ts";
 import type { Site } from "../site/site.ts";
 import type { Device } from "../../domain/device.ts";
+import type { Assurance } from "../../domain/assurance.ts";
 import { compilePolicy } from "../../domain/policy.ts";
 import { BlobStore } from "../../storage/blob-store.ts";
 import { stores } from "../../storage/stores.ts";
@@ -17,9 +18,12 @@ import { contentServingRoutes } from "../distribution/content-serving.ts";
 import type { MpAccess } from "./routes.ts";
 import type { MpPrincipal } from "./device-auth.ts";
 
-/** Whether the device's current policy, on either boot path, lists this manifest. */
-export async function policyNamesContent(site: Site, device: Device, digest: string): Promise<boolean> {
-  const input = await policyInput(site, device, "pxe");
+/**
+ * Whether the policy a certificate of `assurance` gets, on either boot path, lists this
+ * manifest: an enrollment not sure enough for a deployment gets none of its content either.
+ */
+export async function policyNamesContent(site: Site, device: Device, digest: string, assurance: Assurance): Promise<boolean> {
+  const input = await policyInput(site, device, "pxe", assurance);
   for (const bootPath of ["pxe", "media"] as const) {
     const policy = compilePolicy({ ...input, bootPath });
     if (policy.deployments.some((d) => d.content.some((c) => c.manifest === digest))) return true;
@@ -32,10 +36,10 @@ export function contentRoutes(site: Site): MpRoute[] {
     access: "device",
     blobs: new BlobStore(site.dataDir),
     async find(ctx, digest) {
-      const { device } = me(ctx);
+      const { device, certificate } = me(ctx);
       const record = await stores(site.db).content.byDigest(digest);
       if (!record) throw new SlipwayError("NOT_FOUND", `Cannot find content ${digest}`);
-      if (!(await policyNamesContent(site, device, digest))) {
+      if (!(await policyNamesContent(site, device, digest, certificate.assurance))) {
         await site.audit.append({ actor: `device:${device.id}`, action: "content.denied", outcome: "denied", object: `content:${digest}`, details: { path: ctx.path, name: record.name } });
         throw new SlipwayError("NOT_YOUR_RESOURCE", "Not allowed: this device's policy does not name that content");
       }

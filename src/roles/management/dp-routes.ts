@@ -159,7 +159,7 @@ export function distributionPointRoutes(site: Site): MpRoute[] {
         if (!device) return deny("the certificate's device no longer exists");
         if (device.state === "blocked") return deny("the device is blocked");
         if (!(await s.content.byDigest(ctx.body.digest))) return deny("there is no such content");
-        if (!(await policyNamesContent(site, device, ctx.body.digest))) return deny("this device's policy does not name that content");
+        if (!(await policyNamesContent(site, device, ctx.body.digest, cert.assurance))) return deny("this device's policy does not name that content");
         if (!cert.lastUsedAt || now.getTime() - Date.parse(cert.lastUsedAt) > TOUCH_EVERY_MS) {
           await s.certificates.touch(cert.serial, now.toISOString());
           await s.devices.update(device.id, { lastSeenAt: now.toISOString() }, now.toISOString());
