@@ -36,7 +36,6 @@ export function maskSecrets(text: string, secrets: Iterable<string>): string {
   const views: Record<Form["view"], string> = {
     exact: text,
     asciiLower: text.replace(/[A-Z]+/g, (c) => c.toLowerCase()),
-    percentUpper: text.replace(/%[0-9a-fA-F]{2}/g, (c) => c.toUpperCase()),
   };
   // Every occurrence of every form, overlapping ones included, then merged into runs.
   const spans: [number, number][] = [];
@@ -62,10 +61,10 @@ export function maskSecrets(text: string, secrets: Iterable<string>): string {
 }
 
 /**
- * A string to look for and the view of the text to look in: `asciiLower` for hex (any letter
- * case), `percentUpper` for percent-encoding (escapes' hex digits in any case).
+ * A string to look for and the view of the text to look in: `asciiLower` (ASCII letters in any
+ * case) for hex and percent-encoding, whose escapes may be written in either case.
  */
-type Form = { view: "exact" | "asciiLower" | "percentUpper"; needle: string };
+type Form = { view: "exact" | "asciiLower"; needle: string };
 
 /** The forms one secret may appear in. */
 function secretForms(secret: string): Form[] {
@@ -87,8 +86,10 @@ function secretForms(secret: string): Form[] {
   return [
     ...[...exact].map((needle): Form => ({ view: "exact", needle })),
     { view: "asciiLower", needle: bytes.toString("hex") },
-    // The secret's own letters keep their case: only the escapes are folded, in text and needle alike.
-    ...[...percent].filter((p) => !exact.has(p)).map((needle): Form => ({ view: "percentUpper", needle })),
+    // Escapes may come in either case. Folding only the escapes misreads a "%" just before the
+    // form ("%" + "0a%20…" folds to "%0A%20…"), so percent forms are matched ignoring ASCII case
+    // altogether: at worst a case variant of the secret is masked too.
+    ...[...percent].filter((p) => !exact.has(p)).map((needle): Form => ({ view: "asciiLower", needle: needle.toLowerCase() })),
   ];
 }
 
