@@ -1,4 +1,5 @@
 /** Devices: identifiers, normalization, and the attributes collection rules see. */
+import { z } from "zod";
 
 export type DeviceState = "pending" | "approved" | "blocked";
 export const deviceStates: readonly DeviceState[] = ["pending", "approved", "blocked"];
@@ -40,6 +41,13 @@ export function deviceMacProblem(mac: string): string | null {
 export function isUnsetSmbiosUuid(uuid: string): boolean {
   return /^[0-]+$/.test(uuid) || /^[f-]+$/.test(uuid);
 }
+
+/** A MAC in a request: normalized, and one that can name a network card (one schema for every route). */
+export const DeviceMac = z.string().max(32).transform((s, c) => {
+  const mac = normalizeMac(s);
+  const problem = mac ? deviceMacProblem(mac) : "not a MAC address";
+  return problem ? (c.addIssue({ code: "custom", message: problem }), z.NEVER) : mac!;
+});
 
 export function normalizeUuid(text: string): string | null {
   const t = text.trim();

@@ -24,7 +24,7 @@ import type { Site } from "../site/site.ts";
 import { stores } from "../../storage/stores.ts";
 import { hashToken } from "../../security/password.ts";
 import { CertificateRequestError, issueClientCertificate } from "../../security/ca.ts";
-import { deviceMacProblem, isUnsetSmbiosUuid, normalizeMac, normalizeUuid, presentsEveryIdentifier, type Device, type DeviceEnrollment } from "../../domain/device.ts";
+import { DeviceMac, isUnsetSmbiosUuid, normalizeMac, normalizeUuid, presentsEveryIdentifier, type Device, type DeviceEnrollment } from "../../domain/device.ts";
 import type { Stores } from "../../storage/stores.ts";
 import { SlipwayError } from "../../errors.ts";
 import { nameProblem } from "../../domain/name.ts";
@@ -33,11 +33,7 @@ import type { Assurance } from "../../domain/assurance.ts";
 
 export const DEVICE_CERT_DAYS = 7;
 
-const Mac = z.string().max(32).transform((s, c) => {
-  const mac = normalizeMac(s);
-  const problem = mac ? deviceMacProblem(mac) : "not a MAC address";
-  return problem ? (c.addIssue({ code: "custom", message: problem }), z.NEVER) : mac!;
-});
+const Mac = DeviceMac;
 // A machine whose firmware reports SMBIOS's "not set" UUID has none: it is matched by MAC alone.
 const Uuid = z.string().max(64).transform((s, c) => {
   const uuid = normalizeUuid(s);

@@ -12,16 +12,12 @@ import { z } from "zod";
 import type { Principal, Route } from "../http.ts";
 import type { Site } from "../site.ts";
 import { stores } from "../../../storage/stores.ts";
-import { deviceMacProblem, isUnsetSmbiosUuid, normalizeMac, normalizeUuid, deviceStates, preApprovalOf, type Device } from "../../../domain/device.ts";
+import { DeviceMac, isUnsetSmbiosUuid, normalizeMac, normalizeUuid, deviceStates, preApprovalOf, type Device } from "../../../domain/device.ts";
 import { SlipwayError } from "../../../errors.ts";
 import { computeMembership, collectionsOf, deviceInScope } from "../membership.ts";
 import { actor, Name, notFound, principal } from "./common.ts";
 
-const Mac = z.string().max(32).transform((s, c) => {
-  const mac = normalizeMac(s);
-  const problem = mac ? deviceMacProblem(mac) : "not a MAC address";
-  return problem ? (c.addIssue({ code: "custom", message: problem }), z.NEVER) : mac!;
-});
+const Mac = DeviceMac;
 const Uuid = z.string().max(64).transform((s, c) => {
   const uuid = normalizeUuid(s);
   if (!uuid) return (c.addIssue({ code: "custom", message: "not a UUID" }), z.NEVER);
