@@ -218,6 +218,8 @@ for (const database of databasesUnderTest()) {
       }
       // Two registrations of one name made before the rule: the first keeps it, the later one gets nothing.
       const first = await legacyDp("dup-1", ["dup.example"]);
+      // "Earlier" is by registration time (ties broken by id): let the clock move on.
+      await new Promise((r) => setTimeout(r, 5));
       const second = await legacyDp("dup-2", ["DUP.example."]);
       const keys = async () => ({ csr: (await createKeyAndCsr()).csrPem, serverCsr: (await createKeyAndCsr()).csrPem });
       assert.equal((await enroll({ secret: second.secret, ...(await keys()) })).status, 409);
