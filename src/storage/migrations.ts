@@ -197,6 +197,18 @@ export const migrations: Migration[] = [
       `ALTER TABLE deployment_runs ADD COLUMN rerun_allowed_at TEXT`,
     ],
   },
+  {
+    version: 8,
+    name: "lab DHCP: offers, released bindings, the device a lease is for, declined addresses",
+    statements: [
+      // state: 'offered' (reserved briefly until the REQUEST), 'bound', or 'released' (not
+      // allocated, remembered for its client until it would have expired: RFC 2131 §4.3.4).
+      `ALTER TABLE dhcp_leases ADD COLUMN state TEXT NOT NULL DEFAULT 'bound'`,
+      `ALTER TABLE dhcp_leases ADD COLUMN device_id TEXT`,
+      // Addresses a client found in use (DHCPDECLINE): not available until `until` (§4.3.3).
+      `CREATE TABLE dhcp_declined (ip TEXT PRIMARY KEY, mac TEXT NOT NULL, device_id TEXT, until TEXT NOT NULL)`,
+    ],
+  },
 ];
 
 /** Applies every migration newer than the database's version; returns the versions applied. */
