@@ -16,6 +16,7 @@ import { entryAt, readHead, verifyAuditLog } from "../storage/audit-store.ts";
 import { createLogger } from "../log.ts";
 import os from "node:os";
 import { stores } from "../storage/stores.ts";
+import { announcePxeService, sitePosture, withdrawPxeService } from "../roles/site/posture.ts";
 import { BlobStore } from "../storage/blob-store.ts";
 import { CliError, ExitCode, type Command } from "./command.ts";
 
@@ -163,11 +164,16 @@ const up: Command = {
     // Tells local CLI invocations where the server is; holds nothing secret.
     const connectHost = ["0.0.0.0", "::"].includes(listen.host) ? "127.0.0.1" : server.host;
     const url = `https://${connectHost.includes(":") ? `[${connectHost}]` : connectHost}:${server.port}`;
+    // Where this host serves PXE, for the posture `slipway site` shows (replaces what it announced before).
+    await (boot ? announcePxeService(site, { links: boot.links, mode: pxeMode, unknown: unknownPolicy }) : withdrawPxeService(site));
     fs.writeFileSync(path.join(dataDir, "server.json"), JSON.stringify({ url, managementPoint: mp.url, pid: process.pid }) + "\n");
     process.stderr.write(`Slipway is listening on ${server.url} (data in ${dataDir}, database ${site.db.dialect}); management point on ${mp.url}\n`);
     if (boot) process.stderr.write(`PXE (${pxeMode}, unknown computers: ${unknownPolicy}) on ${boot.links.map((l) => `${l.name} ${l.address}`).join(", ")}; boot scripts on port ${boot.http.port}\n`);
+    // What is unprotected is said at start (posture: slipway site).
+    if (boot) for (const w of (await sitePosture(site)).warnings) process.stderr.write(`${w}\n`);
     const stop = async () => {
       await boot?.close();
+      if (boot) await withdrawPxeService(site);
       await mp.close();
       await server.close();
       await site.close();

@@ -3,6 +3,7 @@ import { CliError, ExitCode } from "./command.ts";
 import { commandGroup } from "./command-group.ts";
 import { integer, oneOf } from "./arguments.ts";
 import { serverCommands } from "./server-commands.ts";
+import { printable } from "./table.ts";
 
 type AuditEntry = {
   seq: number; at: string; actor: string; action: string; object: string | null; outcome: string;
@@ -68,15 +69,45 @@ export const keysCommand = commandGroup("keys", "The site master key that wraps 
   },
 });
 
-export const siteCommand = commandGroup("site", "The site: version, database, key fingerprints and certificates", {
+type Posture = {
+  pxeServed: boolean; pxe: { host: string; links: { name: string; address: string }[]; mode: string; unknown: string; since: string }[];
+  pxePasswordSet: boolean; enrollmentApproval: boolean; sniffableEnrollment: boolean;
+  sniffableDeployments: { name: string; enabled: boolean; usesSecrets: boolean; why: string }[];
+  outsideScopes: number; unprotected: boolean; warnings: string[];
+};
+type SiteInfo = { version: string; database: string; signingKeyFingerprint: string; caFingerprint256: string; posture: Posture };
+
+/** The posture section of `slipway site`: where PXE is served, what protects it, what is open to sniffable enrollments. */
+function postureFields(p: Posture): [string, unknown][] {
+  const served = p.pxe.flatMap((x) => x.links.map((l) => `${l.name} (${l.address}, ${x.mode}, unknown computers: ${x.unknown}, on ${x.host})`));
+  const opened = p.sniffableDeployments.map((d) => `${d.name} (${d.why}${d.usesSecrets ? ", USES SECRETS" : ", no secrets"}${d.enabled ? "" : ", disabled"})`);
+  if (p.outsideScopes) opened.push(`${p.outsideScopes} outside your scopes`);
+  return [
+    ["PXE served", p.pxeServed ? served : "no"],
+    ["PXE password", p.pxePasswordSet ? "set" : "not set"],
+    ["Enrollment approval", p.enrollmentApproval ? "required" : "not required"],
+    ["PXE enrollments", !p.pxeServed ? "-" : p.sniffableEnrollment ? "sniffable (a boot token alone: anyone on the link who sees a machine's MAC and UUID can enroll as it)" : "need more than what the wire shows"],
+    ["Open to sniffable", opened.length ? opened : "none"],
+    ["Protected", p.unprotected ? "NO" : "yes"],
+  ];
+}
+
+export const siteCommand = commandGroup("site", "The site: version, database, key fingerprints, certificates and network-boot posture", {
   info: {
-    summary: "Show site facts (the default)",
+    summary: "Show site facts and the network-boot posture (the default)",
     async run(inv) {
-      const r = await inv.api().get<{ version: string; database: string; signingKeyFingerprint: string; caFingerprint256: string }>("/api/v1/site");
-      inv.out.result(r, () => inv.out.fields([
-        ["Server", inv.connection().server], ["Version", r.version], ["Database", r.database],
-        ["Signing key", r.signingKeyFingerprint], ["CA (SHA-256)", r.caFingerprint256],
-      ]));
+      const r = await inv.api().get<SiteInfo>("/api/v1/site");
+      inv.out.result(r, () => {
+        inv.out.fields([
+          ["Server", inv.connection().server], ["Version", r.version], ["Database", r.database],
+          ["Signing key", r.signingKeyFingerprint], ["CA (SHA-256)", r.caFingerprint256],
+        ]);
+        if (!r.posture) return;
+        inv.out.line("");
+        inv.out.line("Network-boot posture");
+        inv.out.fields(postureFields(r.posture));
+        for (const w of r.posture.warnings) inv.out.line(printable(w));
+      });
     },
   },
   "signing-key": {

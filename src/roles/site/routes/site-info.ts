@@ -3,6 +3,7 @@ import { X509Certificate } from "node:crypto";
 import type { Route } from "../http.ts";
 import type { Site } from "../site.ts";
 import { publicKeyFingerprint } from "../../../security/signing.ts";
+import { sitePosture } from "../posture.ts";
 
 export const VERSION = "0.1.0";
 
@@ -29,11 +30,13 @@ export function siteInfoRoutes(site: Site, getRoutes: () => readonly Route[], op
       handler: async () => ({ body: { pem: site.keys.verifyKey.export({ type: "spki", format: "pem" }).toString(), fingerprint: publicKeyFingerprint(site.keys.verifyKey) } }),
     },
     {
-      method: "GET", path: "/api/v1/site", access: "site.read", tag: "site", summary: "Site facts: version, database, key fingerprints",
-      handler: async () => ({
+      method: "GET", path: "/api/v1/site", access: "site.read", tag: "site",
+      summary: "Site facts: version, database, key fingerprints, and the network-boot posture (where PXE is served, the PXE password, deployments open to sniffable enrollments, warnings)",
+      handler: async (ctx) => ({
         body: {
           version: VERSION, database: site.db.dialect, signingKeyFingerprint: publicKeyFingerprint(site.keys.verifyKey),
           caFingerprint256: new X509Certificate(site.keys.ca.certPem).fingerprint256,
+          posture: await sitePosture(site, ctx.principal ?? null),
         },
       }),
     },
