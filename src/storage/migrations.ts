@@ -209,6 +209,16 @@ export const migrations: Migration[] = [
       `CREATE TABLE dhcp_declined (ip TEXT PRIMARY KEY, mac TEXT NOT NULL, device_id TEXT, until TEXT NOT NULL)`,
     ],
   },
+  {
+    version: 9,
+    name: "trust generation: one counter bumped with every block, revocation, deletion and distribution point removal",
+    statements: [
+      // One row; distribution points poll it and drop every kept answer when it changes
+      // (src/storage/trust-generation.ts).
+      `CREATE TABLE trust_generation (id INTEGER PRIMARY KEY, generation BIGINT NOT NULL)`,
+      `INSERT INTO trust_generation (id, generation) VALUES (1, 0)`,
+    ],
+  },
 ];
 
 /** Applies every migration newer than the database's version; returns the versions applied. */
