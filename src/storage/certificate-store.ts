@@ -3,6 +3,7 @@
  * client (`dp`) and server (`dp-server`) certificates.
  */
 import type { Sql } from "./db.ts";
+import { bumpTrustGeneration } from "./trust-generation.ts";
 import type { Assurance } from "../domain/assurance.ts";
 
 export type CertificateStatus = "active" | "blocked" | "revoked";
@@ -64,9 +65,11 @@ export class CertificateStore {
   }
   /** Changes the status unless it is already revoked (revocation is final). */
   async setStatus(serial: string, status: CertificateStatus, reason: string | null, at: string): Promise<number> {
-    return (await this.#db.run(
+    const changes = (await this.#db.run(
       `UPDATE certificates SET status = ?, status_reason = ?, status_changed_at = ? WHERE serial = ? AND status <> 'revoked'`,
       [status, reason, at, serial.toLowerCase()])).changes;
+    if (changes) await bumpTrustGeneration(this.#db);
+    return changes;
   }
   /**
    * Retires an active certificate that a newer one replaces (revoked, reason superseded, so
@@ -74,9 +77,11 @@ export class CertificateStore {
    * superseded — of two renewals racing with one certificate, only one supersedes it.
    */
   async supersede(serial: string, at: string): Promise<boolean> {
-    return (await this.#db.run(
+    const done = (await this.#db.run(
       `UPDATE certificates SET status = 'revoked', status_reason = 'superseded', status_changed_at = ? WHERE serial = ? AND status = 'active'`,
       [at, serial.toLowerCase()])).changes === 1;
+    if (done) await bumpTrustGeneration(this.#db);
+    return done;
   }
   /** Supersedes every active certificate of a device (a new enrollment replaces them); their serials. */
   async supersedeDevice(deviceId: string, at: string): Promise<string[]> {

@@ -1,6 +1,7 @@
 /** Devices and the MAC addresses that identify them. */
 import { randomUUID } from "node:crypto";
 import type { Sql } from "./db.ts";
+import { bumpTrustGeneration } from "./trust-generation.ts";
 import { defined, parseJson } from "./json-column.ts";
 import type { Device, DeviceEnrollment, DeviceState } from "../domain/device.ts";
 import type { Assurance } from "../domain/assurance.ts";
@@ -107,6 +108,7 @@ export class DeviceStore {
       `UPDATE devices SET name = ?, smbios_uuid = ?, serial = ?, state = ?, attributes = ?, last_seen_at = ?, updated_at = ? WHERE id = ?`,
       [n.name, n.smbiosUuid, n.serial, n.state, JSON.stringify(n.attributes), n.lastSeenAt, now, id],
     );
+    if (n.state !== cur.state) await bumpTrustGeneration(this.#db);
     if (patch.macs) {
       await this.#db.run(`DELETE FROM device_macs WHERE device_id = ?`, [id]);
       for (const mac of patch.macs) await this.#db.run(`INSERT INTO device_macs (mac, device_id) VALUES (?, ?)`, [mac, id]);
@@ -143,6 +145,7 @@ export class DeviceStore {
   async delete(id: string): Promise<number> {
     identityGeneration++;
     const changes = (await this.#db.run(`DELETE FROM devices WHERE id = ?`, [id])).changes;
+    if (changes) await bumpTrustGeneration(this.#db);
     identityGeneration++;
     return changes;
   }

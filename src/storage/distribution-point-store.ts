@@ -5,6 +5,7 @@
  */
 import { randomUUID } from "node:crypto";
 import type { Sql } from "./db.ts";
+import { bumpTrustGeneration } from "./trust-generation.ts";
 import { parseJson } from "./json-column.ts";
 
 export type DistributionPoint = {
@@ -87,15 +88,19 @@ export class DistributionPointStore {
    * when it was still active, so of two renewals proven with one certificate only one wins.
    */
   async supersedeCertificate(dpId: string, serial: string, at: string): Promise<boolean> {
-    return (await this.#db.run(
+    const done = (await this.#db.run(
       `UPDATE certificates SET status = 'revoked', status_reason = 'superseded', status_changed_at = ?
        WHERE serial = ? AND dp_id = ? AND status = 'active'`, [at, serial.toLowerCase(), dpId])).changes === 1;
+    if (done) await bumpTrustGeneration(this.#db);
+    return done;
   }
   async touch(id: string, at: string): Promise<void> {
     await this.#db.run(`UPDATE distribution_points SET last_seen_at = ? WHERE id = ?`, [at, id]);
   }
   async delete(id: string): Promise<number> {
-    return (await this.#db.run(`DELETE FROM distribution_points WHERE id = ?`, [id])).changes;
+    const changes = (await this.#db.run(`DELETE FROM distribution_points WHERE id = ?`, [id])).changes;
+    if (changes) await bumpTrustGeneration(this.#db);
+    return changes;
   }
 
   /** Assigns a manifest; true when it was not assigned already (an existing assignment keeps its state). */
