@@ -75,14 +75,77 @@ export class EnrollmentStore {
     return (await this.#db.run(`DELETE FROM enrollment_credentials WHERE kind = 'boot-token' AND expires_at < ?`, [before])).changes;
   }
 
-  async recordFailure(subject: string, at: string): Promise<void> {
-    await this.#db.run(`INSERT INTO password_failures (subject, at) VALUES (?, ?)`, [subject, at]);
-  }
-  async failuresSince(subject: string, since: string): Promise<number> {
-    const r = await this.#db.get<{ n: number }>(`SELECT COUNT(*) AS n FROM password_failures WHERE subject = ? AND at > ?`, [subject, since]);
-    return Number(r?.n ?? 0);
-  }
+  /** Deletes every password failure (PXE and sign-in) recorded before `before`. */
   async pruneFailures(before: string): Promise<void> {
     await this.#db.run(`DELETE FROM password_failures WHERE at < ?`, [before]);
   }
+
+  // Wrong PXE passwords are rows of password_failures too, one per guess under each of four
+  // subjects: its source address, its boot token, its machine (MAC) and the site. A guess is
+  // reserved (its rows written) before the password is verified, and released (its rows
+  // deleted) when the password was right, so that guesses racing each other all count. Its
+  // rows share one `at` — the time, then "#" and a random id — that names the guess: it sorts
+  // with the plain ISO times it starts with, at millisecond precision.
+
+  /** Wrong PXE passwords since `since` (inclusive) from one source address, and site-wide. */
+  async pxeFailures(source: string, since: string): Promise<{ source: number; site: number }> {
+    const r = await this.#db.get<{ source: number; site: number }>(
+      `SELECT COALESCE(SUM(CASE WHEN subject = ? THEN 1 ELSE 0 END), 0) AS source,
+              COALESCE(SUM(CASE WHEN subject = ? THEN 1 ELSE 0 END), 0) AS site
+       FROM password_failures WHERE subject IN (?, ?) AND at >= ?`,
+      [pxeSubject.source(source), PXE_SITE, pxeSubject.source(source), PXE_SITE, since]);
+    return { source: Number(r?.source ?? 0), site: Number(r?.site ?? 0) };
+  }
+  /** Wrong PXE passwords since `since` (inclusive) site-wide. */
+  async pxeSiteFailures(since: string): Promise<number> {
+    return this.#failuresFrom(PXE_SITE, since);
+  }
+  /** Wrong PXE passwords since `since` (inclusive) with one boot token and against one machine. */
+  async pxeFailuresOf(g: { tokenId: string; mac: string }, since: string): Promise<{ token: number; machine: number }> {
+    const token = await this.#failuresFrom(pxeSubject.token(g.tokenId), since);
+    const machine = await this.#failuresFrom(pxeSubject.machine(g.mac), since);
+    return { token, machine };
+  }
+  /** Writes the rows of one PXE password guess; returns its name, for releasePxeGuess. */
+  async reservePxeGuess(g: { source: string; tokenId: string; mac: string }, at: string, id: string): Promise<string> {
+    const guess = `${at}#${id}`;
+    await this.#db.run(`INSERT INTO password_failures (subject, at) VALUES (?, ?), (?, ?), (?, ?), (?, ?)`,
+      [pxeSubject.source(g.source), guess, pxeSubject.token(g.tokenId), guess, pxeSubject.machine(g.mac), guess, PXE_SITE, guess]);
+    return guess;
+  }
+  /** Forgets a reserved guess (the password was right). */
+  async releasePxeGuess(guess: string): Promise<void> {
+    await this.#db.run(`DELETE FROM password_failures WHERE at = ?`, [guess]);
+  }
+  /** How many wrong PXE passwords since `since`, and from how many sources, against how many machines, with how many tokens. */
+  async pxeSpread(since: string): Promise<{ failures: number; sources: number; machines: number; tokens: number }> {
+    const distinct = async (prefix: string) => Number((await this.#db.get<{ n: number }>(
+      // A range on the (subject, at) index rather than LIKE, which SQLite folds case for.
+      `SELECT COUNT(DISTINCT subject) AS n FROM password_failures WHERE subject >= ? AND subject < ? AND at >= ?`,
+      [prefix, prefix.slice(0, -1) + ";", since]))?.n ?? 0);
+    return {
+      failures: await this.#failuresFrom(PXE_SITE, since),
+      sources: await distinct(pxeSubject.source("")), machines: await distinct(pxeSubject.machine("")), tokens: await distinct(pxeSubject.token("")),
+    };
+  }
+  /** Whether a PXE password alert of this level was raised since `since`. */
+  async pxeAlertSince(level: string, since: string): Promise<boolean> {
+    return (await this.#failuresFrom(`pxe-alert:${level}`, since)) > 0;
+  }
+  async recordPxeAlert(level: string, at: string): Promise<void> {
+    await this.#db.run(`INSERT INTO password_failures (subject, at) VALUES (?, ?)`, [`pxe-alert:${level}`, at]);
+  }
+  async #failuresFrom(subject: string, since: string): Promise<number> {
+    const r = await this.#db.get<{ n: number }>(`SELECT COUNT(*) AS n FROM password_failures WHERE subject = ? AND at >= ?`, [subject, since]);
+    return Number(r?.n ?? 0);
+  }
 }
+
+/** The advisory lock under which a PXE password guess is counted and reserved (one step across processes). */
+export const PXE_GUESS_LOCK = 0x5119_0b01;
+const PXE_SITE = "pxe-site";
+const pxeSubject = {
+  source: (address: string) => `pxe-source:${address}`,
+  token: (id: string) => `pxe-token:${id}`,
+  machine: (mac: string) => `pxe-mac:${mac}`,
+};

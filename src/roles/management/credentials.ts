@@ -16,6 +16,7 @@ import type { Site } from "../site/site.ts";
 import { stores } from "../../storage/stores.ts";
 import { hashPassword, hashToken, newToken, verifyPassword } from "../../security/password.ts";
 import type { Sql } from "../../storage/db.ts";
+import { PXE_GUESS_LOCK } from "../../storage/enrollment-store.ts";
 
 export const BOOT_TOKEN_TTL_SECONDS = 10 * 60;
 /** An unused token is handed out again only while this much of its life is left (time to boot and enroll). */
@@ -23,8 +24,21 @@ export const BOOT_TOKEN_REUSE_MIN_SECONDS = 5 * 60;
 /** Expired boot tokens are kept this long (so a late enrollment is refused as "expired", not "unknown"), then deleted. */
 export const BOOT_TOKEN_KEEP_EXPIRED_MS = 60 * 60_000;
 export const PXE_PASSWORD_SETTING = "pxe.password";
+/** Wrong PXE passwords one source address may make per window before it is refused unchecked. */
 export const PXE_FAILURE_LIMIT = 5;
+/** The sliding window over which wrong PXE passwords are counted. */
 export const PXE_FAILURE_WINDOW_MS = 15 * 60_000;
+/**
+ * Wrong PXE passwords site-wide per window after which an address that already guessed wrong
+ * in the window is refused unchecked, and a new address gets one guess (and an alert is raised).
+ */
+export const PXE_SITE_FAILURE_BUDGET = 50;
+/**
+ * Wrong PXE passwords site-wide per window after which none is checked, whoever asks: the
+ * absolute bound on online guessing. Above BUDGET + 254, so an attacker with every address of
+ * one IPv4 /24 cannot reach it and lock the real machines out.
+ */
+export const PXE_SITE_FAILURE_CEILING = 400;
 
 const bootKeys = new WeakMap<KeyObject, Buffer>();
 
@@ -106,22 +120,98 @@ export async function setPxePassword(site: Site, password: string | null, tx?: S
   await db.run(`INSERT INTO site_settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, [PXE_PASSWORD_SETTING, hash]);
 }
 
-export type PxeCheck = "ok" | "required" | "wrong" | "locked";
+/** What one enrollment's PXE password check decided; `reason` is for the audit log (never the password). */
+export type PxeCheck =
+  | { result: "ok" }
+  | { result: "required"; reason: string }
+  | { result: "wrong"; reason: string }
+  | { result: "locked"; reason: string; message: string };
+
+/** Who a PXE password guess comes from and with what: the client's address, the boot token's id, its MAC. */
+export type PxeGuess = { source: string; tokenId: string; mac: string };
 
 /**
- * Checks a PXE password for one machine: at most PXE_FAILURE_LIMIT wrong guesses per
- * machine per window, counted in the database (so every management point shares them).
+ * Checks a PXE password inside TLS. Every guess is counted under its source address, its
+ * boot token, its machine and the site, in the database (so every management point shares
+ * the counts), over a sliding PXE_FAILURE_WINDOW_MS. Only the source address and the
+ * site's total decide, because a MAC and a boot token are public — anyone on the link can
+ * ask for a machine's boot script and gets the same unused token the machine got — so a
+ * limit on either would let a stranger lock the real machine out (issue #11). A guess is
+ * refused unchecked ("locked") when:
+ *  - the site has PXE_SITE_FAILURE_CEILING wrong passwords in the window: nobody is checked;
+ *  - its address has PXE_FAILURE_LIMIT wrong passwords in the window;
+ *  - the site has PXE_SITE_FAILURE_BUDGET in the window and its address has any: from then
+ *    on an address gets one guess per window, so the budget spent, the real machine (whose
+ *    own address guessed nothing wrong) still enrolls with the right password.
+ * So in any window at most min(CEILING, BUDGET + one per further address) wrong passwords are
+ * checked, at most PXE_FAILURE_LIMIT per address. Crossing the budget (and the ceiling) is
+ * alerted in the audit log once per window.
  */
-export async function checkPxePassword(site: Site, machine: string, given: string | undefined): Promise<PxeCheck> {
+export async function checkPxePassword(site: Site, guess: PxeGuess, given: string | undefined): Promise<PxeCheck> {
   const hash = await pxePasswordHash(site);
-  if (!hash) return "ok";
-  const s = stores(site.db).enrollment;
+  if (!hash) return { result: "ok" };
   const now = site.now();
   const since = new Date(now.getTime() - PXE_FAILURE_WINDOW_MS).toISOString();
-  if ((await s.failuresSince(machine, since)) >= PXE_FAILURE_LIMIT) return "locked";
-  if (given === undefined || given === "") return "required";
-  if (await verifyPassword(given, hash)) return "ok";
-  await s.recordFailure(machine, now.toISOString());
+  const g = { ...guess, source: sourceAddress(guess.source) };
+  // Counting and reserving the guess is one step (under a lock across processes), so guesses
+  // sent at once from one address or many cannot all slip under a limit before any is counted.
+  const first = await site.db.transaction(async (tx) => {
+    const s = stores(tx).enrollment;
+    const n = await s.pxeFailures(g.source, since);
+    const locked = lockedBy(n);
+    if (locked) return locked;
+    if (given === undefined || given === "") return { result: "required", reason: "PXE password missing" } as const;
+    return { result: "reserved", guess: await s.reservePxeGuess(g, now.toISOString(), randomUUID()), n } as const;
+  }, { lockKey: PXE_GUESS_LOCK });
+  if (first.result !== "reserved") return first;
+  const s = stores(site.db).enrollment;
+  // A guess whose check fails midway stays counted as wrong.
+  if (await verifyPassword(given!, hash)) {
+    await s.releasePxeGuess(first.guess);
+    return { result: "ok" };
+  }
+  const of = await s.pxeFailuresOf(g, since);
+  await raisePxeAlerts(site, now, since);
   await s.pruneFailures(new Date(now.getTime() - 24 * 3600_000).toISOString());
-  return "wrong";
+  return { result: "wrong", reason: `wrong PXE password (in ${PXE_FAILURE_WINDOW_MS / 60_000} minutes: ${first.n.source + 1} of ${PXE_FAILURE_LIMIT} from this address, `
+    + `${of.token} with this boot token, ${of.machine} against this machine, ${first.n.site + 1} site-wide of a budget of ${PXE_SITE_FAILURE_BUDGET})` };
+}
+
+/** Why a guess is refused without being checked, given the window's counts, or null. */
+function lockedBy(n: { source: number; site: number }): PxeCheck | null {
+  const minutes = PXE_FAILURE_WINDOW_MS / 60_000;
+  if (n.site >= PXE_SITE_FAILURE_CEILING) {
+    return { result: "locked", reason: `PXE password locked out: ${n.site} wrong PXE passwords site-wide in ${minutes} minutes reached the ceiling of ${PXE_SITE_FAILURE_CEILING}; no PXE password is checked until fewer`,
+      message: "Cannot enroll: this site has had too many wrong PXE passwords and checks none for now; wait and try again" };
+  }
+  if (n.source >= PXE_FAILURE_LIMIT) {
+    return { result: "locked", reason: `PXE password locked out: ${n.source} wrong PXE passwords from this address in ${minutes} minutes`,
+      message: `Cannot enroll: too many wrong PXE passwords from this address; wait up to ${minutes} minutes and try again` };
+  }
+  if (n.site >= PXE_SITE_FAILURE_BUDGET && n.source > 0) {
+    return { result: "locked", reason: `PXE password locked out: the site-wide budget is spent (${n.site} wrong PXE passwords in ${minutes} minutes) and this address made ${n.source} of them`,
+      message: `Cannot enroll: too many wrong PXE passwords on this site, one of them from this address; wait up to ${minutes} minutes and try again` };
+  }
+  return null;
+}
+
+/** One audit alert per window and level when wrong PXE passwords reach the site's budget or its ceiling. */
+async function raisePxeAlerts(site: Site, now: Date, since: string): Promise<void> {
+  for (const [level, limit] of [["budget", PXE_SITE_FAILURE_BUDGET], ["ceiling", PXE_SITE_FAILURE_CEILING]] as const) {
+    await site.db.transaction(async (tx) => {
+      const s = stores(tx).enrollment;
+      if ((await s.pxeSiteFailures(since)) < limit || (await s.pxeAlertSince(level, since))) return;
+      const spread = await s.pxeSpread(since);
+      await s.recordPxeAlert(level, now.toISOString());
+      await site.audit.append({ actor: "system", action: "pxe-password.alert", object: null, outcome: "success",
+        details: { reached: level, limit, windowMinutes: PXE_FAILURE_WINDOW_MS / 60_000, ...spread } }, tx);
+    }, { lockKey: PXE_GUESS_LOCK });
+  }
+}
+
+/** The address a guess came from, IPv4-mapped IPv6 written as IPv4 (one address, one count). */
+function sourceAddress(ip: string): string {
+  const a = ip.trim().toLowerCase();
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(a);
+  return mapped ? mapped[1] : a || "unknown";
 }

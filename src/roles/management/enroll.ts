@@ -176,10 +176,11 @@ async function enrollOrRefuse(site: Site, body: EnrollBody, ip: string): Promise
     if (c.smbiosUuid && c.smbiosUuid !== (inv.smbiosUuid ?? null)) throw new Refused("boot token bound to another SMBIOS UUID");
     // Without a PXE password set, the token is all the machine proved: what anyone on its link can obtain.
     const passwordSet = (await pxePasswordHash(site)) !== null;
-    const pxe = await checkPxePassword(site, `mac:${c.mac}`, cred.pxePassword);
-    if (pxe === "locked") throw new Refused("PXE password locked out", new SlipwayError("PXE_PASSWORD_LOCKED"));
-    if (pxe === "required") throw new Refused("PXE password missing", new SlipwayError("PXE_PASSWORD_REQUIRED"));
-    if (pxe === "wrong") throw new Refused("wrong PXE password");
+    // Guesses count per address, token, machine and site; only the address and the site refuse (credentials.ts).
+    const pxe = await checkPxePassword(site, { source: ip, tokenId: c.id, mac: c.mac }, cred.pxePassword);
+    if (pxe.result === "locked") throw new Refused(pxe.reason, new SlipwayError("PXE_PASSWORD_LOCKED", pxe.message));
+    if (pxe.result === "required") throw new Refused(pxe.reason, new SlipwayError("PXE_PASSWORD_REQUIRED"));
+    if (pxe.result === "wrong") throw new Refused(pxe.reason);
     device = c.deviceId ? await s.devices.byId(c.deviceId) : undefined;
     if (!device) throw new Refused("the boot token's device no longer exists");
     spend = c.id;
