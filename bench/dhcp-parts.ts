@@ -95,7 +95,7 @@ try {
   };
   socket.close = (cb) => cb();
   const responder = await startPxeResponder({
-    site, links: [LINK], mode: "proxy", unknown: "deny", bootBaseUrl: () => "http://10.80.0.1:8080",
+    site, links: [LINK], mode: "proxy", unknown: "deny", bootBaseUrl: () => "http://10.80.0.1:8080", relays: ["10.80.0.2"],
     openSocket: async ({ port }) => (port === 67 ? socket : Object.assign(new EventEmitter(), { close: (cb: () => void) => cb() })) as unknown as dgram.Socket,
   });
   const packets = Array.from({ length: CLIENTS }, (_, i) => discover(i));

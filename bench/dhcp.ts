@@ -254,7 +254,7 @@ async function prepareSlipwayData(dir: string): Promise<void> {
 async function startSlipway(lab: Lab, dataDir: string, profileDir: string | null): Promise<Server> {
   const env: NodeJS.ProcessEnv = { ...process.env, SLIPWAY_ADMIN_PASSWORD: PASSWORD, SLIPWAY_DATABASE_URL: "", SLIPWAY_LOG_LEVEL: "warn" };
   if (profileDir) env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ""} --cpu-prof --cpu-prof-dir=${profileDir}`.trim();
-  const child = lab.spawn(SLIPWAY, ["up", "--data", dataDir, "--listen", "127.0.0.1:0", "--mp-listen", "127.0.0.1:0", "--pxe-interface", "br0"], { env });
+  const child = lab.spawn(SLIPWAY, ["up", "--data", dataDir, "--listen", "127.0.0.1:0", "--mp-listen", "127.0.0.1:0", "--pxe-interface", "br0", "--dhcp-relay", "10.80.0.2"], { env });
   const log = collect(child);
   await waitForOutput(child, /PXE \(proxy/, 120_000, "slipway up");
   return { name: "Slipway", child, pid: child.pid!, log, stop: () => lab.stop(child, 10_000) };

@@ -2,6 +2,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
+import { isIPv4 } from "node:net";
 import { initSite, openSite, siteExists, type OpenSiteOptions, type Site } from "../roles/site/site.ts";
 import { buildBootImage, DEFAULT_CMDLINE, type BootImage } from "../media/boot-image.ts";
 import { startSiteServer } from "../roles/site/server.ts";
@@ -86,6 +87,7 @@ const up: Command = {
       data: { type: "string" }, listen: { type: "string" }, "mp-listen": { type: "string" }, "tls-cert": { type: "string" }, "tls-key": { type: "string" },
       "public-name": { type: "string", multiple: true },
       "pxe-interface": { type: "string", multiple: true }, "pxe-mode": { type: "string" }, "dhcp-range": { type: "string", multiple: true },
+      "dhcp-relay": { type: "string", multiple: true },
       unknown: { type: "string" }, "pxe-http-port": { type: "string" }, "ipxe-dir": { type: "string" },
       role: { type: "string" }, site: { type: "string" }, ca: { type: "string" }, "enroll-secret-file": { type: "string" }, "poll-seconds": { type: "string" },
     });
@@ -104,11 +106,12 @@ const up: Command = {
     }
     if (values.help) {
       process.stdout.write(`Usage: slipway up [--data DIR] [--listen HOST:PORT] [--mp-listen HOST:PORT] [--tls-cert FILE --tls-key FILE] [--public-name NAME]...
-                  [--pxe-interface IF]... [--pxe-mode proxy|dhcp] [--dhcp-range FIRST-LAST] [--unknown deny|approve|allow] [--pxe-http-port N]
+                  [--pxe-interface IF]... [--pxe-mode proxy|dhcp] [--dhcp-range FIRST-LAST] [--dhcp-relay ADDR]... [--unknown deny|approve|allow] [--pxe-http-port N]
   The admin API listens on ${DEFAULT_LISTEN} and the management point (mutual TLS, for machines) on ${DEFAULT_MP_LISTEN} by default;
   with --pxe-interface the management point listens on all addresses (0.0.0.0:8444) unless --mp-listen says otherwise.
   PXE answers only on the interfaces named: ProxyDHCP beside your DHCP server (default), or full DHCP with --pxe-mode dhcp
   and --dhcp-range. Unknown computers: deny (default), approve (recorded as pending, boot once approved) or allow.
+  Relayed requests (giaddr set) are answered only from the relay agents named with --dhcp-relay; others are ignored and audited.
   A distribution point on another host: slipway up --role distribution --help\n`);
       return ExitCode.OK;
     }
@@ -127,6 +130,8 @@ const up: Command = {
       throw new CliError((err as Error).message, ExitCode.USAGE);
     }
     if (pxeMode === "dhcp" && !ranges.length) throw new CliError("--pxe-mode dhcp needs --dhcp-range FIRST-LAST (one per PXE link)", ExitCode.USAGE);
+    const dhcpRelays = (values["dhcp-relay"] as string[] | undefined) ?? [];
+    for (const r of dhcpRelays) if (!isIPv4(r)) throw new CliError(`--dhcp-relay takes a relay agent's IPv4 address, not "${r}"`, ExitCode.USAGE);
     const httpPort = Number((values["pxe-http-port"] as string | undefined) ?? "8080");
     if (!Number.isInteger(httpPort) || httpPort < 0 || httpPort > 65535) throw new CliError("--pxe-http-port must be a port number", ExitCode.USAGE);
     await runInit(dataDir, true, process.stderr);
@@ -155,7 +160,7 @@ const up: Command = {
     const server = await startSiteServer({ site, host: listen.host, port: listen.port, tls });
     const mp = await startManagementPoint({ site, host: mpListen.host, port: mpListen.port, tls });
     const boot = pxeInterfaces.length
-      ? await startNetworkBoot({ site, interfaces: pxeInterfaces, mode: pxeMode, unknown: unknownPolicy as UnknownPolicy, ranges, httpPort,
+      ? await startNetworkBoot({ site, interfaces: pxeInterfaces, mode: pxeMode, unknown: unknownPolicy as UnknownPolicy, ranges, httpPort, relays: dhcpRelays,
         managementPointPort: mp.port, loaderDir: values["ipxe-dir"] as string | undefined })
       : null;
     // The site's names — its certificate's, --public-name, PXE link addresses — are never a distribution point's.

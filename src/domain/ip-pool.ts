@@ -33,15 +33,34 @@ export function inRange(range: IpRange, ip: string): boolean {
 }
 
 /**
- * The address to offer a client: its current lease, else the address it asked for when free,
- * else the lowest free one; undefined when the pool is exhausted.
+ * The addresses a server must not hand out from a pool (RFC 2131 §4.3.1, §4.3.3): `taken` are
+ * held by another client's unexpired lease or offer, by a DECLINE, or by the server itself;
+ * `remembered` were released or left by another client, whose binding the server keeps so that
+ * client gets its address back (§4.3.4) — they go to someone else only when nothing else is free.
  */
-export function chooseAddress(range: IpRange, taken: ReadonlySet<string>, current?: string, requested?: string): string | undefined {
-  if (current && inRange(range, current)) return current;
-  if (requested && inRange(range, requested) && !taken.has(requested)) return requested;
+export type PoolState = { taken: ReadonlySet<string>; remembered?: ReadonlySet<string> };
+
+/**
+ * The address to offer a client: its current binding, else the address it asked for when free
+ * (never one remembered for another client), else the lowest free one, else the lowest
+ * remembered one; undefined when the pool is exhausted.
+ */
+export function chooseAddress(range: IpRange, pool: PoolState, current?: string, requested?: string): string | undefined {
+  const { taken } = pool;
+  const remembered = pool.remembered ?? new Set<string>();
+  if (current && inRange(range, current) && !taken.has(current)) return current;
+  if (requested && inRange(range, requested) && !taken.has(requested) && !remembered.has(requested)) return requested;
+  let fallback: string | undefined;
   for (let n = range.first; n <= range.last; n++) {
     const ip = intToIp(n);
-    if (!taken.has(ip)) return ip;
+    if (taken.has(ip)) continue;
+    if (!remembered.has(ip)) return ip;
+    fallback ??= ip;
   }
-  return undefined;
+  return fallback;
+}
+
+/** How many addresses the range holds. */
+export function rangeSize(range: IpRange): number {
+  return range.last - range.first + 1;
 }

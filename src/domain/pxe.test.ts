@@ -44,10 +44,10 @@ describe("lab DHCP pool", () => {
 
   it("keeps a client's lease, honours a free requested address, never hands one out twice", () => {
     const r = parseRange("10.0.0.10-10.0.0.12");
-    assert.equal(chooseAddress(r, new Set(), "10.0.0.11"), "10.0.0.11");
-    assert.equal(chooseAddress(r, new Set(["10.0.0.10"]), undefined, "10.0.0.12"), "10.0.0.12");
-    assert.equal(chooseAddress(r, new Set(["10.0.0.10"]), undefined, "10.0.0.10"), "10.0.0.11");
-    assert.equal(chooseAddress(r, new Set(["10.0.0.10", "10.0.0.11", "10.0.0.12"])), undefined);
+    assert.equal(chooseAddress(r, { taken: new Set() }, "10.0.0.11"), "10.0.0.11");
+    assert.equal(chooseAddress(r, { taken: new Set(["10.0.0.10"]) }, undefined, "10.0.0.12"), "10.0.0.12");
+    assert.equal(chooseAddress(r, { taken: new Set(["10.0.0.10"]) }, undefined, "10.0.0.10"), "10.0.0.11");
+    assert.equal(chooseAddress(r, { taken: new Set(["10.0.0.10", "10.0.0.11", "10.0.0.12"]) }), undefined);
   });
 });
 

@@ -83,7 +83,7 @@ describe("network boot", () => {
     dataDir = tempDir("slipway-pxe-");
     server = srv.spawn(bin, ["up", "--data", dataDir, "--listen", `${adminNet}.2:8443`, "--mp-listen", "0.0.0.0:8444",
       "--pxe-interface", "br0", "--pxe-interface", "br1", "--pxe-mode", "dhcp",
-      "--dhcp-range", "10.78.10.100-10.78.10.150", "--dhcp-range", "10.78.11.100-10.78.11.150", "--unknown", "approve"], {
+      "--dhcp-range", "10.78.10.100-10.78.10.150", "--dhcp-range", "10.78.11.100-10.78.11.150", "--dhcp-relay", "10.78.11.2", "--unknown", "approve"], {
       env: { ...process.env, SLIPWAY_ADMIN_PASSWORD: PASSWORD, SLIPWAY_DATABASE_URL: "", SLIPWAY_LOG_LEVEL: "info" },
     });
     server.stdout?.on("data", (d) => (serverLog += d));

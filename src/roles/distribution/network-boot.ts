@@ -19,6 +19,8 @@ export type NetworkBootOptions = {
   mode: "proxy" | "dhcp";
   unknown: UnknownPolicy;
   ranges?: IpRange[];
+  /** Relay agents whose relayed DHCP requests are answered (`--dhcp-relay`). */
+  relays?: string[];
   httpPort: number;
   /** The management point's port; machines reach it at their link's server address. */
   managementPointPort: number;
@@ -53,7 +55,7 @@ export async function startNetworkBoot(opts: NetworkBootOptions): Promise<Networ
     managementPointUrl: (link) => `https://${link.address}:${opts.managementPointPort}`,
   });
   const pxe = await startPxeResponder({
-    site, links, mode: opts.mode, unknown: opts.unknown, ranges: opts.ranges,
+    site, links, mode: opts.mode, unknown: opts.unknown, ranges: opts.ranges, relays: opts.relays,
     bootBaseUrl: (link) => http.baseUrl(link), openSocket: openBoundUdpSocket,
   });
   return {

@@ -3,8 +3,14 @@
  * DHCP for an isolated lab. It listens only on the chosen links — each socket bound to its
  * device — answers only machines the unknown-computer policy admits, offers the iPXE loader
  * for the firmware, and hands iPXE the URL of its boot script. Relayed requests (giaddr set)
- * are answered through the relay. Every decision is audited, at most once per machine and
- * decision every few minutes so a flood cannot fill the log; memory stays bounded.
+ * are answered through the relay, and only from relays configured by address: anything else
+ * could make us send to any address it names. Every decision is audited, at most once per
+ * machine and decision every few minutes so a flood cannot fill the log; memory stays bounded.
+ *
+ * Lab DHCP follows RFC 2131 §4.3 against a client that lies: an OFFER reserves its address
+ * only briefly; RELEASE and DECLINE count only when they name the lease the sender's MAC holds
+ * and this server (a RELEASE also from that address); a declined address rests; NAKs are
+ * broadcast; no device, and no crowd of pending devices, can take the whole pool.
  */
 import type dgram from "node:dgram";
 import type { Site } from "../site/site.ts";
@@ -17,7 +23,7 @@ import { ReplyTemplate, replyShape } from "../../protocol/dhcp-reply-template.ts
 import { BootIdentityCache } from "./boot-identity-cache.ts";
 import { DecodeError } from "../../protocol/reader.ts";
 import { decideBoot, firmwareOf, LOADERS, type FirmwareKind, type UnknownPolicy } from "../../domain/pxe.ts";
-import { chooseAddress, intToIp, ipToInt, type IpRange } from "../../domain/ip-pool.ts";
+import { chooseAddress, intToIp, ipToInt, rangeSize, type IpRange } from "../../domain/ip-pool.ts";
 import type { Device } from "../../domain/device.ts";
 
 export type PxeLink = { name: string; address: string; netmask: string };
@@ -41,6 +47,13 @@ export type PxeResponderOptions = {
   /** At most this many unknown machines recorded per minute, and pending in all. */
   recordPerMinute?: number;
   maxPending?: number;
+  /** `--unknown allow`: at most this many machines recorded as approved automatically, in all. */
+  maxRecordedApproved?: number;
+  /** Relay agents (giaddr) whose relayed requests are answered; others are ignored and audited. */
+  relays?: string[];
+  /** Lab DHCP: how long an OFFER reserves its address, and a DECLINEd address rests (seconds). */
+  offerSeconds?: number;
+  declineSeconds?: number;
 };
 
 export type PxeStats = { received: number; malformed: number; answered: number; ignored: number; suppressedAudits: number };
@@ -48,10 +61,27 @@ export type PxeResponder = { stats: PxeStats; close(): Promise<void> };
 
 const AUDIT_EVERY_MS = 5 * 60_000;
 const AUDIT_MEMORY = 10_000;
+/** Addresses one device may have declined and still resting: more is a client burning the pool. */
+const MAX_DECLINED_PER_DEVICE = 3;
+const NO_ADDRESS = "0.0.0.0";
+/** Devices not yet approved hold at most this share of a pool, so approved machines always find one. */
+const UNAPPROVED_SHARE = 0.5;
+
+type Identity = Pick<Device, "id" | "name" | "state">;
+type LeaseResult = { ip?: string; nak?: boolean; refused?: string };
+
+/** An option carrying one IPv4 address (50, 54), or undefined when absent or not 4 bytes. */
+function ipOptionOf(req: DhcpMessage, code: number): string | undefined {
+  const b = optionData(req, code);
+  return b?.length === 4 ? intToIp(new DataView(b.buffer, b.byteOffset).getUint32(0)) : undefined;
+}
 
 export async function startPxeResponder(opts: PxeResponderOptions): Promise<PxeResponder> {
   const { site } = opts;
   const s = stores(site.db);
+  const relays = new Set(opts.relays ?? []);
+  const offerSeconds = opts.offerSeconds ?? 60;
+  const declineSeconds = opts.declineSeconds ?? 600;
   const stats: PxeStats = { received: 0, malformed: 0, answered: 0, ignored: 0, suppressedAudits: 0 };
   const lastAudit = new Map<string, number>();
   let recordWindow = { start: 0, count: 0 };
@@ -81,20 +111,30 @@ export async function startPxeResponder(opts: PxeResponderOptions): Promise<PxeR
     if (auditDue(key)) site.audit.appendSoon(event);
   }
 
-  async function record(mac: string, uuid: string | undefined, firmware: string, link: PxeLink, state: "pending" | "approved"): Promise<Pick<Device, "id" | "name" | "state"> | undefined> {
+  /** Records an unknown machine, or says which limit refused it. */
+  async function record(mac: string, uuid: string | undefined, firmware: string, link: PxeLink, state: "pending" | "approved"): Promise<Identity | { refused: string }> {
     const now = site.now();
     const perMinute = opts.recordPerMinute ?? 30;
     if (now.getTime() - recordWindow.start > 60_000) recordWindow = { start: now.getTime(), count: 0 };
-    if (recordWindow.count >= perMinute) return undefined;
-    const pending = (await site.db.get<{ n: number }>(`SELECT COUNT(*) AS n FROM devices WHERE state = 'pending'`))?.n ?? 0;
-    if (state === "pending" && Number(pending) >= (opts.maxPending ?? 1000)) return undefined;
+    if (recordWindow.count >= perMinute) return { refused: `more than ${perMinute} unknown machines this minute; not recording more for now` };
+    if (state === "pending") {
+      const pending = (await site.db.get<{ n: number }>(`SELECT COUNT(*) AS n FROM devices WHERE state = 'pending'`))?.n ?? 0;
+      const max = opts.maxPending ?? 1000;
+      if (Number(pending) >= max) return { refused: `${max} machines already wait for approval; not recording more` };
+    } else {
+      // Marked at creation (attributes.recorded), so the cap counts only what this policy let in.
+      const auto = (await site.db.get<{ n: number }>(`SELECT COUNT(*) AS n FROM devices WHERE attributes LIKE '%"recorded":"allow"%'`))?.n ?? 0;
+      const max = opts.maxRecordedApproved ?? 100;
+      if (Number(auto) >= max) return { refused: `${max} machines were already approved automatically (--unknown allow); not recording more until an administrator deletes some` };
+    }
     recordWindow.count++;
     const nowIso = now.toISOString();
     return site.db.transaction(async (tx) => {
       const t = stores(tx);
-      if (await t.devices.byMac(mac)) return t.devices.byMac(mac);
+      const known = await t.devices.byMac(mac);
+      if (known) return known;
       const d = await t.devices.create({ name: `pxe-${mac.replace(/:/g, "")}`, macs: [mac], smbiosUuid: uuid && !(await t.devices.bySmbiosUuid(uuid)) ? uuid : null,
-        serial: null, state, attributes: { firmware, firstSeenLink: link.name } }, nowIso);
+        serial: null, state, attributes: { firmware, firstSeenLink: link.name, ...(state === "approved" ? { recorded: "allow" } : {}) } }, nowIso);
       await site.audit.append({ actor: "pxe", action: "device.recorded", object: `device:${d.id}`, details: { mac, smbiosUuid: d.smbiosUuid, firmware, link: link.name, state } }, tx);
       return d;
     });
@@ -109,10 +149,12 @@ export async function startPxeResponder(opts: PxeResponderOptions): Promise<PxeR
     return { bootfile: firmware === "bios" ? LOADERS.bios : (opts.uefiLoader ?? LOADERS.uefi), options: [{ code: DhcpOption.VendorSpecific, data: vendor }] };
   }
 
-  function destination(req: DhcpMessage, rinfo: dgram.RemoteInfo, viaProxyPort: boolean): { address: string; port: number } {
-    if (req.giaddr !== "0.0.0.0") return { address: req.giaddr, port: 67 };
+  /** Where a reply goes (RFC 2131 §4.1); giaddr was checked against the configured relays. */
+  function destination(req: DhcpMessage, rinfo: dgram.RemoteInfo, viaProxyPort: boolean, nak: boolean): { address: string; port: number } {
+    if (req.giaddr !== NO_ADDRESS) return { address: req.giaddr, port: 67 };
     if (viaProxyPort) return { address: rinfo.address, port: rinfo.port };
-    if (req.ciaddr !== "0.0.0.0") return { address: req.ciaddr, port: 68 };
+    // A NAK is always broadcast when giaddr is 0: the client's ciaddr is exactly what is wrong.
+    if (req.ciaddr !== NO_ADDRESS && !nak) return { address: req.ciaddr, port: 68 };
     return { address: "255.255.255.255", port: 68 };
   }
 
@@ -122,26 +164,103 @@ export async function startPxeResponder(opts: PxeResponderOptions): Promise<PxeR
     return opts.ranges?.find((r) => ((r.first & mask) >>> 0) === net && ((r.last & mask) >>> 0) === net);
   }
 
+  /** Addresses of the server itself on a link, never handed out. */
+  function serverAddresses(link: PxeLink): string[] {
+    return [link.address, ...(opts.router ? [opts.router] : []), ...(opts.dns ?? [])];
+  }
+
   /**
-   * The address for `mac` and, for a REQUEST, the lease recorded — in one transaction, so two
-   * machines asking for the same offered address at once cannot both get it (the second is
-   * NAKed and starts over, as RFC 2131 §3.1 expects).
+   * The address for `mac` — for a DISCOVER reserved for `offerSeconds`, for a REQUEST bound for
+   * the lease time — in one transaction, so two machines asking for the same address at once
+   * cannot both get it (the second is NAKed and starts over, as RFC 2131 §3.1 expects).
+   * Nothing held by another client's unexpired lease or offer, nothing declined and none of the
+   * server's own addresses is offered (§4.3.1); a new address is refused beyond the device's
+   * share of the pool.
    */
-  function lease(link: PxeLink, mac: string, requested: string | undefined, request: boolean, leaseSeconds: number): Promise<{ ip?: string; nak?: boolean }> {
+  function lease(link: PxeLink, mac: string, device: Identity, requested: string | undefined, request: boolean, leaseSeconds: number): Promise<LeaseResult> {
     const range = rangeOf(link);
     if (!range) return Promise.resolve({});
-    return site.db.transaction(async (tx) => {
+    return site.db.transaction(async (tx): Promise<LeaseResult> => {
       const t = stores(tx);
       const now = site.now();
-      await t.leases.deleteExpired(now.toISOString());
-      const current = await t.leases.byMac(mac);
-      const taken = new Set((await t.leases.all()).filter((l) => l.mac !== mac).map((l) => l.ip));
-      const ip = chooseAddress(range, taken, current?.ip, requested);
+      const nowIso = now.toISOString();
+      await t.leases.deleteExpired(nowIso);
+      const rows = await t.leases.all();
+      const own = rows.find((l) => l.mac === mac);
+      const taken = new Set<string>(serverAddresses(link));
+      const remembered = new Set<string>();
+      for (const l of rows) if (l.mac !== mac) (l.state === "released" ? remembered : taken).add(l.ip);
+      for (const ip of await t.leases.declined()) taken.add(ip);
+      if (!own || own.state === "released") {
+        const refused = await newAddressRefused(t, range, device, mac);
+        if (refused) return { refused };
+      }
+      const ip = chooseAddress(range, { taken, remembered }, own?.ip, requested);
       if (!ip) return {};
       if (request && requested && requested !== ip) return { ip, nak: true };
-      if (request) await t.leases.put({ mac, ip, expiresAt: new Date(now.getTime() + leaseSeconds * 1000).toISOString() }, now.toISOString());
+      if (request) await t.leases.put({ mac, ip, state: "bound", deviceId: device.id, expiresAt: new Date(now.getTime() + leaseSeconds * 1000).toISOString() }, nowIso);
+      else if (!(own?.state === "bound" && own.ip === ip)) {
+        await t.leases.put({ mac, ip, state: "offered", deviceId: device.id, expiresAt: new Date(now.getTime() + offerSeconds * 1000).toISOString() }, nowIso);
+      }
       return { ip };
     });
+  }
+
+  /**
+   * Why `mac` may not take a new address, or undefined. Each MAC on a device's record may hold
+   * one; a device recognised only by its SMBIOS UUID (which any machine can send) gets one
+   * address for all its unrecorded MACs; devices awaiting approval share half the pool.
+   */
+  async function newAddressRefused(t: ReturnType<typeof stores>, range: IpRange, device: Identity, mac: string): Promise<string | undefined> {
+    if (!(await t.leases.macOnRecord(device.id, mac)) && (await t.leases.heldForUnrecordedMacs(device.id, mac)) >= 1) {
+      return "the device already holds an address for a MAC not on its record";
+    }
+    if (device.state !== "approved" && (await t.leases.heldByUnapproved()) >= Math.floor(rangeSize(range) * UNAPPROVED_SHARE)) {
+      return "devices awaiting approval already hold half of the pool";
+    }
+    return undefined;
+  }
+
+  /**
+   * DHCPRELEASE (§4.3.4) and DHCPDECLINE (§4.3.3) count only when they name this server and
+   * the lease the sender's MAC holds: a RELEASE with that lease's address in ciaddr, sent from
+   * it (or through a configured relay); a DECLINE with it as the requested address. Anything
+   * else — no ciaddr, no server identifier, another client's address — changes nothing.
+   */
+  async function releaseOrDecline(link: PxeLink, req: DhcpMessage, rinfo: dgram.RemoteInfo, mac: string): Promise<void> {
+    const type = messageType(req);
+    const serverId = ipOptionOf(req, DhcpOption.ServerId);
+    const relayed = req.giaddr !== NO_ADDRESS;
+    const nowIso = site.now().toISOString();
+    if (type === DhcpMessageType.Release) {
+      const ok = serverId === link.address && req.ciaddr !== NO_ADDRESS && (relayed || rinfo.address === req.ciaddr) &&
+        (await s.leases.release(mac, req.ciaddr, nowIso));
+      if (!ok) {
+        stats.ignored++;
+        audit(`release-refused:${link.name}`, { actor: "pxe", action: "dhcp.release-refused", object: `mac:${mac}`, outcome: "denied",
+          details: { mac, ciaddr: req.ciaddr, serverId: serverId ?? null, from: rinfo.address, link: link.name, reason: "names no lease this MAC holds from this server" } });
+      }
+      return;
+    }
+    const ip = ipOptionOf(req, DhcpOption.RequestedIp);
+    const outcome = await site.db.transaction(async (tx): Promise<"declined" | "refused" | "too-many"> => {
+      const t = stores(tx);
+      const held = await t.leases.byMac(mac);
+      if (serverId !== link.address || !ip || req.ciaddr !== NO_ADDRESS || held?.state !== "bound" || held.ip !== ip) return "refused";
+      if (held.deviceId && (await t.leases.declinedBy(held.deviceId)) >= MAX_DECLINED_PER_DEVICE) return "too-many";
+      await t.leases.decline(mac, ip, held.deviceId, new Date(site.now().getTime() + declineSeconds * 1000).toISOString());
+      return "declined";
+    });
+    if (outcome === "declined") {
+      // The server MUST mark the address not available and SHOULD tell an administrator (§4.3.3).
+      audit(`declined:${ip}`, { actor: "pxe", action: "dhcp.declined", object: `mac:${mac}`, outcome: "failure",
+        details: { mac, ip, link: link.name, restsSeconds: declineSeconds, reason: "the client found the address in use: another machine on the link has it" } });
+      return;
+    }
+    stats.ignored++;
+    audit(`decline-refused:${link.name}`, { actor: "pxe", action: "dhcp.decline-refused", object: `mac:${mac}`, outcome: "denied",
+      details: { mac, ip: ip ?? null, serverId: serverId ?? null, link: link.name,
+        reason: outcome === "too-many" ? `the device already declined ${MAX_DECLINED_PER_DEVICE} addresses that still rest` : "names no lease this MAC holds from this server" } });
   }
 
   function ipOption(code: number, ips: string[]): DhcpOptionEntry {
@@ -168,7 +287,7 @@ export async function startPxeResponder(opts: PxeResponderOptions): Promise<PxeR
       throw err;
     }
     const type = messageType(req);
-    if (req.op !== 1 || !req.mac || (type !== DhcpMessageType.Discover && type !== DhcpMessageType.Request && type !== DhcpMessageType.Release)) {
+    if (req.op !== 1 || !req.mac || (type !== DhcpMessageType.Discover && type !== DhcpMessageType.Request && type !== DhcpMessageType.Release && type !== DhcpMessageType.Decline)) {
       stats.ignored++;
       return;
     }
@@ -176,13 +295,21 @@ export async function startPxeResponder(opts: PxeResponderOptions): Promise<PxeR
     const vendor = vendorClass(req);
     const httpClient = vendor?.startsWith("HTTPClient") ?? false;
     const pxe = httpClient || (vendor?.startsWith("PXEClient") ?? false);
-    if (opts.mode === "proxy" && (!pxe || (type === DhcpMessageType.Request && !viaProxyPort) || type === DhcpMessageType.Release)) {
+    if (opts.mode === "proxy" && (!pxe || (type === DhcpMessageType.Request && !viaProxyPort) || type === DhcpMessageType.Release || type === DhcpMessageType.Decline)) {
       stats.ignored++;
       return;
     }
     const mac = req.mac;
-    if (type === DhcpMessageType.Release) {
-      await s.leases.release(mac);
+    // Only a relay configured by address may set giaddr (and the datagram must come from one):
+    // we answer to giaddr, so anyone else could aim our replies at any host.
+    if (req.giaddr !== NO_ADDRESS && !(relays.has(req.giaddr) && relays.has(rinfo.address))) {
+      stats.ignored++;
+      audit(`relay-refused:${link.name}`, { actor: "pxe", action: "pxe.refused", object: `mac:${mac}`, outcome: "denied",
+        details: { mac, giaddr: req.giaddr, from: rinfo.address, link: link.name, reason: "relayed by an address not configured as a relay (--dhcp-relay)" } });
+      return;
+    }
+    if (type === DhcpMessageType.Release || type === DhcpMessageType.Decline) {
+      await releaseOrDecline(link, req, rinfo, mac);
       return;
     }
     let uuid: string | undefined;
@@ -209,12 +336,13 @@ export async function startPxeResponder(opts: PxeResponderOptions): Promise<PxeR
         stats.ignored++;
         return;
       }
-      device = await record(mac, uuid, firmware, link, decision === "record-pending" ? "pending" : "approved");
-      if (!device) {
+      const recorded = await record(mac, uuid, firmware, link, decision === "record-pending" ? "pending" : "approved");
+      if ("refused" in recorded) {
         stats.ignored++;
-        audit(`record-limit`, { actor: "pxe", action: "pxe.refused", outcome: "denied", details: { reason: "too many unknown machines; not recording more for now", link: link.name } });
+        audit(`record-limit`, { actor: "pxe", action: "pxe.refused", outcome: "denied", details: { mac, reason: recorded.refused, link: link.name } });
         return;
       }
+      device = recorded;
     }
     const ipxe = pxe && isIpxe(req);
     const boot = pxe ? bootOptions(ipxe, link, firmware) : undefined;
@@ -225,6 +353,7 @@ export async function startPxeResponder(opts: PxeResponderOptions): Promise<PxeR
     }
 
     let reply: DhcpMessage | Uint8Array;
+    let nakked = false;
     if (opts.mode === "proxy") {
       // Everything in a proxy answer but the patched fields follows from this key.
       const key = `${link.name} ${type} ${firmware} ${ipxe} ${replyShape(req, vendor)}`;
@@ -238,22 +367,31 @@ export async function startPxeResponder(opts: PxeResponderOptions): Promise<PxeR
       }
       reply = template.fill(req, bytes);
     } else {
-      const requestedBytes = optionData(req, DhcpOption.RequestedIp);
-      const requested = requestedBytes?.length === 4 ? intToIp(new DataView(requestedBytes.buffer, requestedBytes.byteOffset).getUint32(0)) : (req.ciaddr !== "0.0.0.0" ? req.ciaddr : undefined);
-      const serverIdBytes = optionData(req, DhcpOption.ServerId);
-      if (type === DhcpMessageType.Request && serverIdBytes?.length === 4 && intToIp(new DataView(serverIdBytes.buffer, serverIdBytes.byteOffset).getUint32(0)) !== link.address) {
-        stats.ignored++; // the client chose another server's offer
+      const requested = ipOptionOf(req, DhcpOption.RequestedIp) ?? (req.ciaddr !== NO_ADDRESS ? req.ciaddr : undefined);
+      const serverId = ipOptionOf(req, DhcpOption.ServerId);
+      if (type === DhcpMessageType.Request && serverId !== undefined && serverId !== link.address) {
+        // The client chose another server's offer: ours is free again (§4.3.2); a binding stays.
+        await s.leases.dropOffer(mac);
+        stats.ignored++;
         return;
       }
       const leaseSeconds = opts.leaseSeconds ?? 3600;
-      const { ip, nak } = await lease(link, mac, requested, type === DhcpMessageType.Request, leaseSeconds);
+      const { ip, nak, refused } = await lease(link, mac, device!, requested, type === DhcpMessageType.Request, leaseSeconds);
+      if (refused) {
+        stats.ignored++;
+        audit(`${mac}:lease-refused`, { ...auditBase, action: "dhcp.refused", outcome: "denied", details: { mac, link: link.name, reason: refused } });
+        return;
+      }
       if (!ip) {
         stats.ignored++;
         audit("pool-exhausted", { actor: "pxe", action: "dhcp.pool-exhausted", outcome: "failure", details: { link: link.name } });
         return;
       }
       if (nak) {
-        reply = buildReply(req, { messageType: DhcpMessageType.Nak, serverId: link.address, siaddr: "0.0.0.0" });
+        nakked = true;
+        reply = buildReply(req, { messageType: DhcpMessageType.Nak, serverId: link.address, siaddr: NO_ADDRESS });
+        // Through a relay the NAK must say "broadcast it" (§4.3.2): the client has no usable address.
+        if (req.giaddr !== NO_ADDRESS) reply.flags |= 0x8000;
       } else {
         reply = buildReply(req, {
           messageType: type === DhcpMessageType.Discover ? DhcpMessageType.Offer : DhcpMessageType.Ack,
@@ -268,7 +406,7 @@ export async function startPxeResponder(opts: PxeResponderOptions): Promise<PxeR
         });
       }
     }
-    const to = destination(req, rinfo, viaProxyPort);
+    const to = destination(req, rinfo, viaProxyPort, nakked);
     socket.send(reply instanceof Uint8Array ? reply : encodeDhcp(reply), to.port, to.address);
     stats.answered++;
     if (pxe && type === DhcpMessageType.Discover && auditDue(`${mac}:${decision}`)) {
