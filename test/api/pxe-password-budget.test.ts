@@ -313,7 +313,7 @@ for (const database of databasesUnderTest()) {
           assert.ok(w.length <= PXE_SITE_FAILURE_BUDGET + lateNow.size, `${w.length} wrong guesses checked in a window, budget ${PXE_SITE_FAILURE_BUDGET} + ${lateNow.size} late addresses`);
           assert.ok(w.length <= PXE_SITE_FAILURE_CEILING);
         }
-      }), { numRuns: 12, endOnFailure: true });
+      }), { numRuns: 10, endOnFailure: true });
     });
   });
 }

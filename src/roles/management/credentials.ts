@@ -35,8 +35,10 @@ export const PXE_FAILURE_WINDOW_MS = 15 * 60_000;
 export const PXE_SITE_FAILURE_BUDGET = 50;
 /**
  * Wrong PXE passwords site-wide per window after which none is checked, whoever asks: the
- * absolute bound on online guessing. Above BUDGET + 254, so an attacker with every address of
- * one IPv4 /24 cannot reach it and lock the real machines out.
+ * absolute bound on online guessing, whatever the number of addresses (IPv6 gives a link
+ * plenty). Above BUDGET + 254, so an attacker using every free address of one IPv4 /24 cannot
+ * reach it: it can at worst spend one guess from each address of its own link, never stop
+ * machines on other links from enrolling.
  */
 export const PXE_SITE_FAILURE_CEILING = 400;
 
