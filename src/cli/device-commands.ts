@@ -2,7 +2,7 @@
 import { CliError, ExitCode } from "./command.ts";
 import { apiPath, namesById } from "./client.ts";
 import { commandGroup, type Invocation, type Subcommand } from "./command-group.ts";
-import { attributes, oneOf, requireChanges } from "./arguments.ts";
+import { attributes, integer, oneOf, requireChanges } from "./arguments.ts";
 
 type Device = {
   id: string; name: string; macs: string[]; smbiosUuid: string | null; serial: string | null; state: string;
@@ -40,6 +40,71 @@ const stateChange = (action: "approve" | "block" | "unapprove", summary: string)
   },
 });
 
+const pendingFilter = {
+  link: { type: "string", value: "NAME", description: "Only machines the PXE responder first saw on this link (network interface)" },
+  since: { type: "string", value: "WHEN", description: "Only devices first recorded within this long (90s, 10m, 2h, 1d) or since an ISO time" },
+} as const;
+
+/** What an administrator checks before approving a machine: where and when it was first seen, and what it said it is. */
+function pendingTable(inv: Invocation, rows: Device[], empty: string): void {
+  const attr = (d: Device, k: string) => (d.attributes[k] === undefined ? null : String(d.attributes[k]));
+  inv.out.table(rows, [
+    { header: "NAME", value: (d) => d.name, max: 28 },
+    { header: "LINK", value: (d) => attr(d, "firstSeenLink") },
+    { header: "MAC", value: (d) => d.macs, max: 40 },
+    { header: "SMBIOS UUID", value: (d) => d.smbiosUuid, max: 36 },
+    { header: "VENDOR / MODEL", value: (d) => [attr(d, "vendor"), attr(d, "model")].filter(Boolean).join(" / ") || null, max: 30 },
+    { header: "FIRMWARE", value: (d) => attr(d, "firmware") },
+    // An EK FINGERPRINT column goes here once device records carry the TPM endorsement key.
+    { header: "FIRST SEEN", value: (d) => d.createdAt },
+    { header: "ID", value: (d) => d.id },
+  ], empty);
+}
+
+/** `approve`/`block` of one DEVICE, or with --pending of every pending device a filter names. */
+const decision = (action: "approve" | "block", summary: string): Subcommand => {
+  const one = stateChange(action, summary);
+  return {
+    summary: `${summary}; with --pending, every pending device --link/--since name`,
+    args: "[DEVICE]",
+    options: {
+      pending: { type: "boolean", description: `${action === "approve" ? "Approve" : "Block"} every pending device the filter names, in one transaction` },
+      ...pendingFilter,
+      all: { type: "boolean", description: "With --pending and no --link/--since: every pending device you may see" },
+      ...(action === "approve" ? { collection: { type: "string", value: "NAME", description: "Also add them to this collection (needs collection.write)" } } as const : {}),
+      expect: { type: "string", value: "N", description: "Refuse, changing nothing, unless exactly N devices match" },
+      "dry-run": { type: "boolean", description: "Show what would be decided; change nothing" },
+    },
+    notes: [
+      "Needs the device.approve permission. A scoped administrator decides only on devices in its scopes.",
+      `Review first: slipway device pending --link lab0 --since 10m, then slipway device ${action} --pending --link lab0 --since 10m --expect 40.`,
+      "Anyone on a PXE link can make a machine appear there: --expect refuses if more (or fewer) match than you counted.",
+    ].join("\n"),
+    async run(inv) {
+      const bulk = inv.values.pending === true;
+      const filterGiven = ["link", "since", "collection", "expect"].some((k) => inv.str(k) !== undefined) || inv.values.all === true || inv.values["dry-run"] === true;
+      if (!bulk) {
+        if (filterGiven) throw new CliError("--link, --since, --all, --collection, --expect and --dry-run go with --pending", ExitCode.USAGE);
+        if (inv.positionals.length !== 1) throw new CliError(`Give the DEVICE to ${action}, or --pending with --link/--since`, ExitCode.USAGE);
+        return one.run(inv);
+      }
+      if (inv.positionals.length) throw new CliError("Give either a DEVICE or --pending, not both", ExitCode.USAGE);
+      const expect = inv.str("expect");
+      const dryRun = inv.values["dry-run"] === true;
+      const r = await inv.api().post<{ state: string; dryRun: boolean; devices: Device[] }>(`/api/v1/devices/${action}`, {
+        link: inv.str("link"), since: inv.str("since"), ...(inv.values.all === true ? { all: true } : {}), collection: inv.str("collection"),
+        ...(expect !== undefined ? { expect: integer(expect, "--expect", 0, 100_000) } : {}), dryRun,
+      });
+      inv.out.result(r, () => {
+        if (!r.devices.length) return inv.out.line("No pending device matches.");
+        pendingTable(inv, r.devices, "");
+        const n = `${r.devices.length} pending device${r.devices.length === 1 ? "" : "s"}`;
+        inv.out.line(dryRun ? `Would ${action} ${n} (dry run: nothing changed)` : `${action === "approve" ? "Approved" : "Blocked"} ${n}`);
+      });
+    },
+  };
+};
+
 const deviceSubcommands: Record<string, Subcommand> = {
   list: {
     summary: "List devices",
@@ -59,6 +124,15 @@ const deviceSubcommands: Record<string, Subcommand> = {
         { header: "LAST SEEN", value: (d) => d.lastSeenAt ?? "never" },
         { header: "ID", value: (d) => d.id },
       ], "No devices."));
+    },
+  },
+  pending: {
+    summary: "List pending devices with the link and time they were first seen, to approve or block them",
+    options: pendingFilter,
+    notes: "Then: slipway device approve --pending (same --link/--since), or one by one: slipway device approve DEVICE.",
+    async run(inv) {
+      const rows = await inv.api().get<Device[]>("/api/v1/devices", { state: "pending", link: inv.str("link"), since: inv.str("since") });
+      inv.out.result(rows, () => pendingTable(inv, rows, "No pending devices."));
     },
   },
   show: {
@@ -134,8 +208,8 @@ const deviceSubcommands: Record<string, Subcommand> = {
       inv.out.result(undefined, () => inv.out.line(`Deleted device "${inv.positionals[0]}"`));
     },
   },
-  approve: stateChange("approve", "Approve a device so it may be deployed"),
-  block: stateChange("block", "Block a device: it gets nothing from the site"),
+  approve: decision("approve", "Approve a device so it may be deployed"),
+  block: decision("block", "Block a device: it gets nothing from the site"),
   unapprove: stateChange("unapprove", "Put a device back to pending"),
 };
 

@@ -117,6 +117,17 @@ export class DeviceStore {
     return this.byId(id);
   }
 
+  /**
+   * Moves a device from state `from` to `to`, only if it is still in `from`: of two decisions
+   * racing for one device (two bulk approvals, an approval and a block), only one applies.
+   */
+  async changeStateIf(id: string, from: DeviceState, to: DeviceState, now: string): Promise<boolean> {
+    identityGeneration++;
+    const changed = (await this.#db.run(`UPDATE devices SET state = ?, updated_at = ? WHERE id = ? AND state = ?`, [to, now, id, from])).changes === 1;
+    identityGeneration++;
+    return changed;
+  }
+
   /** Whether pre-approval is armed, and how often the device enrolled. */
   async enrollmentOf(id: string): Promise<(DeviceEnrollment & { assurance: Assurance | null }) | undefined> {
     const r = await this.#db.get<R>(`SELECT preapproval_armed, enrollments, enrolled_at, enrolled_assurance FROM devices WHERE id = ?`, [id]);

@@ -7,6 +7,12 @@
  * revocation comes back. Approving one that holds a live certificate (unblocking it) only
  * resumes that identity. Blocking or unapproving disarms pre-approval. A scoped administrator
  * gets 404 for a device outside its scopes, as if it did not exist, and the refusal is audited.
+ *
+ * In bulk (POST /api/v1/devices/approve, /block): every pending device a filter names — the
+ * PXE link it was first seen on, how recently — within the caller's scopes, in one transaction
+ * (roles/site/device-approval.ts). The link is what the PXE responder recorded
+ * (attributes.firstSeenLink); the API never sets or changes it, so a device created by hand
+ * cannot pass for one a link saw.
  */
 import { z } from "zod";
 import type { Principal, Route } from "../http.ts";
@@ -15,6 +21,8 @@ import { stores } from "../../../storage/stores.ts";
 import { DeviceMac, isUnsetSmbiosUuid, normalizeMac, normalizeUuid, deviceStates, preApprovalOf, type Device } from "../../../domain/device.ts";
 import { SlipwayError } from "../../../errors.ts";
 import { computeMembership, collectionsOf, deviceInScope } from "../membership.ts";
+import { FIRST_SEEN_LINK, matchesSeen } from "../../../domain/pending.ts";
+import { decidePending, resolveFilter, settlePreApproval } from "../device-approval.ts";
 import { actor, Name, notFound, principal } from "./common.ts";
 
 const Mac = DeviceMac;
@@ -24,9 +32,21 @@ const Uuid = z.string().max(64).transform((s, c) => {
   if (isUnsetSmbiosUuid(uuid)) return (c.addIssue({ code: "custom", message: "SMBIOS's all-zero and all-one UUIDs mean \"not set\"; leave the UUID out" }), z.NEVER);
   return uuid;
 });
+/** A PXE link's name: a network interface name. */
+const Link = z.string().min(1).max(64).regex(/^[A-Za-z0-9_.:@-]+$/, "an interface name");
+/** A duration back from now (90s, 10m, 2h, 1d) or an ISO time; checked when resolved on the site's clock. */
+const Since = z.string().min(2).max(64);
 const AttrKey = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/, "letters, digits and _");
 const Attributes = z.record(AttrKey, z.union([z.string().max(1000), z.number(), z.boolean()]))
   .refine((r) => Object.keys(r).length <= 200, "at most 200 attributes");
+
+/** Refuses attributes that set or change what only the PXE responder records. */
+function assertNoRecordedLink(attrs: Record<string, unknown> | undefined, current: Record<string, unknown> = {}) {
+  if (attrs && Object.hasOwn(attrs, FIRST_SEEN_LINK) && attrs[FIRST_SEEN_LINK] !== current[FIRST_SEEN_LINK]) {
+    throw new SlipwayError("VALIDATION", `Cannot set attribute ${FIRST_SEEN_LINK}: only the PXE responder records the link a machine was first seen on`,
+      [{ path: `attributes.${FIRST_SEEN_LINK}`, message: "recorded by the PXE responder only" }]);
+  }
+}
 
 const deviceView = (d: Device, collections?: string[]) => ({ ...d, ...(collections ? { collections } : {}) });
 
@@ -72,30 +92,38 @@ export function deviceRoutes(site: Site): Route[] {
       const updated = await site.db.transaction(async (tx) => {
         const t = stores(tx);
         const u = await t.devices.update(d.id, { state }, now);
-        // Approval admits a new enrollment only to a device without a live identity.
-        const live = (await t.certificates.list({ deviceId: d.id, status: "active" })).some((c) => c.notAfter > now);
-        const arm = state === "approved" && !live;
-        await t.devices.setPreApproval(d.id, arm);
-        const e = (await t.devices.enrollmentOf(d.id))!;
+        const preApproval = await settlePreApproval(t, d.id, state, now);
         await site.audit.append({ actor: actor(ctx), action: `device.${action}`, object: `device:${d.id}`,
-          details: { name: d.name, from: d.state, to: state, preApproval: preApprovalOf(e) } }, tx);
+          details: { name: d.name, from: d.state, to: state, preApproval } }, tx);
         return u!;
       });
       return { body: await withEnrollment(updated) };
     },
   });
 
+  const bulk = (state: "approved" | "blocked", action: "approve" | "block"): Route => ({
+    method: "POST", path: `/api/v1/devices/${action}`, access: "device.approve", tag: "devices",
+    summary: `${action === "approve" ? "Approve" : "Block"} in one transaction every pending device a filter names (link first seen on, since) within your scopes; answers the devices ${state}`,
+    body: z.strictObject({
+      link: Link.optional(), since: Since.optional(), all: z.boolean().optional(),
+      collection: z.string().min(1).max(200).optional(), expect: z.int().min(0).max(100_000).optional(), dryRun: z.boolean().default(false),
+    }),
+    handler: async (ctx) => ({ body: await decidePending(site, principal(ctx), actor(ctx), state, ctx.body) }),
+  });
+
   return [
     {
-      method: "GET", path: "/api/v1/devices", access: "device.read", tag: "devices", summary: "List devices (filter by state, MAC or name)",
-      query: z.object({ state: z.enum(deviceStates).optional(), mac: Mac.optional(), name: z.string().max(200).optional() }),
+      method: "GET", path: "/api/v1/devices", access: "device.read", tag: "devices",
+      summary: "List devices (filter by state, MAC, name, the PXE link first seen on, and first recorded since a duration such as 10m or an ISO time)",
+      query: z.object({ state: z.enum(deviceStates).optional(), mac: Mac.optional(), name: z.string().max(200).optional(), link: Link.optional(), since: Since.optional() }),
       handler: async (ctx) => {
         const s = stores(site.db);
+        const q = ctx.query as { state?: string; mac?: string; name?: string; link?: string; since?: string };
+        const seen = resolveFilter(site, q);
         const m = await computeMembership(s);
         const p = principal(ctx);
-        const q = ctx.query as { state?: string; mac?: string; name?: string };
         const list = m.devices.filter((d) => deviceInScope(p, m, d.id) && (!q.state || d.state === q.state)
-          && (!q.mac || d.macs.includes(q.mac)) && (!q.name || d.name === q.name));
+          && (!q.mac || d.macs.includes(q.mac)) && (!q.name || d.name === q.name) && matchesSeen(d, seen));
         return { body: list.map((d) => deviceView(d)) };
       },
     },
@@ -117,6 +145,7 @@ export function deviceRoutes(site: Site): Route[] {
       handler: async (ctx) => {
         const p = principal(ctx);
         const b = ctx.body;
+        assertNoRecordedLink(b.attributes);
         if (b.state !== "pending" && !p.permissions.has("device.approve")) {
           throw new SlipwayError("FORBIDDEN", `Not allowed: creating a device as ${b.state} needs the device.approve permission`);
         }
@@ -157,6 +186,7 @@ export function deviceRoutes(site: Site): Route[] {
       handler: async (ctx) => {
         const { d } = await loadInScope(ctx, "device.update");
         const b = ctx.body;
+        assertNoRecordedLink(b.attributes, d.attributes);
         const p = principal(ctx);
         // Changing what identifies an approved device would hand its approval to another machine.
         if ((b.macs || b.smbiosUuid !== undefined) && d.state !== "pending" && !p.permissions.has("device.approve")) {
@@ -191,6 +221,8 @@ export function deviceRoutes(site: Site): Route[] {
         return {};
       },
     },
+    bulk("approved", "approve"),
+    bulk("blocked", "block"),
     setState("approved", "approve"),
     setState("blocked", "block"),
     setState("pending", "unapprove"),
