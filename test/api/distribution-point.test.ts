@@ -405,7 +405,7 @@ for (const database of databasesUnderTest()) {
       const dpCert = { key: fs.readFileSync(path.join(dpDir, "keys/client.key"), "utf8"), cert: fs.readFileSync(path.join(dpDir, "keys/client.crt"), "utf8") };
       const r = await request(t.mp.url, { method: "GET", path: "/mp/v1/dp/assignments", ca: t.ca, ...dpCert });
       assert.equal(r.status, 403);
-      await until("the distribution point notices", async () => /poll failed/.test(dp!.stdout()), 10_000);
+      await until("the distribution point notices", async () => /distribution point removed by its site/.test(dp!.stdout()), 10_000);
     });
   });
 }

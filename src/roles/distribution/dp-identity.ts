@@ -3,10 +3,13 @@
  * (the private keys never leave it), the client certificate it talks to the site with and the
  * server certificate devices see, both from the site CA. Enrolling needs the one-time secret
  * once; later starts need nothing. Renewal replaces both before the client certificate runs
- * out, proving itself with the current one.
+ * out, proving itself with the current one. Once the site refuses the identity (the
+ * distribution point was removed, or its certificate revoked), that is recorded, and the
+ * identity is not used again: only enrolling with a new secret replaces it.
  *
  *   DIR/                 0700
  *     dp.json            id, name, URL and host names the site registered, 0600
+ *     removed.json       when and why the site refused the identity, if it did, 0600
  *     keys/              0700
  *       client.key/.crt  0600
  *       server.key/.crt  0600 (server.crt holds the leaf and the site CA)
@@ -32,7 +35,7 @@ type Enrolled = {
 const files = (dataDir: string) => {
   const keys = path.join(dataDir, "keys");
   return {
-    keys, meta: path.join(dataDir, "dp.json"),
+    keys, meta: path.join(dataDir, "dp.json"), removed: path.join(dataDir, "removed.json"),
     clientKey: path.join(keys, "client.key"), clientCert: path.join(keys, "client.crt"),
     serverKey: path.join(keys, "server.key"), serverCert: path.join(keys, "server.crt"),
   };
@@ -100,7 +103,29 @@ export async function enrollIdentity(opts: { link: SiteLink; dataDir: string; ca
   const answer = await opts.link.json<Enrolled>("POST", "/mp/v1/dp/enroll", { secret: opts.secret, csr: client.csrPem, serverCsr: server.csrPem, names: opts.names });
   const identity = accept(answer, { client: client.keyPem, server: server.keyPem }, opts.caPem);
   save(opts.dataDir, identity);
+  // A new identity from an administrator's secret: whatever refused the old one does not refuse it.
+  fs.rmSync(files(opts.dataDir).removed, { force: true });
   return identity;
+}
+
+export type RemovedMark = { at: string; reason: string };
+
+/** Records that the site refused the identity in `dataDir`: it is not used again. */
+export function markRemoved(dataDir: string, mark: RemovedMark): void {
+  writeFileAtomic(files(dataDir).removed, JSON.stringify(mark, null, 2) + "\n", 0o600);
+}
+
+/** When and why the site refused the identity in `dataDir`, or null if it has not. */
+export function removedMark(dataDir: string): RemovedMark | null {
+  const file = files(dataDir).removed;
+  if (!fs.existsSync(file)) return null;
+  try {
+    const m = JSON.parse(readPrivate(file)) as Partial<RemovedMark>;
+    return { at: String(m.at ?? "an unknown time"), reason: String(m.reason ?? "no reason recorded") };
+  } catch {
+    // Unreadable is no licence to serve: the identity stays refused.
+    return { at: "an unknown time", reason: "removed.json is unreadable" };
+  }
 }
 
 /** New keys and certificates, asked for with the current client certificate (`link` uses it). */

@@ -14,6 +14,12 @@ const STREAM_IDLE_MS = 120_000;
 export class SiteError extends Error {
   readonly status: number;
   readonly code: string;
+  /**
+   * Whether the request went out with the client certificate the link still uses, and no
+   * renewal was under way meanwhile: only then is a refusal of the certificate a refusal of
+   * this distribution point (not of the certificate a renewal just superseded).
+   */
+  sameIdentity = true;
   constructor(status: number, code: string, message: string) {
     super(message);
     this.name = "SiteError";
@@ -28,6 +34,9 @@ export class SiteLink {
   readonly url: string;
   readonly #ca: string;
   #agent: https.Agent;
+  /** How often the identity was replaced, and whether a replacement is under way. */
+  #identityChanges = 0;
+  #changing = 0;
 
   constructor(opts: { url: string; caPem: string; identity?: ClientIdentity }) {
     this.url = new URL(opts.url).origin;
@@ -43,7 +52,33 @@ export class SiteLink {
   setIdentity(identity: ClientIdentity): void {
     const old = this.#agent;
     this.#agent = this.#newAgent(identity);
+    this.#identityChanges++;
     old.destroy();
+  }
+
+  /**
+   * Replaces the client certificate with the one `renew` gets (which may use this link):
+   * requests refused while it runs are not taken as refusals of this distribution point.
+   */
+  async changeIdentity(renew: () => Promise<ClientIdentity>): Promise<void> {
+    this.#changing++;
+    try {
+      this.setIdentity(await renew());
+    } finally {
+      this.#changing--;
+      this.#identityChanges++;
+    }
+  }
+
+  /** A mark of the identity in use: -1 while one is being replaced. */
+  #identityMark(): number {
+    return this.#changing ? -1 : this.#identityChanges;
+  }
+
+  async #refusal(res: IncomingMessage, mark: number): Promise<SiteError> {
+    const err = await SiteLink.#parseRefusal(res);
+    err.sameIdentity = mark >= 0 && mark === this.#identityMark();
+    return err;
   }
 
   #open(method: string, p: string, body: unknown, timeoutMs: number): Promise<IncomingMessage> {
@@ -60,7 +95,7 @@ export class SiteLink {
     });
   }
 
-  static async #refusal(res: IncomingMessage): Promise<SiteError> {
+  static async #parseRefusal(res: IncomingMessage): Promise<SiteError> {
     const chunks: Buffer[] = [];
     for await (const c of res) chunks.push(c as Buffer);
     let e: { code?: unknown; message?: unknown } = {};
@@ -75,9 +110,10 @@ export class SiteLink {
 
   /** One JSON request; the parsed answer (undefined for 204), or a SiteError. */
   async json<T>(method: string, p: string, body?: unknown): Promise<T> {
+    const mark = this.#identityMark();
     const res = await this.#open(method, p, body, JSON_TIMEOUT_MS);
     const status = res.statusCode ?? 0;
-    if (status < 200 || status >= 300) throw await SiteLink.#refusal(res);
+    if (status < 200 || status >= 300) throw await this.#refusal(res, mark);
     const chunks: Buffer[] = [];
     for await (const c of res) chunks.push(c as Buffer);
     const text = Buffer.concat(chunks).toString("utf8");
@@ -86,8 +122,9 @@ export class SiteLink {
 
   /** A GET whose body is bytes: the open response (status 200), or a SiteError. */
   async stream(p: string): Promise<IncomingMessage> {
+    const mark = this.#identityMark();
     const res = await this.#open("GET", p, undefined, STREAM_IDLE_MS);
-    if (res.statusCode !== 200) throw await SiteLink.#refusal(res);
+    if (res.statusCode !== 200) throw await this.#refusal(res, mark);
     return res;
   }
 

@@ -2,9 +2,11 @@
  * What distribution points ask the management point (`/mp/v1/dp`), over mutual TLS with their
  * own client certificates — never a device's: enrollment (public, with the one-time secret,
  * rate-limited), renewal, the site's public signing key and CRL, their assigned manifests and
- * those manifests' chunks, replication status, and whether a device may have a manifest. The
- * chunks travel as they are on disk: the distribution point checks each against the signed
- * manifest before it stores it.
+ * those manifests' chunks, replication status, whether a device may have a manifest, and the
+ * site's trust generation (polled every second: when it changes, a block, revocation, deletion
+ * or removal happened, and the distribution point drops every answer it kept). The chunks
+ * travel as they are on disk: the distribution point checks each against the signed manifest
+ * before it stores it.
  */
 import fs from "node:fs";
 import { z } from "zod";
@@ -14,13 +16,14 @@ import type { Site } from "../site/site.ts";
 import type { DpPrincipal, MpPrincipal } from "./device-auth.ts";
 import { stores } from "../../storage/stores.ts";
 import { BlobStore } from "../../storage/blob-store.ts";
-import { SlipwayError } from "../../errors.ts";
+import { SlipwayError, type ErrorCode } from "../../errors.ts";
 import { RateLimiter } from "../site/auth.ts";
 import { publicKeyFingerprint } from "../../security/signing.ts";
 import { isManifestDigest } from "../../content/manifest.ts";
 import { currentCrl } from "./crl.ts";
 import { policyNamesContent } from "./content-routes.ts";
 import { DpEnrollBody, DpRenewBody, enrollDistributionPoint, renewDistributionPoint } from "./dp-enroll.ts";
+import { trustGeneration } from "../../storage/trust-generation.ts";
 
 type Ctx = RequestContext<any, any, MpPrincipal>;
 
@@ -138,33 +141,47 @@ export function distributionPointRoutes(site: Site): MpRoute[] {
       },
     },
     {
+      method: "GET", path: "/mp/v1/dp/trust", access: "dp", tag: "distribution-points",
+      summary: "The site's trust generation: it changes with every block, revocation, device deletion and distribution point removal (a removed distribution point's certificate is refused here)",
+      handler: async (ctx) => {
+        dpOf(ctx);
+        return { headers: { "cache-control": "no-store" }, body: { generation: await trustGeneration(site.db) } };
+      },
+    },
+    {
       method: "POST", path: "/mp/v1/dp/authorize", access: "dp", tag: "distribution-points",
-      summary: "Whether the device holding a certificate (by serial) may have a manifest: a current, unblocked device certificate whose device's policy names it",
+      summary: "Whether the device holding a certificate (by serial) may have a manifest: a current, unblocked device certificate of an approved device whose policy names it. A refusal names the error the management point itself would give; every answer carries the trust generation it was decided under",
       body: z.strictObject({ serial: z.string().regex(/^[0-9a-fA-F]{1,64}$/), fingerprint: z.string().regex(/^[0-9a-f]{64}$/).optional(), digest: Digest }),
       handler: async (ctx) => {
         const { dp } = dpOf(ctx);
         const s = stores(site.db);
         const now = site.now();
+        // Read before anything it decides on: a change committed meanwhile bumps it past this
+        // answer's, and the distribution point drops the answer when it sees that.
+        const generation = await trustGeneration(site.db);
         const cert = await s.certificates.bySerial(ctx.body.serial);
-        const deny = async (reason: string) => {
+        // The same checks, in the same order and with the same error, as the management point's own.
+        const deny = async (code: ErrorCode, reason: string) => {
           await site.audit.append({ actor: cert?.deviceId ? `device:${cert.deviceId}` : `certificate:${ctx.body.serial.toLowerCase()}`, action: "content.denied", outcome: "denied",
             object: `content:${ctx.body.digest}`, details: { via: `dp:${dp.id}`, dp: dp.name, reason } });
-          return { body: { allowed: false, reason } };
+          return { body: { allowed: false, code, reason, generation } };
         };
-        if (!cert || cert.kind !== "device" || !cert.deviceId) return deny("not a device certificate of this site");
-        if (ctx.body.fingerprint && cert.fingerprint !== ctx.body.fingerprint) return deny("the certificate is not the one the site issued with that serial");
-        if (cert.status !== "active") return deny(`the certificate is ${cert.status}`);
-        if (cert.notAfter <= now.toISOString()) return deny("the certificate has expired");
+        if (!cert) return deny("CERTIFICATE_REQUIRED", "the certificate is unknown to this site");
+        if (ctx.body.fingerprint && cert.fingerprint !== ctx.body.fingerprint) return deny("CERTIFICATE_REQUIRED", "the certificate is not the one the site issued with that serial");
+        if (cert.notAfter <= now.toISOString()) return deny("CERTIFICATE_REQUIRED", "the certificate has expired");
+        if (cert.status !== "active") return deny("DEVICE_BLOCKED", `the certificate is ${cert.status}`);
+        if (cert.kind !== "device" || !cert.deviceId) return deny("CERTIFICATE_REQUIRED", "not a device certificate of this site");
         const device = await s.devices.byId(cert.deviceId);
-        if (!device) return deny("the certificate's device no longer exists");
-        if (device.state === "blocked") return deny("the device is blocked");
-        if (!(await s.content.byDigest(ctx.body.digest))) return deny("there is no such content");
-        if (!(await policyNamesContent(site, device, ctx.body.digest, cert.assurance))) return deny("this device's policy does not name that content");
+        if (!device) return deny("CERTIFICATE_REQUIRED", "the certificate's device no longer exists");
+        if (device.state === "blocked") return deny("DEVICE_BLOCKED", "the device is blocked");
+        if (device.state !== "approved") return deny("DEVICE_BLOCKED", "the device is not approved; an administrator must approve it again");
+        if (!(await s.content.byDigest(ctx.body.digest))) return deny("NOT_FOUND", "there is no such content");
+        if (!(await policyNamesContent(site, device, ctx.body.digest, cert.assurance))) return deny("NOT_YOUR_RESOURCE", "this device's policy does not name that content");
         if (!cert.lastUsedAt || now.getTime() - Date.parse(cert.lastUsedAt) > TOUCH_EVERY_MS) {
           await s.certificates.touch(cert.serial, now.toISOString());
           await s.devices.update(device.id, { lastSeenAt: now.toISOString() }, now.toISOString());
         }
-        return { body: { allowed: true, deviceId: device.id } };
+        return { body: { allowed: true, deviceId: device.id, generation } };
       },
     },
   ];
