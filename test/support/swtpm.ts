@@ -1,0 +1,58 @@
+/**
+ * Software TPMs for tests: `swtpm` (Debian's swtpm package) with its state in a directory the
+ * test made. `startSwtpm` serves the TPM's command channel on a Unix socket (for the agent's
+ * TPM code and tpm2-tools run on the host); `swtpmForQemu` serves the control channel QEMU's
+ * tpm-emulator backend talks to. The same state directory keeps the same endorsement seed,
+ * so a machine keeps its EK between the two.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdirSync } from "node:fs";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+
+export type Swtpm = { stateDir: string; socket: string; stop(): Promise<void> };
+
+async function waitForSocket(p: string, child: ChildProcess, log: () => string): Promise<void> {
+  for (let i = 0; i < 400 && !existsSync(p); i++) {
+    if (child.exitCode !== null) throw new Error(`swtpm exited with ${child.exitCode}: ${log()}`);
+    await sleep(25);
+  }
+  if (!existsSync(p)) throw new Error(`swtpm did not create ${p}: ${log()}`);
+}
+
+function stopper(child: ChildProcess): () => Promise<void> {
+  return async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once("exit", r));
+    child.kill("SIGTERM");
+    await exited;
+  };
+}
+
+/** A swtpm whose TPM commands are taken on `<stateDir>/tpm.sock`. */
+export async function startSwtpm(stateDir: string): Promise<Swtpm> {
+  mkdirSync(stateDir, { recursive: true });
+  const socket = path.join(stateDir, "tpm.sock");
+  let log = "";
+  const child = spawn("swtpm", ["socket", "--tpm2", "--tpmstate", `dir=${stateDir}`, "--server", `type=unixio,path=${socket}`,
+    "--ctrl", `type=unixio,path=${path.join(stateDir, "ctrl.sock")}`, "--flags", "not-need-init,startup-clear"], { stdio: ["ignore", "pipe", "pipe"] });
+  child.stdout!.on("data", (d) => (log += d));
+  child.stderr!.on("data", (d) => (log += d));
+  await waitForSocket(socket, child, () => log);
+  return { stateDir, socket, stop: stopper(child) };
+}
+
+/** A swtpm for QEMU (`-chardev socket,id=tpm,path=<socket> -tpmdev emulator,id=tpm0,chardev=tpm -device tpm-tis,tpmdev=tpm0`). */
+export async function swtpmForQemu(stateDir: string): Promise<Swtpm & { qemuArgs: string[] }> {
+  mkdirSync(stateDir, { recursive: true });
+  const socket = path.join(stateDir, "qemu-ctrl.sock");
+  let log = "";
+  const child = spawn("swtpm", ["socket", "--tpm2", "--tpmstate", `dir=${stateDir}`, "--ctrl", `type=unixio,path=${socket}`, "--terminate"], { stdio: ["ignore", "pipe", "pipe"] });
+  child.stdout!.on("data", (d) => (log += d));
+  child.stderr!.on("data", (d) => (log += d));
+  await waitForSocket(socket, child, () => log);
+  return {
+    stateDir, socket, stop: stopper(child),
+    qemuArgs: ["-chardev", `socket,id=chrtpm,path=${socket}`, "-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0"],
+  };
+}
