@@ -16,7 +16,8 @@ describe("pending devices: the filter of a bulk decision", () => {
 
   it("matches only pending devices first seen on the link and within the window", () => {
     const at = (ms: number) => new Date(now.getTime() + ms).toISOString();
-    const d = (state: "pending" | "approved", link: string | undefined, createdAt: string) => ({ state, attributes: link ? { firstSeenLink: link } : {}, createdAt });
+    const d = (state: "pending" | "approved", link: string | undefined, createdAt: string) =>
+      ({ state, attributes: (link ? { firstSeenLink: link } : {}) as Record<string, string>, createdAt });
     const since = at(-600_000);
     assert.equal(matchesPending(d("pending", "lab0", at(-1000)), { link: "lab0", since }), true);
     assert.equal(matchesPending(d("pending", "lab0", since), { link: "lab0", since }), true, "the window's start is in it");
