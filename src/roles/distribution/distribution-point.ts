@@ -37,7 +37,7 @@ export type DistributionPointOptions = {
   enrollSecret?: string;
   pollSeconds?: number;
   log: Logger;
-  /** The clock the kept answers of the site go by (a test's may run ahead); Date.now by default. */
+  /** The clock renewal and the kept answers of the site go by (a test's may run ahead); Date.now by default. */
   now?: () => number;
 };
 
@@ -107,7 +107,7 @@ export async function startDistributionPoint(opts: DistributionPointOptions): Pr
   let running: Promise<void> | null = null;
   const round = async () => {
     if (trust.removed !== null) return;
-    if (needsRenewal(identity!)) {
+    if (needsRenewal(identity!, (opts.now ?? Date.now)())) {
       try {
         let renewed!: DpIdentity;
         await link.changeIdentity(async () => (renewed = await renewIdentity({ link, dataDir: opts.dataDir, caPem: opts.caPem, names: opts.publicNames })).client);
