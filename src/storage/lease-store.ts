@@ -85,9 +85,9 @@ export class LeaseStore {
       `SELECT COUNT(*) AS n FROM dhcp_leases l WHERE l.device_id = ? AND l.mac <> ? AND l.state <> 'released'
          AND NOT EXISTS (SELECT 1 FROM device_macs m WHERE m.mac = l.mac AND m.device_id = l.device_id)`, [deviceId, mac]))?.n ?? 0);
   }
-  /** Live addresses held by devices that are not approved (pending an administrator's decision). */
-  async heldByUnapproved(): Promise<number> {
-    return Number((await this.#db.get<{ n: number }>(
-      `SELECT COUNT(*) AS n FROM dhcp_leases l JOIN devices d ON d.id = l.device_id WHERE l.state <> 'released' AND d.state <> 'approved'`))?.n ?? 0);
+  /** Live addresses (offered or bound) held by devices that are not approved (pending an administrator's decision). */
+  async heldByUnapproved(): Promise<string[]> {
+    return (await this.#db.all<{ ip: string }>(
+      `SELECT l.ip FROM dhcp_leases l JOIN devices d ON d.id = l.device_id WHERE l.state <> 'released' AND d.state <> 'approved'`)).map((r) => r.ip);
   }
 }

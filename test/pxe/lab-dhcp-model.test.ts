@@ -89,8 +89,8 @@ describe("lab DHCP leases under honest clients and a spoofer (model-based)", () 
       async function ask(p: Packet, from = "c"): Promise<Reply | undefined> {
         const x = xid();
         await link.send(from, { ...p, xid: x });
-        const wanted = p.type === T.Discover ? [T.Offer] : [T.Ack, T.Nak];
-        const r = await link.next("c", (m) => m.xid === x && wanted.includes(m.type!), p.type === T.Discover ? 800 : 800);
+        const wanted: number[] = p.type === T.Discover ? [T.Offer] : [T.Ack, T.Nak];
+        const r = await link.next("c", (m) => m.xid === x && wanted.includes(m.type!), 800);
         if (r && (r.type === T.Offer || r.type === T.Ack)) {
           const other = live(r.yiaddr);
           assert.ok(!other || other.mac === p.mac, `${r.yiaddr} was ${r.type === T.Ack ? "ACKed" : "offered"} to ${p.mac} while ${other?.mac}'s lease holds it`);

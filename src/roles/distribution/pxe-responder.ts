@@ -23,7 +23,7 @@ import { ReplyTemplate, replyShape } from "../../protocol/dhcp-reply-template.ts
 import { BootIdentityCache } from "./boot-identity-cache.ts";
 import { DecodeError } from "../../protocol/reader.ts";
 import { decideBoot, firmwareOf, LOADERS, type FirmwareKind, type UnknownPolicy } from "../../domain/pxe.ts";
-import { chooseAddress, intToIp, ipToInt, rangeSize, type IpRange } from "../../domain/ip-pool.ts";
+import { chooseAddress, inRange, intToIp, ipToInt, rangeSize, type IpRange } from "../../domain/ip-pool.ts";
 import type { Device } from "../../domain/device.ts";
 
 export type PxeLink = { name: string; address: string; netmask: string };
@@ -215,7 +215,7 @@ export async function startPxeResponder(opts: PxeResponderOptions): Promise<PxeR
     if (!(await t.leases.macOnRecord(device.id, mac)) && (await t.leases.heldForUnrecordedMacs(device.id, mac)) >= 1) {
       return "the device already holds an address for a MAC not on its record";
     }
-    if (device.state !== "approved" && (await t.leases.heldByUnapproved()) >= Math.floor(rangeSize(range) * UNAPPROVED_SHARE)) {
+    if (device.state !== "approved" && (await t.leases.heldByUnapproved()).filter((ip) => inRange(range, ip)).length >= Math.floor(rangeSize(range) * UNAPPROVED_SHARE)) {
       return "devices awaiting approval already hold half of the pool";
     }
     return undefined;
@@ -379,7 +379,8 @@ export async function startPxeResponder(opts: PxeResponderOptions): Promise<PxeR
       const { ip, nak, refused } = await lease(link, mac, device!, requested, type === DhcpMessageType.Request, leaseSeconds);
       if (refused) {
         stats.ignored++;
-        audit(`${mac}:lease-refused`, { ...auditBase, action: "dhcp.refused", outcome: "denied", details: { mac, link: link.name, reason: refused } });
+        // Keyed by device: random MACs sent with one SMBIOS UUID are one machine to the log.
+        audit(`${device!.id}:lease-refused`, { ...auditBase, action: "dhcp.refused", outcome: "denied", details: { mac, link: link.name, reason: refused } });
         return;
       }
       if (!ip) {
