@@ -249,6 +249,22 @@ for (const database of databasesUnderTest()) {
       assert.equal((await atDp(url, a.m)).status, 200, "enrolled anew by an administrator, it serves again");
     });
 
+    it("a distribution point whose certificate is blocked stops serving within the bound, and serves again once it is unblocked: a block is not a removal", async () => {
+      const { dp, url, id, clock } = await newDp();
+      const a = await newDevice();
+      assert.equal((await atDp(url, a.m)).status, 200);
+      const own = ((await admin("GET", `/api/v1/distribution-points/${id}`)).body.certificates as { serial: string; kind: string; status: string }[])
+        .find((c) => c.kind === "dp" && c.status === "active")!.serial;
+      assert.equal((await admin("POST", `/api/v1/certificates/${own}/block`, { reason: "unspecified" })).status, 200);
+      await dp.checkTrust();
+      clock.advance(BOUND_MS);
+      assert.deepEqual(await atDp(url, a.m), { status: 503, code: "SLIPWAY_UNAVAILABLE" }, "nothing served without the site's say-so");
+      assert.equal(dp.removed, null, "but not removed: a block can be lifted");
+      assert.equal((await admin("POST", `/api/v1/certificates/${own}/unblock`, {})).status, 200);
+      await dp.checkTrust();
+      assert.equal((await atDp(url, a.m)).status, 200, "serving again once unblocked");
+    });
+
     it("a distribution point renews its certificates when due by its clock, and goes on serving", async () => {
       const { dp, url, id, clock } = await newDp();
       const a = await newDevice();

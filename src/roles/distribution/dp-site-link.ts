@@ -14,6 +14,8 @@ const STREAM_IDLE_MS = 120_000;
 export class SiteError extends Error {
   readonly status: number;
   readonly code: string;
+  /** The site's `details`, if it gave any. */
+  details: unknown = null;
   /**
    * Whether the request went out with the client certificate the link still uses, and no
    * renewal was under way meanwhile: only then is a refusal of the certificate a refusal of
@@ -98,14 +100,16 @@ export class SiteLink {
   static async #parseRefusal(res: IncomingMessage): Promise<SiteError> {
     const chunks: Buffer[] = [];
     for await (const c of res) chunks.push(c as Buffer);
-    let e: { code?: unknown; message?: unknown } = {};
+    let e: { code?: unknown; message?: unknown; details?: unknown } = {};
     try {
       e = JSON.parse(Buffer.concat(chunks).toString("utf8"));
     } catch {
       // not JSON: keep the status alone
     }
     const status = res.statusCode ?? 0;
-    return new SiteError(status, typeof e.code === "string" ? e.code : `HTTP_${status}`, typeof e.message === "string" ? e.message : `The site answered HTTP ${status}`);
+    const err = new SiteError(status, typeof e.code === "string" ? e.code : `HTTP_${status}`, typeof e.message === "string" ? e.message : `The site answered HTTP ${status}`);
+    err.details = e.details ?? null;
+    return err;
   }
 
   /** One JSON request; the parsed answer (undefined for 204), or a SiteError. */

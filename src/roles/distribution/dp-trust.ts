@@ -7,9 +7,11 @@
  * generation (a deployment withdrawn, a device added to a collection) also arrives within the
  * bound of 5 s, and so does everything when the trust poll cannot reach the site.
  *
- * When the site refuses this distribution point's own certificate (unknown, revoked,
- * superseded by an enrollment elsewhere), it has been removed: from then on it serves nothing,
- * and it does not come back by itself (the caller records that in its data folder).
+ * When the site refuses this distribution point's own certificate as revoked (removed, or
+ * superseded by an enrollment elsewhere — revocation is final), it has been removed: from then
+ * on it serves nothing, and it does not come back by itself (the caller records that in its
+ * data folder). Other refusals (a blocked certificate, one the site thinks expired) stop it
+ * serving too, since every kept answer expires and no new one comes, but not for good.
  */
 import { SlipwayError } from "../../errors.ts";
 import { SiteError, type SiteLink } from "./dp-site-link.ts";
@@ -21,10 +23,10 @@ export const TRUST_POLL_MS = 1_000;
 /** How long one of the site's answers is used: under the bound, with a second left for the round trip. */
 export const ANSWER_TTL_MS = 4_000;
 
-/** Whether an error is the site refusing this distribution point's own certificate. */
+/** Whether an error is the site refusing this distribution point's own certificate as revoked. */
 export function refusesOurIdentity(err: unknown): err is SiteError {
-  return err instanceof SiteError && err.sameIdentity && (err.status === 401 || err.status === 403)
-    && (err.code === "SLIPWAY_CERTIFICATE_REQUIRED" || err.code === "SLIPWAY_DEVICE_BLOCKED");
+  return err instanceof SiteError && err.sameIdentity && err.status === 403 && err.code === "SLIPWAY_DEVICE_BLOCKED"
+    && (err.details as { certificate?: unknown } | null)?.certificate === "revoked";
 }
 
 export class SiteTrust {

@@ -35,7 +35,8 @@ export async function principalFromRequest(site: Site, req: IncomingMessage): Pr
   if (cert.notAfter <= now.toISOString()) return new SlipwayError("CERTIFICATE_REQUIRED", "The certificate has expired; enroll again");
   if (cert.status !== "active") {
     const why = cert.status === "revoked" && cert.statusReason === "superseded" ? " (superseded by a newer certificate)" : cert.statusReason ? ` (${cert.statusReason})` : "";
-    return new SlipwayError("DEVICE_BLOCKED", `Certificate ${cert.serial} is ${cert.status}${why}`);
+    // The status in details too: a distribution point stops for good only on "revoked" (a block can be lifted).
+    return new SlipwayError("DEVICE_BLOCKED", `Certificate ${cert.serial} is ${cert.status}${why}`, { certificate: cert.status });
   }
   const stale = !cert.lastUsedAt || now.getTime() - Date.parse(cert.lastUsedAt) > TOUCH_EVERY_MS;
   if (cert.kind === "dp" && cert.dpId) {
