@@ -179,4 +179,14 @@ describe("enrollment approval in bulk", () => {
     assert.equal(none.code, 0, none.stderr);
     assert.match(none.stdout, /No pending device matches/);
   });
+
+  it("approve DEVICE still decides one device; a filter without --pending, or both, is a usage error", async () => {
+    assert.equal((await cli(["device", "approve", "--link", "lab0"])).code, 2);
+    assert.equal((await cli(["device", "approve", "by-hand", "--pending", "--all"])).code, 2);
+    assert.equal((await cli(["device", "approve"])).code, 2);
+    const one = await cli(["device", "approve", "by-hand"]);
+    assert.equal(one.code, 0, one.stderr);
+    assert.match(one.stdout, /Device "by-hand" is now approved/);
+    assert.equal((await byMac()).get(mac(9, 1))!.state, "approved");
+  });
 });
