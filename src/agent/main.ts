@@ -21,18 +21,55 @@ import { runSequence, type AnyStep, type StepEvent } from "./engine.ts";
 import { maskSecrets } from "../domain/mask.ts";
 import { stepModules } from "./steps/index.ts";
 import { DistributionPointContent, type PolicyContent } from "./content.ts";
+import { openMachineTpm, type TpmIdentity } from "./tpm.ts";
 
 const MAX_PASSWORD_TRIES = 5;
 
-async function enroll(client: MpClient, cfg: AgentConfig, inv: Inventory): Promise<{ deviceId: string; deviceName: string }> {
+type TpmPart = TpmIdentity & { proof?: { nonce: string; expiresAt: string; credential: string } };
+
+/**
+ * What the machine's TPM says for this enrollment: its endorsement key and, when the site
+ * challenges it, the credential only that TPM recovers. Without a TPM (or if it fails), nothing:
+ * the machine enrolls as it would without one.
+ */
+async function tpmPart(client: MpClient, token: string): Promise<TpmPart | undefined> {
+  let tpm;
+  try {
+    tpm = await openMachineTpm();
+  } catch (err) {
+    say(`tpm unusable: ${(err as Error).message}`);
+    return undefined;
+  }
+  if (!tpm) return undefined;
+  try {
+    const id = tpm.identity();
+    const r = await client.jsonRetry<{ challenge: { credentialBlob: string; secret: string; nonce: string; expiresAt: string } | null }>(
+      "POST", "/mp/v1/enroll/tpm-challenge", { token, tpm: id });
+    if (!r.challenge) {
+      say("tpm endorsement key is not the one the site has on record for this machine");
+      return id;
+    }
+    const credential = await tpm.activate(Buffer.from(r.challenge.credentialBlob, "base64"), Buffer.from(r.challenge.secret, "base64"));
+    say("tpm challenge answered");
+    return { ...id, proof: { nonce: r.challenge.nonce, expiresAt: r.challenge.expiresAt, credential: Buffer.from(credential).toString("base64") } };
+  } catch (err) {
+    say(`tpm not used: ${(err as Error).message}`);
+    return undefined;
+  } finally {
+    await tpm.close().catch(() => undefined);
+  }
+}
+
+async function enroll(client: MpClient, cfg: AgentConfig, inv: Inventory): Promise<{ deviceId: string; deviceName: string; assurance?: string }> {
   if (!cfg.token) throw new ConfigError("Cannot enroll: the kernel command line has no slipway.token= (boot through Slipway's PXE)");
   const { keyPem, csrPem } = await createKeyAndCsr();
+  const tpm = await tpmPart(client, cfg.token);
   let pxePassword: string | undefined;
   for (let attempt = 1; ; attempt++) {
     try {
       const body = { credential: { kind: "boot-token", token: cfg.token, ...(pxePassword !== undefined ? { pxePassword } : {}) }, csr: csrPem,
-        inventory: { ...inv, disks: inv.disks.slice(0, 64), macs: inv.macs.slice(0, 16) } };
-      const r = await client.jsonRetry<{ deviceId: string; deviceName: string; certificate: string }>("POST", "/mp/v1/enroll", body);
+        inventory: { ...inv, disks: inv.disks.slice(0, 64), macs: inv.macs.slice(0, 16) }, ...(tpm ? { tpm } : {}) };
+      const r = await client.jsonRetry<{ deviceId: string; deviceName: string; certificate: string; assurance?: string }>("POST", "/mp/v1/enroll", body);
       client.setIdentity({ keyPem, certPem: r.certificate });
       return r;
     } catch (err) {
@@ -86,7 +123,7 @@ export async function main(opts: { configDir: string; cmdline: string; reboot: b
     let policy: Policy;
     try {
       const me = await enroll(client, cfg, inv);
-      say(`enrolled device=${me.deviceId} name=${me.deviceName}`);
+      say(`enrolled device=${me.deviceId} name=${me.deviceName} assurance=${me.assurance ?? "-"}`);
       const signed = await client.jsonRetry("GET", `/mp/v1/policy?bootPath=${cfg.bootPath}`);
       policy = verifyPolicy(signed, cfg.signingKey, { deviceId: me.deviceId, now: new Date() });
     } catch (err) {

@@ -10,7 +10,7 @@
  * same command bytes.
  */
 import { randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { open } from "node:fs/promises";
 import net from "node:net";
 import {
@@ -164,10 +164,13 @@ async function readEkCertificate(t: TpmTransport): Promise<Uint8Array | undefine
   return Buffer.concat(parts);
 }
 
-/** The machine's TPM, if it has one the kernel knows. */
+/**
+ * The machine's TPM, if it has one the kernel knows: /dev/tpmrm0, or SLIPWAY_TPM_DEVICE (a
+ * TPM character device, or a swtpm's Unix socket for running the agent off a real machine).
+ */
 export async function openMachineTpm(): Promise<TpmSession | null> {
-  const path = process.env.SLIPWAY_TPM_DEVICE ?? "/dev/tpmrm0";
+  const path = process.env.SLIPWAY_TPM_DEVICE || "/dev/tpmrm0";
   if (!existsSync(path)) return null;
-  return TpmSession.open(await openTpmDevice(path));
+  return TpmSession.open(statSync(path).isSocket() ? await openTpmSocket(path) : await openTpmDevice(path));
 }
 

@@ -93,7 +93,7 @@ export function decodePublic(bytes: Uint8Array): TpmPublic {
   let out: TpmPublic;
   if (type === TPM_ALG.RSA) {
     const alg = r.u16();
-    let keyBits = 0, mode = TPM_ALG.NULL;
+    let keyBits = 0, mode: number = TPM_ALG.NULL;
     if (alg === TPM_ALG.AES) {
       keyBits = r.u16();
       mode = r.u16();
@@ -113,7 +113,7 @@ export function decodePublic(bytes: Uint8Array): TpmPublic {
     const unique = readTpm2b(r, "unique", 64);
     out = { type, nameAlg, attributes, authPolicy, keyedHash: { scheme, hashAlg, unique }, bytes };
   } else {
-    r.fail(`object type 0x${type.toString(16)} is not RSA or keyed-hash`, 0);
+    return r.fail(`object type 0x${type.toString(16)} is not RSA or keyed-hash`, 0);
   }
   if (r.remaining !== 0) r.fail(`${r.remaining} bytes after the public area`);
   return out;

@@ -45,7 +45,7 @@ export function ekFingerprint(key: KeyObject): string {
   return `sha256:${createHash("sha256").update(key.export({ type: "spki", format: "der" })).digest("hex")}`;
 }
 
-/** Why a TPM2B-less public area (base64) is not an endorsement key, or the key. */
+/** An endorsement key's public area (TPMT_PUBLIC, base64) as a key and fingerprint; TpmProofError if it is not one. */
 export function parseEkPublic(base64: string): { ek: TpmPublic; key: KeyObject; fingerprint: string } {
   let ek: TpmPublic;
   try {
@@ -116,7 +116,7 @@ function parseObject(base64: string): TpmPublic {
   }
 }
 
-/** A challenge for `device` holding the EK `ekPublic` (already checked to be the one on record). */
+/** A challenge for `device`'s machine to prove it holds the EK `ekPublic`, for a credential bound to the object `objectPublic`. */
 export function makeChallenge(key: Buffer, device: string, ekPublic: string, objectPublic: string, now: Date): TpmChallenge {
   const { ek, fingerprint } = parseEkPublic(ekPublic);
   const name = objectName(parseObject(objectPublic));
@@ -127,16 +127,17 @@ export function makeChallenge(key: Buffer, device: string, ekPublic: string, obj
 }
 
 /**
- * Whether `answer` proves that `device`'s machine holds the EK whose fingerprint is on record:
- * the credential it recovered is the one made for that EK, object, nonce and expiry, unexpired.
- * Throws TpmProofError saying why not.
+ * Checks that `answer` proves its machine holds the EK it names: the credential it recovered
+ * is the one made for `device`, that EK, that object, nonce and expiry, and it is unexpired.
+ * Returns the proven EK (its SubjectPublicKeyInfo, base64, and fingerprint); throws
+ * TpmProofError saying why not. Whether the site trusts that EK is the caller's question.
  */
-export function checkAnswer(key: Buffer, device: string, recordedFingerprint: string, answer: TpmAnswer, now: Date): void {
-  const { fingerprint } = parseEkPublic(answer.ekPublic);
-  if (fingerprint !== recordedFingerprint) throw new TpmProofError(`the endorsement key ${fingerprint} is not the one on record`);
+export function checkAnswer(key: Buffer, device: string, answer: TpmAnswer, now: Date): { spki: string; fingerprint: string } {
+  const { key: ekKey, fingerprint } = parseEkPublic(answer.ekPublic);
   if (!(Date.parse(answer.expiresAt) > now.getTime())) throw new TpmProofError("the TPM challenge expired");
   const name = objectName(parseObject(answer.objectPublic));
   const want = expected(key, device, fingerprint, name, answer.nonce, answer.expiresAt);
   const got = Buffer.from(answer.credential, "base64");
   if (got.length !== want.length || !timingSafeEqual(got, want)) throw new TpmProofError("the TPM did not recover the credential");
+  return { spki: ekKey.export({ type: "spki", format: "der" }).toString("base64"), fingerprint };
 }

@@ -219,6 +219,22 @@ export const migrations: Migration[] = [
       `INSERT INTO trust_generation (id, generation) VALUES (1, 0)`,
     ],
   },
+  {
+    version: 10,
+    name: "devices: the TPM endorsement key a machine proves it holds",
+    statements: [
+      // tpm_ek: the EK's SubjectPublicKeyInfo (DER, base64); tpm_ek_fingerprint: SHA-256 over it;
+      // tpm_ek_source: how it came to be trusted (an enrollment's assurance, or 'import');
+      // tpm_ek_recorded_at / tpm_ek_recorded_by: when and by whom (machine or administrator).
+      `ALTER TABLE devices ADD COLUMN tpm_ek TEXT`,
+      `ALTER TABLE devices ADD COLUMN tpm_ek_fingerprint TEXT`,
+      `ALTER TABLE devices ADD COLUMN tpm_ek_source TEXT`,
+      `ALTER TABLE devices ADD COLUMN tpm_ek_recorded_at TEXT`,
+      `ALTER TABLE devices ADD COLUMN tpm_ek_recorded_by TEXT`,
+      // One TPM binds one device.
+      `CREATE UNIQUE INDEX devices_tpm_ek ON devices(tpm_ek_fingerprint)`,
+    ],
+  },
 ];
 
 /** Applies every migration newer than the database's version; returns the versions applied. */

@@ -13,12 +13,13 @@ import { BootImageStore } from "./boot-image-store.ts";
 import { LeaseStore } from "./lease-store.ts";
 import { ContentStore } from "./content-store.ts";
 import { DistributionPointStore } from "./distribution-point-store.ts";
+import { DeviceTpmStore } from "./device-tpm-store.ts";
 
 export type Stores = {
   admins: AdminStore; devices: DeviceStore; collections: CollectionStore; variables: VariableStore;
   taskSequences: TaskSequenceStore; deployments: DeploymentStore; certificates: CertificateStore;
   enrollment: EnrollmentStore; runs: RunStore; bootImages: BootImageStore; leases: LeaseStore;
-  content: ContentStore; distributionPoints: DistributionPointStore;
+  content: ContentStore; distributionPoints: DistributionPointStore; deviceTpm: DeviceTpmStore;
 };
 
 export function stores(sql: Sql): Stores {
@@ -27,6 +28,6 @@ export function stores(sql: Sql): Stores {
     variables: new VariableStore(sql), taskSequences: new TaskSequenceStore(sql), deployments: new DeploymentStore(sql),
     certificates: new CertificateStore(sql), enrollment: new EnrollmentStore(sql), runs: new RunStore(sql),
     bootImages: new BootImageStore(sql), leases: new LeaseStore(sql), content: new ContentStore(sql),
-    distributionPoints: new DistributionPointStore(sql),
+    distributionPoints: new DistributionPointStore(sql), deviceTpm: new DeviceTpmStore(sql),
   };
 }

@@ -16,7 +16,8 @@ export type TestMachine = {
   agent: https.Agent;
   /** Calls the management point with this machine's certificate (if it has one). */
   call(method: string, path: string, body?: unknown): Promise<Reply>;
-  enroll(credential: Record<string, unknown>, extra?: Record<string, unknown>): Promise<Reply>;
+  /** Enrolls with `credential`; `extra` joins the inventory, `top` the request body (e.g. `tpm`). */
+  enroll(credential: Record<string, unknown>, extra?: Record<string, unknown>, top?: Record<string, unknown>): Promise<Reply>;
   close(): void;
 };
 
@@ -54,9 +55,9 @@ export async function newMachine(t: TestSite, ids: { macs: string[]; smbiosUuid?
     call(method, path, body) {
       return request(t.mp.url, { method, path, body, ca: t.ca, agent: m.agent, key: m.certPem ? m.keyPem : undefined, cert: m.certPem ?? undefined });
     },
-    async enroll(credential, extra = {}) {
+    async enroll(credential, extra = {}, top = {}) {
       const r = await request(t.mp.url, { method: "POST", path: "/mp/v1/enroll", ca: t.ca,
-        body: { credential, csr: csrPem, inventory: { macs: m.macs, smbiosUuid: m.smbiosUuid, vendor: "QEMU", model: "Standard PC", cpus: 2, memoryMiB: 2048, ...extra } } });
+        body: { credential, csr: csrPem, inventory: { macs: m.macs, smbiosUuid: m.smbiosUuid, vendor: "QEMU", model: "Standard PC", cpus: 2, memoryMiB: 2048, ...extra }, ...top } });
       if (r.status === 201) {
         m.certPem = r.body.certificate;
         // A fresh agent: the next connection presents the new certificate.

@@ -29,7 +29,9 @@ import type { Stores } from "../../storage/stores.ts";
 import { SlipwayError } from "../../errors.ts";
 import { nameProblem } from "../../domain/name.ts";
 import { checkPxePassword, pxePasswordHash } from "./credentials.ts";
-import type { Assurance } from "../../domain/assurance.ts";
+import { assuranceRank, mayReceiveSecrets, type Assurance } from "../../domain/assurance.ts";
+import { EnrollTpm, provenEk } from "./tpm-enroll.ts";
+import { TpmProofError } from "../../security/tpm-credential.ts";
 
 export const DEVICE_CERT_DAYS = 7;
 
@@ -68,6 +70,8 @@ export const EnrollBody = z.strictObject({
   ]),
   csr: z.string().min(100).max(16 * 1024),
   inventory: Inventory,
+  /** The machine's TPM: its EK and, answering a challenge, the proof it holds it (tpm-enroll.ts). */
+  tpm: EnrollTpm.optional(),
 });
 export type EnrollBody = z.infer<typeof EnrollBody>;
 
@@ -167,6 +171,8 @@ async function enrollOrRefuse(site: Site, body: EnrollBody, ip: string): Promise
   let device: Device | undefined;
   let spend: string | null = null;
   let assurance: Assurance;
+  /** The EK the machine proved it holds (boot-token enrollments), and the one on record for its device. */
+  let tpm: { proven: { spki: string; fingerprint: string } | null; onRecord: string | null } = { proven: null, onRecord: null };
   if (cred.kind === "boot-token") {
     const c = await s.enrollment.byHash(hashToken(cred.token));
     if (!c || c.kind !== "boot-token") throw new Refused("unknown boot token");
@@ -174,17 +180,29 @@ async function enrollOrRefuse(site: Site, body: EnrollBody, ip: string): Promise
     if (c.expiresAt <= nowIso) throw new Refused("boot token expired");
     if (!c.mac || !inv.macs.includes(c.mac)) throw new Refused("boot token bound to another MAC");
     if (c.smbiosUuid && c.smbiosUuid !== (inv.smbiosUuid ?? null)) throw new Refused("boot token bound to another SMBIOS UUID");
-    // Without a PXE password set, the token is all the machine proved: what anyone on its link can obtain.
-    const passwordSet = (await pxePasswordHash(site)) !== null;
-    // Guesses count per address, token, machine and site; only the address and the site refuse (credentials.ts).
-    const pxe = await checkPxePassword(site, { source: ip, tokenId: c.id, mac: c.mac }, cred.pxePassword);
-    if (pxe.result === "locked") throw new Refused(pxe.reason, new SlipwayError("PXE_PASSWORD_LOCKED", pxe.message));
-    if (pxe.result === "required") throw new Refused(pxe.reason, new SlipwayError("PXE_PASSWORD_REQUIRED"));
-    if (pxe.result === "wrong") throw new Refused(pxe.reason);
     device = c.deviceId ? await s.devices.byId(c.deviceId) : undefined;
     if (!device) throw new Refused("the boot token's device no longer exists");
     spend = c.id;
-    assurance = passwordSet ? "password" : "sniffable";
+    // A machine that proves it holds the TPM endorsement key on record for the device needs no
+    // PXE password: nothing on the wire lets anyone else answer the TPM's challenge.
+    try {
+      tpm = { proven: provenEk(site, device.id, body.tpm), onRecord: (await s.deviceTpm.of(device.id))?.fingerprint ?? null };
+    } catch (err) {
+      if (err instanceof TpmProofError) throw new Refused(`TPM proof failed: ${err.message}`);
+      throw err;
+    }
+    if (tpm.proven && tpm.proven.fingerprint === tpm.onRecord) {
+      assurance = "tpm";
+    } else {
+      // Without a PXE password set, the token is all the machine proved: what anyone on its link can obtain.
+      const passwordSet = (await pxePasswordHash(site)) !== null;
+      // Guesses count per address, token, machine and site; only the address and the site refuse (credentials.ts).
+      const pxe = await checkPxePassword(site, { source: ip, tokenId: c.id, mac: c.mac }, cred.pxePassword);
+      if (pxe.result === "locked") throw new Refused(pxe.reason, new SlipwayError("PXE_PASSWORD_LOCKED", pxe.message));
+      if (pxe.result === "required") throw new Refused(pxe.reason, new SlipwayError("PXE_PASSWORD_REQUIRED"));
+      if (pxe.result === "wrong") throw new Refused(pxe.reason);
+      assurance = passwordSet ? "password" : "sniffable";
+    }
   } else if (cred.kind === "media") {
     const c = await s.enrollment.byHash(hashToken(cred.secret));
     if (!c || c.kind !== "media") throw new Refused("unknown media credential");
@@ -242,6 +260,23 @@ async function enrollOrRefuse(site: Site, body: EnrollBody, ip: string): Promise
       if (err instanceof CertificateRequestError) throw new SlipwayError("CSR_INVALID", `The certificate request is not valid: ${err.message}`);
       throw err;
     }
+    // A live certificate of higher assurance is not displaced by a weaker enrollment: an
+    // attacker with a sniffed MAC and UUID cannot end a TPM- or password-enrolled identity.
+    const stronger = (await t.certificates.list({ deviceId: d.id }))
+      .find((c) => c.status === "active" && c.notAfter > nowIso && assuranceRank(c.assurance) > assuranceRank(assurance));
+    if (stronger) {
+      throw new Refused(`the device holds a live certificate (${stronger.serial}) of assurance ${stronger.assurance}; a ${assurance} enrollment does not displace it`);
+    }
+    // The EK is recorded by the first enrollment that proves it and is more than sniffable.
+    let ekRecorded: string | null = null;
+    let ekRefused: string | null = null;
+    if (tpm.proven && tpm.onRecord === null && mayReceiveSecrets(assurance)) {
+      const holder = await t.deviceTpm.deviceByFingerprint(tpm.proven.fingerprint);
+      if (holder && holder !== d.id) ekRefused = `the endorsement key is bound to device ${holder}`;
+      else if (await t.deviceTpm.recordIfNone(d.id, { ek: tpm.proven.spki, fingerprint: tpm.proven.fingerprint, source: assurance, recordedAt: nowIso, recordedBy: `device:${d.id}` })) {
+        ekRecorded = tpm.proven.fingerprint;
+      }
+    }
     // One live identity per device: the new certificate supersedes every earlier one.
     const superseded = await t.certificates.supersedeDevice(d.id, nowIso);
     await t.certificates.add({
@@ -249,7 +284,10 @@ async function enrollOrRefuse(site: Site, body: EnrollBody, ip: string): Promise
       notBefore: issued.notBefore.toISOString(), notAfter: issued.notAfter.toISOString(), issuedVia: cred.kind, createdAt: nowIso, assurance,
     });
     await site.audit.append({ actor: machine, action: "device.enroll", object: `device:${d.id}`,
-      details: { via: cred.kind, assurance, serial: issued.serial, ip, expiresAt: issued.notAfter.toISOString(), superseded, preApprovalSpent: seen?.preApproved ?? false } }, tx);
+      details: { via: cred.kind, assurance, serial: issued.serial, ip, expiresAt: issued.notAfter.toISOString(), superseded, preApprovalSpent: seen?.preApproved ?? false,
+        ...(tpm.proven || tpm.onRecord ? { tpm: { proven: tpm.proven?.fingerprint ?? null, onRecord: tpm.onRecord,
+          ...(tpm.onRecord && tpm.proven?.fingerprint !== tpm.onRecord ? { warning: tpm.proven ? "the machine proved another endorsement key than the one on record" : "the device has an endorsement key on record and the machine proved none" } : {}),
+          ...(ekRecorded ? { recorded: ekRecorded } : {}), ...(ekRefused ? { notRecorded: ekRefused } : {}) } } : {}) } }, tx);
     return { deviceId: d.id, deviceName: d.name, certificate: issued.certPem, caCertificate: site.keys.ca.certPem, serial: issued.serial, expiresAt: issued.notAfter.toISOString(), assurance };
   });
 }

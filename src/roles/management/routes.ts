@@ -13,6 +13,7 @@ import { issueClientCertificate, CertificateRequestError } from "../../security/
 import { secretAad } from "../site/routes/variables.ts";
 import type { Run } from "../../storage/run-store.ts";
 import { EnrollBody, enroll, DEVICE_CERT_DAYS } from "./enroll.ts";
+import { ChallengeBody, tpmChallenge } from "./tpm-enroll.ts";
 import { devicePolicy, signedDevicePolicy } from "./policy.ts";
 import type { DevicePrincipal, MpPrincipal } from "./device-auth.ts";
 import { currentCrl } from "./crl.ts";
@@ -113,6 +114,15 @@ export function managementRoutes(site: Site): MpRoute[] {
       handler: async (ctx) => {
         if (!enrollLimiter.hit(ctx.ip)) throw new SlipwayError("RATE_LIMITED", "Cannot enroll: too many attempts from this address; wait a minute");
         return { status: 201, body: await enroll(site, ctx.body, ctx.ip) };
+      },
+    },
+    {
+      method: "POST", path: "/mp/v1/enroll/tpm-challenge", access: "public", tag: "enrollment",
+      summary: "A TPM challenge for a machine with a boot token: a credential only the TPM holding its endorsement key recovers (null when that EK cannot help: another one is on record)",
+      body: ChallengeBody,
+      handler: async (ctx) => {
+        if (!enrollLimiter.hit(ctx.ip)) throw new SlipwayError("RATE_LIMITED", "Cannot make a TPM challenge: too many attempts from this address; wait a minute");
+        return { body: await tpmChallenge(site, ctx.body) };
       },
     },
     {

@@ -13,6 +13,7 @@ import { stores } from "../../storage/stores.ts";
 import { sessionRoutes } from "./routes/sessions.ts";
 import { adminRoutes } from "./routes/admins.ts";
 import { deviceRoutes } from "./routes/devices.ts";
+import { deviceTpmRoutes } from "./routes/device-tpm.ts";
 import { collectionRoutes } from "./routes/collections.ts";
 import { variableRoutes } from "./routes/variables.ts";
 import { taskSequenceRoutes } from "./routes/task-sequences.ts";
@@ -30,6 +31,7 @@ export function siteRoutes(site: Site, opts: { loginLimiter?: RateLimiter } = {}
     ...sessionRoutes(site, opts),
     ...adminRoutes(site),
     ...deviceRoutes(site),
+    ...deviceTpmRoutes(site),
     ...collectionRoutes(site),
     ...variableRoutes(site),
     ...taskSequenceRoutes(site),

@@ -1,0 +1,52 @@
+/** The TPM endorsement key a device is bound to (columns of `devices`, migration 10). */
+import type { Sql } from "./db.ts";
+
+export type DeviceTpm = {
+  /** The EK's SubjectPublicKeyInfo, DER, base64. */
+  ek: string;
+  fingerprint: string;
+  /** How it came to be trusted: the assurance of the enrollment that recorded it, or "import". */
+  source: string;
+  recordedAt: string;
+  recordedBy: string;
+};
+
+type R = { tpm_ek: string | null; tpm_ek_fingerprint: string | null; tpm_ek_source: string | null; tpm_ek_recorded_at: string | null; tpm_ek_recorded_by: string | null };
+
+export class DeviceTpmStore {
+  readonly #db: Sql;
+  constructor(db: Sql) {
+    this.#db = db;
+  }
+
+  async of(deviceId: string): Promise<DeviceTpm | null> {
+    const r = await this.#db.get<R>(`SELECT tpm_ek, tpm_ek_fingerprint, tpm_ek_source, tpm_ek_recorded_at, tpm_ek_recorded_by FROM devices WHERE id = ?`, [deviceId]);
+    if (!r || !r.tpm_ek) return null;
+    return { ek: r.tpm_ek, fingerprint: r.tpm_ek_fingerprint!, source: r.tpm_ek_source!, recordedAt: r.tpm_ek_recorded_at!, recordedBy: r.tpm_ek_recorded_by! };
+  }
+
+  /** The device holding this EK, if any: one TPM binds one device. */
+  async deviceByFingerprint(fingerprint: string): Promise<string | null> {
+    return (await this.#db.get<{ id: string }>(`SELECT id FROM devices WHERE tpm_ek_fingerprint = ?`, [fingerprint]))?.id ?? null;
+  }
+
+  /** Records the EK only while none is on record (an enrollment never replaces one); true if it did. */
+  async recordIfNone(deviceId: string, t: DeviceTpm): Promise<boolean> {
+    return (await this.#db.run(
+      `UPDATE devices SET tpm_ek = ?, tpm_ek_fingerprint = ?, tpm_ek_source = ?, tpm_ek_recorded_at = ?, tpm_ek_recorded_by = ? WHERE id = ? AND tpm_ek IS NULL`,
+      [t.ek, t.fingerprint, t.source, t.recordedAt, t.recordedBy, deviceId])).changes === 1;
+  }
+
+  /** An administrator's import: replaces whatever is on record. */
+  async set(deviceId: string, t: DeviceTpm): Promise<void> {
+    await this.#db.run(
+      `UPDATE devices SET tpm_ek = ?, tpm_ek_fingerprint = ?, tpm_ek_source = ?, tpm_ek_recorded_at = ?, tpm_ek_recorded_by = ? WHERE id = ?`,
+      [t.ek, t.fingerprint, t.source, t.recordedAt, t.recordedBy, deviceId]);
+  }
+
+  async clear(deviceId: string): Promise<boolean> {
+    return (await this.#db.run(
+      `UPDATE devices SET tpm_ek = NULL, tpm_ek_fingerprint = NULL, tpm_ek_source = NULL, tpm_ek_recorded_at = NULL, tpm_ek_recorded_by = NULL WHERE id = ? AND tpm_ek IS NOT NULL`,
+      [deviceId])).changes === 1;
+  }
+}
