@@ -3,6 +3,7 @@ import { CliError, ExitCode } from "./command.ts";
 import { apiPath, namesById } from "./client.ts";
 import { commandGroup, type Invocation, type Subcommand } from "./command-group.ts";
 import { attributes, integer, oneOf, requireChanges } from "./arguments.ts";
+import { deviceTpmSubcommand } from "./device-tpm-command.ts";
 
 type Device = {
   id: string; name: string; macs: string[]; smbiosUuid: string | null; serial: string | null; state: string;
@@ -229,6 +230,8 @@ deviceSubcommands.policy = {
     ], "No deployment applies to this device."));
   },
 };
+
+deviceSubcommands.tpm = deviceTpmSubcommand;
 
 // `device add` is the name the network-boot documentation uses; it is `create` by another name.
 deviceSubcommands.add = { ...deviceSubcommands.create, summary: "Same as create: record a device by MAC/UUID and name" };

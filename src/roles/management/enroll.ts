@@ -31,7 +31,7 @@ import { nameProblem } from "../../domain/name.ts";
 import { checkPxePassword, pxePasswordHash } from "./credentials.ts";
 import { assuranceRank, mayReceiveSecrets, type Assurance } from "../../domain/assurance.ts";
 import { EnrollTpm, provenEk } from "./tpm-enroll.ts";
-import { TpmProofError } from "../../security/tpm-credential.ts";
+import { parseEkPublic, TpmProofError } from "../../security/tpm-credential.ts";
 
 export const DEVICE_CERT_DAYS = 7;
 
@@ -106,11 +106,21 @@ export async function enroll(site: Site, body: EnrollBody, ip: string): Promise<
   } catch (err) {
     if (!(err instanceof Refused)) throw err;
     await site.audit.append({ actor: `mac:${inv.macs[0]}`, action: "device.enroll", outcome: "denied",
-      details: { via: body.credential.kind, reason: err.reason, ip, macs: inv.macs, smbiosUuid: inv.smbiosUuid ?? null } });
+      details: { via: body.credential.kind, reason: err.reason, ip, macs: inv.macs, smbiosUuid: inv.smbiosUuid ?? null, ...tpmPresented(body) } });
     // Pre-approval and media are asked by identifiers anyone can claim: a distinct answer for a
     // blocked device would tell a stranger which MAC and UUID belong to one. The audit keeps why.
     if (body.credential.kind !== "boot-token" && err.error.code === "DEVICE_BLOCKED") throw new SlipwayError("ENROLLMENT_REFUSED");
     throw err.error;
+  }
+}
+
+/** The TPM endorsement key a refused machine presented (its fingerprint), for the audit. */
+function tpmPresented(body: EnrollBody): { tpmEk?: string } {
+  if (!body.tpm) return {};
+  try {
+    return { tpmEk: parseEkPublic(body.tpm.ekPublic).fingerprint };
+  } catch {
+    return { tpmEk: "not an endorsement key" };
   }
 }
 
