@@ -9,6 +9,10 @@
  * firmware boots the disk, where the deployed system prints the host name — BIOS and UEFI.
  * Then one byte of content is flipped on the distribution point and a third machine's apply
  * step fails, naming the chunk, with nothing bootable left on its disk.
+ * Last, machines with a TPM (swtpm): with the PXE password set and the machine's endorsement
+ * key on record, a re-image runs unattended (`tpm`) and its Run As step gets its secret, BIOS
+ * and UEFI; a machine with the same MAC and UUID and another TPM is asked the password and
+ * gets no secret.
  */
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -20,6 +24,8 @@ import { createLab, run, waitForOutput, type Lab, type Link } from "../lab/netns
 import { startVm } from "../lab/qemu.ts";
 import { ensureTestOsImages } from "../lab/test-os.ts";
 import { httpsRequest, tempDir } from "../support/site.ts";
+import { startSwtpm, swtpmForQemu } from "../support/swtpm.ts";
+import { openTpmSocket, TpmSession } from "../../src/agent/tpm.ts";
 
 if (process.getuid?.() !== 0) throw new Error("the deployment tests need root (network namespaces): run scripts/test.sh as root");
 
@@ -231,5 +237,94 @@ describe("deployment end to end", () => {
       fs.closeSync(fd);
     }
     assert.ok(head.every((b) => b === 0), "the half-applied root file system was wiped");
+  });
+
+  describe("TPM-bound re-image", () => {
+    const PXE_PASSWORD = "Lab-PXE-Passphrase-For-TPM-Tests";
+    const JOIN = `join-${randomBytes(6).toString("hex")}`;
+    let deployment = "";
+    before(async () => {
+      assert.equal((await admin("POST", "/api/v1/collections", { name: "TPM lab" })).status, 201);
+      let r = await admin("POST", "/api/v1/variables", { scope: "site", name: "JoinCredential", value: JOIN, secret: true });
+      assert.equal(r.status, 201, r.text);
+      r = await admin("POST", "/api/v1/task-sequences", { document: { name: "TPM join", steps: [
+        { name: "Join the directory", type: "run-command", with: { command: "test ${#JoinCredential} -gt 8 && echo joined with a credential of ${#JoinCredential} characters" },
+          runAs: { secret: "JoinCredential" } },
+      ] } });
+      assert.equal(r.status, 201, r.text);
+      r = await admin("POST", "/api/v1/deployments", { name: "TPM join", taskSequence: "TPM join", collection: "TPM lab", purpose: "required", bootPaths: ["pxe"] });
+      assert.equal(r.status, 201, r.text);
+      deployment = r.body.id;
+      // Every machine is asked the PXE password from now on, unless its TPM proves it is the machine on record.
+      assert.equal((await admin("PUT", "/api/v1/pxe/password", { password: PXE_PASSWORD })).status, 204);
+    });
+
+    /** The EK a swtpm state yields, read on the host as an administrator would from a previous deployment. */
+    async function ekOf(stateDir: string): Promise<string> {
+      const sw = await startSwtpm(stateDir);
+      try {
+        const tpm = await TpmSession.open(await openTpmSocket(sw.socket));
+        try {
+          return tpm.identity().ekPublic;
+        } finally {
+          await tpm.close();
+        }
+      } finally {
+        await sw.stop();
+      }
+    }
+
+    async function bootWithTpm(name: string, m: { mac: string; uuid: string; firmware: "bios" | "uefi" }, stateDir: string, until: RegExp) {
+      const sw = await swtpmForQemu(stateDir);
+      const tap = await br0.addTap(`tap${randomBytes(3).toString("hex")}`);
+      const vm = await startVm(srv, { tap, mac: m.mac, uuid: m.uuid, firmware: m.firmware, memoryMiB: 1536, name, extraArgs: sw.qemuArgs });
+      try {
+        // partialLines: the password prompt waits for input at the end of a line.
+        return { match: await vm.waitForSerial(until, { timeoutMs: DEPLOY_TIMEOUT_MS, partialLines: true }), serial: vm.serial() };
+      } finally {
+        await vm.kill();
+        await sw.stop();
+      }
+    }
+
+    for (const m of [
+      { firmware: "bios" as const, name: "tpm-bios", mac: "52:54:00:82:00:11", uuid: "5f1c0d3e-8a4b-4c2d-9e1f-000000820011" },
+      { firmware: "uefi" as const, name: "tpm-uefi", mac: "52:54:00:82:00:12", uuid: "5f1c0d3e-8a4b-4c2d-9e1f-000000820012" },
+    ]) {
+      it(`a known ${m.firmware.toUpperCase()} machine re-images unattended with its TPM and its Run As step gets the secret; another TPM with its MAC and UUID gets none`, { timeout: 3 * DEPLOY_TIMEOUT_MS }, async (t) => {
+        let r = await admin("POST", "/api/v1/devices", { name: m.name, macs: [m.mac], smbiosUuid: m.uuid, state: "approved", collections: ["TPM lab"] });
+        assert.equal(r.status, 201, r.text);
+        const deviceId = r.body.id as string;
+        const stateDir = path.join(srv.dir, `${m.name}-tpm`);
+        r = await admin("PUT", `/api/v1/devices/${m.name}/tpm`, { ek: await ekOf(stateDir) });
+        assert.equal(r.status, 200, r.text);
+
+        const real = await bootWithTpm(m.name, m, stateDir, /SLIPWAY-AGENT run \S+ (succeeded|failed)|SLIPWAY-AGENT-EXIT code=\d+|requires the PXE password/);
+        assert.equal(real.match[1], "succeeded", real.serial.slice(-4000));
+        assert.match(real.serial, /SLIPWAY-AGENT tpm challenge answered/);
+        assert.match(real.serial, /SLIPWAY-AGENT enrolled device=\S+ name=\S+ assurance=tpm/);
+        assert.doesNotMatch(real.serial, /requires the PXE password/, "nobody typed anything");
+        assert.ok(!real.serial.includes(JOIN), "the secret never reaches the console");
+        const runs = await admin("GET", `/api/v1/runs?device=${deviceId}`);
+        const run = (await admin("GET", `/api/v1/runs/${runs.body[0].id}`)).body;
+        assert.equal(run.state, "succeeded");
+        assert.ok(run.events.some((e: any) => e.step === "0 Join the directory" && e.state === "succeeded"), JSON.stringify(run.events));
+        const released = (await admin("GET", "/api/v1/audit?action=secret.release&limit=1000")).body as any[];
+        assert.ok(released.some((a) => a.outcome === "success" && a.actor === `device:${deviceId}` && a.details?.assurance === "tpm"), "released to a tpm enrollment");
+        t.diagnostic(`${m.firmware}: re-imaged unattended with its TPM`);
+
+        if (m.firmware !== "uefi") return;
+        // The impostor: same MAC and UUID, its own TPM. An administrator allows the deployment again.
+        assert.equal((await admin("POST", `/api/v1/deployments/${deployment}/rerun`, { device: m.name })).status < 300, true);
+        const impostor = await bootWithTpm(`${m.name}-impostor`, m, path.join(srv.dir, `${m.name}-impostor-tpm`), /requires the PXE password|SLIPWAY-AGENT run \S+ (succeeded|failed)|SLIPWAY-AGENT-EXIT code=\d+/);
+        assert.match(impostor.match[0], /requires the PXE password/, impostor.serial.slice(-3000));
+        assert.match(impostor.serial, /tpm endorsement key is not the one the site has on record/);
+        const denied = ((await admin("GET", "/api/v1/audit?action=device.enroll&limit=1000")).body as any[])
+          .filter((a) => a.outcome === "denied" && a.details?.macs?.includes(m.mac));
+        assert.ok(denied.some((a) => a.details?.tpmEk && a.details.tpmEk !== undefined), `the refusal names the TPM presented: ${JSON.stringify(denied)}`);
+        const after = ((await admin("GET", "/api/v1/audit?action=secret.release&limit=1000")).body as any[]).filter((a) => a.outcome === "success" && a.actor === `device:${deviceId}`);
+        assert.equal(after.length, 1, "no second release");
+      });
+    }
   });
 });
