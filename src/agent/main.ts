@@ -24,6 +24,9 @@ import { DistributionPointContent, type PolicyContent } from "./content.ts";
 import { openMachineTpm, type TpmIdentity } from "./tpm.ts";
 
 const MAX_PASSWORD_TRIES = 5;
+/** How long a sniffable enrollment waits for an administrator's approval, asking every few seconds. */
+const APPROVAL_WAIT_MS = Number(process.env.SLIPWAY_APPROVAL_WAIT_MS ?? 30 * 60_000);
+const APPROVAL_POLL_MS = Number(process.env.SLIPWAY_APPROVAL_POLL_MS ?? 10_000);
 
 type TpmPart = TpmIdentity & { proof?: { nonce: string; expiresAt: string; credential: string } };
 
@@ -60,7 +63,7 @@ async function tpmPart(client: MpClient, token: string): Promise<TpmPart | undef
   }
 }
 
-async function enroll(client: MpClient, cfg: AgentConfig, inv: Inventory): Promise<{ deviceId: string; deviceName: string; assurance?: string }> {
+async function enroll(client: MpClient, cfg: AgentConfig, inv: Inventory): Promise<{ deviceId: string; deviceName: string; assurance?: string; awaitingApproval?: boolean }> {
   if (!cfg.token) throw new ConfigError("Cannot enroll: the kernel command line has no slipway.token= (boot through Slipway's PXE)");
   const { keyPem, csrPem } = await createKeyAndCsr();
   const tpm = await tpmPart(client, cfg.token);
@@ -69,7 +72,7 @@ async function enroll(client: MpClient, cfg: AgentConfig, inv: Inventory): Promi
     try {
       const body = { credential: { kind: "boot-token", token: cfg.token, ...(pxePassword !== undefined ? { pxePassword } : {}) }, csr: csrPem,
         inventory: { ...inv, disks: inv.disks.slice(0, 64), macs: inv.macs.slice(0, 16) }, ...(tpm ? { tpm } : {}) };
-      const r = await client.jsonRetry<{ deviceId: string; deviceName: string; certificate: string; assurance?: string }>("POST", "/mp/v1/enroll", body);
+      const r = await client.jsonRetry<{ deviceId: string; deviceName: string; certificate: string; assurance?: string; awaitingApproval?: boolean }>("POST", "/mp/v1/enroll", body);
       client.setIdentity({ keyPem, certPem: r.certificate });
       return r;
     } catch (err) {
@@ -124,8 +127,19 @@ export async function main(opts: { configDir: string; cmdline: string; reboot: b
     try {
       const me = await enroll(client, cfg, inv);
       say(`enrolled device=${me.deviceId} name=${me.deviceName} assurance=${me.assurance ?? "-"}`);
-      const signed = await client.jsonRetry("GET", `/mp/v1/policy?bootPath=${cfg.bootPath}`);
-      policy = verifyPolicy(signed, cfg.signingKey, { deviceId: me.deviceId, now: new Date() });
+      const fetchPolicy = async () => verifyPolicy(await client.jsonRetry("GET", `/mp/v1/policy?bootPath=${cfg.bootPath}`), cfg.signingKey, { deviceId: me.deviceId, now: new Date() });
+      policy = await fetchPolicy();
+      // A sniffable enrollment gets only what needs no more; the rest waits for an administrator
+      // to approve this enrollment (slipway enrollment approve), which the policy then shows.
+      if (me.awaitingApproval && policy.deployments.length === 0) {
+        say("waiting for an administrator to approve this enrollment (slipway enrollment pending / approve)");
+        const until = Date.now() + APPROVAL_WAIT_MS;
+        while (policy.deployments.length === 0 && Date.now() < until) {
+          await new Promise((r) => setTimeout(r, APPROVAL_POLL_MS));
+          policy = await fetchPolicy();
+        }
+        if (policy.deployments.length > 0) say("enrollment approved");
+      }
     } catch (err) {
       const known = err instanceof PolicyError || err instanceof MpError || err instanceof ConfigError || /^Cannot /.test((err as Error).message);
       say(`error ${known ? (err as Error).message : `Cannot reach the management point: ${(err as Error).message}`}`);

@@ -5,6 +5,7 @@
 import type { Command } from "./command.ts";
 import { accountCommands } from "./account-commands.ts";
 import { deviceCommand } from "./device-commands.ts";
+import { enrollmentCommand } from "./enrollment-commands.ts";
 import { collectionCommand } from "./collection-commands.ts";
 import { variableCommand } from "./variable-commands.ts";
 import { taskSequenceCommand } from "./task-sequence-commands.ts";
@@ -17,6 +18,7 @@ import { dpCommand } from "./dp-commands.ts";
 export const clientCommands: Record<string, Command> = {
   ...accountCommands,
   device: deviceCommand,
+  enrollment: enrollmentCommand,
   collection: collectionCommand,
   variable: variableCommand,
   ts: taskSequenceCommand,

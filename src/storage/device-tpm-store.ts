@@ -49,4 +49,15 @@ export class DeviceTpmStore {
       `UPDATE devices SET tpm_ek = NULL, tpm_ek_fingerprint = NULL, tpm_ek_source = NULL, tpm_ek_recorded_at = NULL, tpm_ek_recorded_by = NULL WHERE id = ? AND tpm_ek IS NOT NULL`,
       [deviceId])).changes === 1;
   }
+
+  /** Notes on an enrollment's certificate the EK it proved (a sniffable enrollment: recorded only when an administrator approves it). */
+  async noteProven(serial: string, ek: { spki: string; fingerprint: string }): Promise<void> {
+    await this.#db.run(`UPDATE certificates SET tpm_ek = ?, tpm_ek_fingerprint = ? WHERE serial = ?`, [ek.spki, ek.fingerprint, serial]);
+  }
+
+  /** The EK an enrollment's certificate proved, if any. */
+  async provenBy(serial: string): Promise<{ spki: string; fingerprint: string } | null> {
+    const r = await this.#db.get<{ tpm_ek: string | null; tpm_ek_fingerprint: string | null }>(`SELECT tpm_ek, tpm_ek_fingerprint FROM certificates WHERE serial = ?`, [serial]);
+    return r?.tpm_ek ? { spki: r.tpm_ek, fingerprint: r.tpm_ek_fingerprint! } : null;
+  }
 }

@@ -235,6 +235,16 @@ export const migrations: Migration[] = [
       `CREATE UNIQUE INDEX devices_tpm_ek ON devices(tpm_ek_fingerprint)`,
     ],
   },
+  {
+    version: 11,
+    name: "certificates: the TPM endorsement key a sniffable enrollment proved, for an administrator to approve",
+    statements: [
+      // Kept on the enrollment's certificate (SPKI DER base64, fingerprint) until an administrator
+      // approves that enrollment: then it is recorded on the device like one a password enrollment proved.
+      `ALTER TABLE certificates ADD COLUMN tpm_ek TEXT`,
+      `ALTER TABLE certificates ADD COLUMN tpm_ek_fingerprint TEXT`,
+    ],
+  },
 ];
 
 /** Applies every migration newer than the database's version; returns the versions applied. */

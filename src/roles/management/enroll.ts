@@ -31,6 +31,7 @@ import { nameProblem } from "../../domain/name.ts";
 import { checkPxePassword, pxePasswordHash } from "./credentials.ts";
 import { assuranceRank, mayReceiveSecrets, type Assurance } from "../../domain/assurance.ts";
 import { EnrollTpm, provenEk } from "./tpm-enroll.ts";
+import { devicePolicy } from "./policy.ts";
 import { parseEkPublic, TpmProofError } from "../../security/tpm-credential.ts";
 
 export const DEVICE_CERT_DAYS = 7;
@@ -75,7 +76,11 @@ export const EnrollBody = z.strictObject({
 });
 export type EnrollBody = z.infer<typeof EnrollBody>;
 
-export type Enrolled = { deviceId: string; deviceName: string; certificate: string; caCertificate: string; serial: string; expiresAt: string; assurance: Assurance };
+export type Enrolled = {
+  deviceId: string; deviceName: string; certificate: string; caCertificate: string; serial: string; expiresAt: string; assurance: Assurance;
+  /** A deployment for this device needs more than this enrollment's assurance: an administrator may approve the enrollment. */
+  awaitingApproval: boolean;
+};
 
 function inventoryAttributes(inv: Inventory): Record<string, string | number | boolean> {
   const out: Record<string, string | number | boolean> = {};
@@ -293,11 +298,22 @@ async function enrollOrRefuse(site: Site, body: EnrollBody, ip: string): Promise
       serial: issued.serial, fingerprint: issued.fingerprint, kind: "device", deviceId: d.id, subject: `device:${d.id}`,
       notBefore: issued.notBefore.toISOString(), notAfter: issued.notAfter.toISOString(), issuedVia: cred.kind, createdAt: nowIso, assurance,
     });
+    // A sniffable enrollment keeps the EK it proved on its certificate: an administrator who
+    // approves that enrollment (POST /api/v1/enrollments/approve) records it then.
+    if (tpm.proven && !ekRecorded && tpm.onRecord === null && !mayReceiveSecrets(assurance)) await t.deviceTpm.noteProven(issued.serial, tpm.proven);
     await site.audit.append({ actor: machine, action: "device.enroll", object: `device:${d.id}`,
       details: { via: cred.kind, assurance, serial: issued.serial, ip, expiresAt: issued.notAfter.toISOString(), superseded, preApprovalSpent: seen?.preApproved ?? false,
         ...(tpm.proven || tpm.onRecord ? { tpm: { proven: tpm.proven?.fingerprint ?? null, onRecord: tpm.onRecord,
           ...(tpm.onRecord && tpm.proven?.fingerprint !== tpm.onRecord ? { warning: tpm.proven ? "the machine proved another endorsement key than the one on record" : "the device has an endorsement key on record and the machine proved none" } : {}),
           ...(ekRecorded ? { recorded: ekRecorded } : {}), ...(ekRefused ? { notRecorded: ekRefused } : {}) } } : {}) } }, tx);
-    return { deviceId: d.id, deviceName: d.name, certificate: issued.certPem, caCertificate: site.keys.ca.certPem, serial: issued.serial, expiresAt: issued.notAfter.toISOString(), assurance };
+    return { deviceId: d.id, deviceName: d.name, certificate: issued.certPem, caCertificate: site.keys.ca.certPem, serial: issued.serial, expiresAt: issued.notAfter.toISOString(), assurance, awaitingApproval: false };
+  }).then(async (e) => {
+    // Whether approving this enrollment would give the machine something to run: a deployment its assurance withholds.
+    if (mayReceiveSecrets(e.assurance)) return e;
+    const device = await stores(site.db).devices.byId(e.deviceId);
+    if (!device) return e;
+    const all = (await devicePolicy(site, device, "pxe", "tpm")).deployments.length;
+    const mine = (await devicePolicy(site, device, "pxe", e.assurance)).deployments.length;
+    return { ...e, awaitingApproval: all > mine };
   });
 }

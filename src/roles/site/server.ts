@@ -14,6 +14,7 @@ import { sessionRoutes } from "./routes/sessions.ts";
 import { adminRoutes } from "./routes/admins.ts";
 import { deviceRoutes } from "./routes/devices.ts";
 import { deviceTpmRoutes } from "./routes/device-tpm.ts";
+import { enrollmentRoutes } from "./routes/enrollments.ts";
 import { collectionRoutes } from "./routes/collections.ts";
 import { variableRoutes } from "./routes/variables.ts";
 import { taskSequenceRoutes } from "./routes/task-sequences.ts";
@@ -32,6 +33,7 @@ export function siteRoutes(site: Site, opts: { loginLimiter?: RateLimiter } = {}
     ...adminRoutes(site),
     ...deviceRoutes(site),
     ...deviceTpmRoutes(site),
+    ...enrollmentRoutes(site),
     ...collectionRoutes(site),
     ...variableRoutes(site),
     ...taskSequenceRoutes(site),

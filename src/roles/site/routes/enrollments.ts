@@ -1,0 +1,139 @@
+/**
+ * Enrollment approval. A machine that enrolled with only a boot token (`sniffable`: its MAC
+ * and UUID are broadcast, anyone on its link could have done the same) gets no secret; its
+ * agent waits. An administrator who has checked the machines (where and when they enrolled,
+ * their MACs, UUIDs and the TPM endorsement key they proved) approves their enrollments:
+ *
+ *   GET  /api/v1/enrollments/pending?link=&since=    live sniffable enrollments awaiting approval
+ *   POST /api/v1/enrollments/approve                 { serials? | link?, since?, all?, expect?, dryRun? }
+ *
+ * Approving raises the enrollment (its certificate and the renewals of that certificate) to
+ * `approved`, and records on the device the EK it proved when the device has none. The agent,
+ * polling, then gets its deployments and secrets. Needs device.approve; a scoped administrator
+ * approves only enrollments of devices in its scopes. One transaction; one bulk audit entry plus
+ * one per enrollment. `expect` refuses (changing nothing) unless exactly that many match: anyone
+ * on a PXE link can make enrollments appear, so count them first.
+ */
+import { z } from "zod";
+import type { Principal, Route } from "../http.ts";
+import type { Site } from "../site.ts";
+import { stores, type Stores } from "../../../storage/stores.ts";
+import { SlipwayError } from "../../../errors.ts";
+import { computeMembership, deviceInScope } from "../membership.ts";
+import { FIRST_SEEN_LINK, sinceTime } from "../../../domain/pending.ts";
+import type { Device } from "../../../domain/device.ts";
+import { actor, principal } from "./common.ts";
+
+const Link = z.string().min(1).max(64).regex(/^[A-Za-z0-9_.:@-]+$/, "an interface name");
+const Since = z.string().min(2).max(64);
+const Serial = z.string().regex(/^[0-9a-fA-F]{2,64}$/, "a certificate serial (hex)");
+
+const ApproveBody = z.strictObject({
+  serials: z.array(Serial).min(1).max(1000).optional(),
+  link: Link.optional(),
+  since: Since.optional(),
+  all: z.boolean().optional(),
+  expect: z.int().min(0).max(100_000).optional(),
+  dryRun: z.boolean().optional(),
+});
+
+export type PendingEnrollment = {
+  serial: string; deviceId: string; deviceName: string; deviceState: string; macs: string[]; smbiosUuid: string | null;
+  link: string | null; enrolledAt: string; expiresAt: string; ekFingerprint: string | null;
+};
+
+type Filter = { serials?: string[]; link?: string; since?: string };
+
+function resolve(site: Site, q: { link?: string; since?: string; serials?: string[] }): Filter {
+  const f: Filter = {};
+  if (q.serials) f.serials = q.serials.map((s) => s.toLowerCase());
+  if (q.link !== undefined) f.link = q.link;
+  if (q.since !== undefined) {
+    const t = sinceTime(q.since, site.now());
+    if (!t) throw new SlipwayError("VALIDATION", `"${q.since}" is not a time: give a duration back from now (90s, 10m, 2h, 1d) or an ISO time`);
+    f.since = t;
+  }
+  return f;
+}
+
+/** Live sniffable enrollments (the certificate an enrollment issued, still active) the caller may see, matching `f`. */
+async function pending(site: Site, s: Stores, p: Principal, f: Filter): Promise<{ mine: PendingEnrollment[]; outOfScope: number }> {
+  const now = site.now().toISOString();
+  const m = await computeMembership(s);
+  const devices = new Map<string, Device | undefined>();
+  const out: PendingEnrollment[] = [];
+  let outOfScope = 0;
+  for (const c of await s.certificates.list({ status: "active" })) {
+    if (c.kind !== "device" || !c.deviceId || c.assurance !== "sniffable" || c.notAfter <= now) continue;
+    if (f.serials && !f.serials.includes(c.serial)) continue;
+    const enrolledAt = c.createdAt;
+    if (f.since && enrolledAt < f.since) continue;
+    if (!devices.has(c.deviceId)) devices.set(c.deviceId, await s.devices.byId(c.deviceId));
+    const d = devices.get(c.deviceId);
+    if (!d || d.state !== "approved") continue;
+    const link = typeof d.attributes[FIRST_SEEN_LINK] === "string" ? (d.attributes[FIRST_SEEN_LINK] as string) : null;
+    if (f.link !== undefined && link !== f.link) continue;
+    if (!deviceInScope(p, m, d.id)) {
+      outOfScope++;
+      continue;
+    }
+    out.push({ serial: c.serial, deviceId: d.id, deviceName: d.name, deviceState: d.state, macs: d.macs, smbiosUuid: d.smbiosUuid, link,
+      enrolledAt, expiresAt: c.notAfter, ekFingerprint: (await s.deviceTpm.provenBy(c.serial))?.fingerprint ?? null });
+  }
+  return { mine: out, outOfScope };
+}
+
+export function enrollmentRoutes(site: Site): Route[] {
+  return [
+    {
+      method: "GET", path: "/api/v1/enrollments/pending", access: "device.read", tag: "devices",
+      summary: "Live sniffable enrollments awaiting an administrator's approval (link first seen on, MACs, UUID, the TPM endorsement key proven, when)",
+      query: z.strictObject({ link: Link.optional(), since: Since.optional() }),
+      handler: async (ctx) => {
+        const q = ctx.query as { link?: string; since?: string };
+        return { body: (await pending(site, stores(site.db), principal(ctx), resolve(site, q))).mine };
+      },
+    },
+    {
+      method: "POST", path: "/api/v1/enrollments/approve", access: "device.approve", tag: "devices", body: ApproveBody,
+      summary: "Approve, in one transaction, the live sniffable enrollments named (serials) or matching a filter (link, since) within your scopes: they become `approved` and get their secrets",
+      handler: async (ctx) => {
+        const b = ctx.body as z.infer<typeof ApproveBody>;
+        if (!b.serials && b.link === undefined && b.since === undefined && !b.all) {
+          throw new SlipwayError("VALIDATION", "Cannot approve enrollments: name them (serials) or filter them (link, since), or say all");
+        }
+        const p = principal(ctx);
+        const f = resolve(site, b);
+        const now = site.now().toISOString();
+        const result = await site.db.transaction(async (tx) => {
+          const s = stores(tx);
+          const { mine, outOfScope } = await pending(site, s, p, f);
+          if (b.expect !== undefined && mine.length !== b.expect) {
+            throw new SlipwayError("CONFLICT", `Cannot approve: ${mine.length} enrollment${mine.length === 1 ? "" : "s"} match, not the ${b.expect} expected; nothing changed`);
+          }
+          if (outOfScope > 0) {
+            await site.audit.append({ actor: actor(ctx), action: "enrollment.approve.bulk", outcome: "denied",
+              details: { reason: "enrollments outside your scopes were left as they are", count: outOfScope } }, tx);
+          }
+          if (b.dryRun || mine.length === 0) return mine;
+          for (const e of mine) {
+            await tx.run(`UPDATE certificates SET assurance = 'approved' WHERE (enrollment_serial = ? OR serial = ?) AND assurance = 'sniffable'`, [e.serial, e.serial]);
+            await tx.run(`UPDATE devices SET enrolled_assurance = 'approved', updated_at = ? WHERE id = ? AND enrolled_assurance = 'sniffable'`, [now, e.deviceId]);
+            let ekRecorded: string | null = null;
+            const proven = await s.deviceTpm.provenBy(e.serial);
+            if (proven && !(await s.deviceTpm.deviceByFingerprint(proven.fingerprint)) &&
+                await s.deviceTpm.recordIfNone(e.deviceId, { ek: proven.spki, fingerprint: proven.fingerprint, source: "approved", recordedAt: now, recordedBy: actor(ctx) })) {
+              ekRecorded = proven.fingerprint;
+            }
+            await site.audit.append({ actor: actor(ctx), action: "enrollment.approve", object: `device:${e.deviceId}`,
+              details: { serial: e.serial, name: e.deviceName, link: e.link, ekRecorded } }, tx);
+          }
+          await site.audit.append({ actor: actor(ctx), action: "enrollment.approve.bulk",
+            details: { filter: { link: b.link ?? null, since: f.since ?? null, serials: b.serials ?? null, all: b.all ?? false }, serials: mine.map((e) => e.serial), devices: mine.map((e) => e.deviceId) } }, tx);
+          return mine;
+        });
+        return { body: { dryRun: b.dryRun ?? false, enrollments: result } };
+      },
+    },
+  ];
+}

@@ -1,0 +1,169 @@
+/**
+ * Enrollment approval (issue #11 item 3): 40 machines that enrolled with only a boot token
+ * (`sniffable`: no secret) are approved by one CLI command; they then get their secrets, and
+ * the TPM endorsement key an approved enrollment proved is recorded on its device (its next
+ * enrollment is `tpm`, unattended). What the filter does not name stays sniffable; --expect
+ * refuses a count that does not match; the permission is needed; all of it audited.
+ */
+import { describe, it, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import { startTestSite, tempDir, type TestSite } from "../support/site.ts";
+import { databasesUnderTest } from "../support/postgres.ts";
+import { newMachine, request, type TestMachine } from "../support/device.ts";
+import { startSwtpm, type Swtpm } from "../support/swtpm.ts";
+import { openTpmSocket, TpmSession } from "../../src/agent/tpm.ts";
+import { issueBootToken } from "../../src/roles/management/credentials.ts";
+import { parseEkPublic } from "../../src/security/tpm-credential.ts";
+import { ExitCode } from "../../src/cli/command.ts";
+
+const bin = path.resolve(import.meta.dirname, "../../bin/slipway");
+
+for (const database of databasesUnderTest()) {
+  describe(`enrollment approval on ${database}`, () => {
+    let t: TestSite;
+    let dir = "";
+    let sw: Swtpm;
+    let offset = 0;
+    let secretDeployment = "";
+    let n = 0;
+    const canary = `CANARY-${randomBytes(8).toString("hex")}`;
+    const admin = (m: string, p: string, body?: unknown) => t.request(m, p, { token: t.adminToken, body });
+    const cli = (args: string[], token = t.adminToken): Promise<{ code: number; stdout: string; stderr: string }> => new Promise((resolve) => {
+      const env = { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: dir, SLIPWAY_SERVER: t.url, SLIPWAY_CA: path.join(dir, "ca.pem"),
+        SLIPWAY_CONFIG: path.join(dir, "profile.json"), SLIPWAY_TOKEN: token };
+      execFile(bin, args, { env, cwd: dir, timeout: 60_000 }, (err, stdout, stderr) =>
+        resolve({ code: err ? Number((err as { code?: unknown }).code ?? 1) : 0, stdout, stderr }));
+    });
+    /** An approved device and a machine that enrolled with its boot token alone (sniffable). */
+    async function sniffable(tpm?: Swtpm): Promise<{ m: TestMachine; id: string; serial: string }> {
+      n++;
+      const h = n.toString(16).padStart(4, "0");
+      const ids = { macs: [`52:54:00:72:${h.slice(0, 2)}:${h.slice(2)}`], smbiosUuid: `00000000-0000-4000-8000-00000072${h}` };
+      const r = await admin("POST", "/api/v1/devices", { name: `lab-${h}`, macs: ids.macs, smbiosUuid: ids.smbiosUuid, state: "approved", attributes: { vendor: "QEMU" } });
+      assert.equal(r.status, 201, r.text);
+      const m = await newMachine(t, ids);
+      const e = await enrollAs(m, r.body.id, tpm);
+      assert.equal(e.status, 201, e.text);
+      assert.equal(e.body.assurance, "sniffable");
+      assert.equal(e.body.awaitingApproval, true, "the agent is told an approval would give it its deployment");
+      return { m, id: r.body.id, serial: e.body.serial };
+    }
+    /** Enrolls `m` with a fresh boot token for `deviceId`, answering the site's TPM challenge when given a TPM. */
+    async function enrollAs(m: TestMachine, deviceId: string, tpm?: Swtpm) {
+      const token = (await issueBootToken(t.site, { deviceId, mac: m.macs[0], smbiosUuid: m.smbiosUuid })).token;
+      let top = {};
+      if (tpm) {
+        const session = await TpmSession.open(await openTpmSocket(tpm.socket));
+        try {
+          const c = await request(t.mp.url, { method: "POST", path: "/mp/v1/enroll/tpm-challenge", ca: t.ca, body: { token, tpm: session.identity() } });
+          assert.equal(c.status, 200, c.text);
+          const credential = Buffer.from(await session.activate(Buffer.from(c.body.challenge.credentialBlob, "base64"), Buffer.from(c.body.challenge.secret, "base64"))).toString("base64");
+          top = { tpm: { ...session.identity(), proof: { nonce: c.body.challenge.nonce, expiresAt: c.body.challenge.expiresAt, credential } } };
+        } finally {
+          await session.close();
+        }
+      }
+      return m.enroll({ kind: "boot-token", token }, {}, top);
+    }
+    async function askSecret(m: TestMachine) {
+      const run = await m.call("POST", "/mp/v1/runs", { deployment: secretDeployment, bootPath: "pxe" });
+      if (run.status !== 201 && run.status !== 200) return run;
+      assert.equal((await m.call("POST", `/mp/v1/runs/${run.body.id}/events`, { step: "1", name: "Join", state: "started" })).status, 201);
+      return m.call("POST", `/mp/v1/runs/${run.body.id}/secrets`, { step: "1", name: "JoinCredential" });
+    }
+
+    before(async () => {
+      t = await startTestSite({ database, now: () => new Date(Date.now() + offset) });
+      dir = tempDir("slipway-enr-appr-");
+      fs.writeFileSync(path.join(dir, "ca.pem"), t.ca);
+      sw = await startSwtpm(path.join(dir, "tpm"));
+      assert.equal((await admin("POST", "/api/v1/collections", { name: "Lab", rule: "attributes.vendor == 'QEMU'" })).status, 201);
+      assert.equal((await admin("POST", "/api/v1/variables", { scope: "site", name: "JoinCredential", value: canary, secret: true })).status, 201);
+      const doc = { name: "Join build", steps: [
+        { name: "Say", type: "run-command", with: { command: "true" } },
+        { name: "Join", type: "run-command", with: { command: "realm join lab.example" }, runAs: { secret: "JoinCredential" } },
+      ] };
+      assert.equal((await admin("POST", "/api/v1/task-sequences", { document: doc })).status, 201);
+      const d = await admin("POST", "/api/v1/deployments", { name: "Join lab", taskSequence: "Join build", collection: "Lab", purpose: "required", bootPaths: ["pxe"] });
+      assert.equal(d.status, 201, d.text);
+      secretDeployment = d.body.id;
+    });
+    after(async () => {
+      await t?.close();
+      await sw?.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    });
+
+    it("one command approves the 40 enrollments of the last minutes: they get the secret, the EK one proved is recorded, older ones stay sniffable; all audited", async () => {
+      const early = [await sniffable(), await sniffable()];
+      offset += 4 * 60_000; // the lab boots four minutes later (less than the CA's 5-minute backdating)
+      const lab: { m: TestMachine; id: string; serial: string }[] = [await sniffable(sw)];
+      for (let i = 1; i < 40; i++) lab.push(await sniffable());
+      for (const x of [early[0], lab[0]]) assert.equal((await askSecret(x.m)).status, 403, "sniffable: no secret before approval");
+
+      const pending = await cli(["enrollment", "pending", "--since", "3m", "--json"]);
+      assert.equal(pending.code, 0, pending.stderr);
+      const listed = JSON.parse(pending.stdout) as { serial: string; ekFingerprint: string | null }[];
+      assert.deepEqual(new Set(listed.map((e) => e.serial)), new Set(lab.map((x) => x.serial)));
+      const ekListed = listed.find((e) => e.serial === lab[0].serial)!.ekFingerprint;
+      const session = await TpmSession.open(await openTpmSocket(sw.socket));
+      const ek = parseEkPublic(session.identity().ekPublic).fingerprint;
+      await session.close();
+      assert.equal(ekListed, ek, "the EK the enrollment proved is shown for review");
+
+      const wrong = await cli(["enrollment", "approve", "--since", "3m", "--expect", "41"]);
+      assert.equal(wrong.code, ExitCode.CONFLICT, wrong.stderr);
+      assert.equal((await askSecret(lab[1].m)).status, 403, "a refused count changed nothing");
+      const dry = await cli(["enrollment", "approve", "--since", "3m", "--expect", "40", "--dry-run"]);
+      assert.match(dry.stdout, /Would approve 40 enrollments/);
+
+      const approved = await cli(["enrollment", "approve", "--since", "3m", "--expect", "40"]);
+      assert.equal(approved.code, 0, approved.stderr);
+      assert.match(approved.stdout, /Approved 40 enrollments/);
+      for (const x of lab) {
+        const r = await askSecret(x.m);
+        assert.equal(r.status, 200, r.text);
+        assert.equal(r.body.value, canary);
+      }
+      for (const x of early) assert.equal((await askSecret(x.m)).status, 403, "outside the filter: still sniffable");
+      assert.equal((await admin("GET", `/api/v1/devices/${lab[0].id}/tpm`)).body.ekFingerprint, ek, "approval recorded the EK the enrollment proved");
+      const bulk = (await admin("GET", "/api/v1/audit?action=enrollment.approve.bulk&limit=100")).body as any[];
+      assert.equal(bulk.filter((a) => a.outcome === "success").length, 1);
+      assert.equal(bulk.find((a) => a.outcome === "success").details.serials.length, 40);
+      assert.equal(((await admin("GET", "/api/v1/audit?action=enrollment.approve&limit=1000")).body as any[]).length, 40);
+      assert.deepEqual(JSON.parse((await cli(["enrollment", "pending", "--since", "3m", "--json"])).stdout), [], "nothing left to approve");
+
+      // That machine's next enrollment proves the EK now on record: tpm, unattended.
+      const reimaged = await newMachine(t, { macs: lab[0].m.macs, smbiosUuid: lab[0].m.smbiosUuid });
+      const e = await enrollAs(reimaged, lab[0].id, sw);
+      assert.equal(e.status, 201, e.text);
+      assert.equal(e.body.assurance, "tpm");
+      assert.equal(e.body.awaitingApproval, false);
+      reimaged.close();
+      for (const x of [...early, ...lab]) x.m.close();
+    });
+
+    it("needs device.approve, a filter or serials, and refuses bad input unchanged", async () => {
+      const x = await sniffable();
+      assert.equal((await cli(["enrollment", "approve"])).code, ExitCode.USAGE);
+      assert.equal((await admin("POST", "/api/v1/enrollments/approve", {})).status, 400);
+      assert.equal((await admin("POST", "/api/v1/enrollments/approve", { since: "yesterday" })).status, 400);
+      assert.equal((await admin("POST", "/api/v1/enrollments/approve", { serials: ["zz"] })).status, 400);
+      const r = await admin("POST", "/api/v1/admins", { username: `reader${n}`, password: "Reader-Passphrase-2026-x", roles: ["read-only-analyst"] });
+      assert.equal(r.status, 201, r.text);
+      const tok = (await t.request("POST", "/api/v1/sessions", { body: { username: `reader${n}`, password: "Reader-Passphrase-2026-x" } })).body.token as string;
+      await t.request("POST", "/api/v1/me/password", { token: tok, body: { currentPassword: "Reader-Passphrase-2026-x", newPassword: "Reader-Passphrase-2026-y" } });
+      const refused = await cli(["enrollment", "approve", x.serial], tok);
+      assert.equal(refused.code, ExitCode.FORBIDDEN, refused.stderr);
+      assert.equal((await askSecret(x.m)).status, 403, "still sniffable");
+      const ok = await cli(["enrollment", "approve", x.serial]);
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.equal((await askSecret(x.m)).status, 200);
+      x.m.close();
+    });
+  });
+}
