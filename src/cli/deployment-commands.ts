@@ -7,11 +7,12 @@ import { isoTime, oneOf, requireChanges, version } from "./arguments.ts";
 type Deployment = {
   id: string; name: string; taskSequenceId: string; taskSequenceVersion: number; collectionId: string;
   purpose: "available" | "required"; bootPaths: string[]; availableFrom: string | null; availableUntil: string | null;
-  enabled: boolean; createdAt: string; updatedAt: string;
+  enabled: boolean; createdAt: string; updatedAt: string; minimumAssurance?: string | null; allowSniffableEnrollment?: boolean;
 };
 
 const PURPOSES = ["available", "required"] as const;
 const BOOT_PATHS = ["pxe", "media"] as const;
+const LEVELS = ["sniffable", "password", "approved", "media", "tpm"] as const;
 
 /**
  * The API addresses deployments by id only (devices, collections and task sequences also
@@ -36,6 +37,8 @@ const settings = {
   boot: { type: "string", multiple: true, value: "PATH", description: "Boot path it is offered on: pxe, media (default both)" },
   from: { type: "string", value: "TIME", description: 'Start of the window, e.g. 2026-03-01T18:00:00Z ("" for none)' },
   until: { type: "string", value: "TIME", description: 'End of the window ("" for none)' },
+  "minimum-assurance": { type: "string", value: "LEVEL", description: 'Least enrollment assurance a machine needs: sniffable, password, approved, media, tpm ("" for the default: password when the task sequence uses secrets)' },
+  "allow-sniffable-enrollment": { type: "boolean", description: "Open it to machines that proved only their MAC and UUID (refused when the task sequence uses secrets; audited)" },
 } as const;
 
 function settingsBody(inv: Invocation) {
@@ -44,7 +47,10 @@ function settingsBody(inv: Invocation) {
   const boot = inv.list("boot");
   const from = inv.str("from");
   const until = inv.str("until");
+  const minimum = inv.str("minimum-assurance");
   return {
+    minimumAssurance: minimum === undefined ? undefined : minimum === "" ? null : oneOf(minimum, LEVELS, "--minimum-assurance"),
+    allowSniffableEnrollment: inv.values["allow-sniffable-enrollment"] === true ? true : inv.values["disallow-sniffable-enrollment"] === true ? false : undefined,
     version: v === undefined ? undefined : version(v),
     collection: inv.str("collection"),
     purpose: purpose === undefined ? undefined : oneOf(purpose, PURPOSES, "--purpose"),
@@ -87,7 +93,9 @@ export const deploymentCommand = commandGroup("deployment", "Deployments: a task
       inv.out.fields([
         ["Name", d.name], ["ID", d.id], ["Task sequence", ts.get(d.taskSequenceId) ?? d.taskSequenceId], ["Version", d.taskSequenceVersion],
         ["Collection", colls.get(d.collectionId) ?? d.collectionId], ["Purpose", d.purpose], ["Boot paths", d.bootPaths],
-        ["Window", windowText(d)], ["Enabled", d.enabled ? "yes" : "no"], ["Created", d.createdAt], ["Updated", d.updatedAt],
+        ["Window", windowText(d)], ["Enabled", d.enabled ? "yes" : "no"],
+        ["Minimum assurance", d.minimumAssurance ?? "default"], ["Sniffable enrollment", d.allowSniffableEnrollment ? "allowed (opted in)" : "no"],
+        ["Created", d.createdAt], ["Updated", d.updatedAt],
       ]);
     },
   },
@@ -116,11 +124,15 @@ export const deploymentCommand = commandGroup("deployment", "Deployments: a task
     options: {
       name: { type: "string", value: "NAME", description: "New name" },
       ...settings,
+      "disallow-sniffable-enrollment": { type: "boolean", description: "Close it again to sniffable enrollments" },
       enable: { type: "boolean", description: "Switch it on" },
       disable: { type: "boolean", description: "Switch it off" },
     },
     async run(inv) {
       if (inv.values.enable && inv.values.disable) throw new CliError("Give --enable or --disable, not both", ExitCode.USAGE);
+      if (inv.values["allow-sniffable-enrollment"] && inv.values["disallow-sniffable-enrollment"]) {
+        throw new CliError("Give --allow-sniffable-enrollment or --disallow-sniffable-enrollment, not both", ExitCode.USAGE);
+      }
       const body = {
         name: inv.str("name"), ...settingsBody(inv),
         enabled: inv.values.enable ? true : inv.values.disable ? false : undefined,

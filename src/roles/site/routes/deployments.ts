@@ -7,10 +7,11 @@ import { SlipwayError } from "../../../errors.ts";
 import { collectionInScope, computeMembership, deviceInScope, requireCollectionScope } from "../membership.ts";
 import { actor, IsoTime, Name, notFound, principal } from "./common.ts";
 import { secretReferences, type TaskSequenceDocument } from "../../../domain/task-sequence/validate.ts";
+import { ASSURANCE_LEVELS } from "../../../domain/assurance.ts";
 
 const BootPaths = z.array(z.enum(["pxe", "media"])).min(1).max(2).transform((a) => [...new Set(a)]);
 // tpm is reserved: no enrollment can reach it yet, so a deployment requiring it could never run.
-const MinimumAssurance = z.enum(["sniffable", "password", "approved", "media"]);
+const MinimumAssurance = z.enum(ASSURANCE_LEVELS);
 
 export function deploymentRoutes(site: Site): Route[] {
   async function resolve(ctx: RequestContext, tsRef: string | undefined, version: number | "latest" | undefined, collRef: string | undefined) {
