@@ -81,7 +81,9 @@ describe("agent waiting for enrollment approval", () => {
     // The re-image: the TPM proves the EK on record; no approval needed.
     assert.equal((await admin("POST", `/api/v1/deployments/${run.deploymentId}/rerun`, { device: deviceId })).status, 200);
     assert.equal(await main({ configDir, cmdline: await cmdline(), reboot: false }), 0);
-    const enrolled = ((await admin("GET", "/api/v1/audit?action=device.enroll&limit=100")).body as any[]).filter((a) => a.outcome === "success");
-    assert.equal(enrolled[0].details.assurance, "tpm", JSON.stringify(enrolled.map((a) => a.details.assurance)));
+    const device = (await admin("GET", `/api/v1/devices/${deviceId}`)).body;
+    assert.equal(device.enrollmentAssurance, "tpm", "the re-image enrolled as tpm");
+    const live = ((await admin("GET", "/api/v1/certificates")).body as any[]).filter((c) => c.device === deviceId && c.status === "active");
+    assert.deepEqual(live.map((c) => c.assurance), ["tpm"], "one live certificate, tpm");
   });
 });
