@@ -26,7 +26,7 @@ export const ErrorCodes = {
   WEAK_PASSWORD: { status: 422, message: "The password is too weak" },
   ENROLLMENT_REFUSED: { status: 401, message: "Cannot enroll: the credential is not valid for this machine" },
   PXE_PASSWORD_REQUIRED: { status: 401, message: "Cannot enroll: this site requires the PXE password" },
-  PXE_PASSWORD_LOCKED: { status: 429, message: "Cannot enroll: too many wrong PXE passwords for this machine; wait and try again" },
+  PXE_PASSWORD_LOCKED: { status: 429, message: "Cannot enroll: too many wrong PXE passwords; wait up to 15 minutes and try again" },
   CERTIFICATE_REQUIRED: { status: 401, message: "A valid device certificate is required" },
   DEVICE_BLOCKED: { status: 403, message: "The device or its certificate is blocked" },
   NOT_YOUR_RESOURCE: { status: 403, message: "Not allowed: that belongs to another device" },
