@@ -5,9 +5,10 @@
  *   client broadcasts in clear, so anyone on the link can obtain one: it proves nothing against
  *   an attacker there.
  * - `password`: a boot token plus the site's PXE password, typed at the machine, checked inside TLS.
- * - `approved`: an administrator's pre-approval of that device, spent by this enrollment.
+ * - `approved`: an administrator approved this enrollment (its certificate), having seen it.
+ *   A device's pre-approval is not that: it matches a claimed MAC and UUID, so it is `sniffable`.
  * - `media`: a media credential carried by boot media the administrator made.
- * - `tpm`: reserved — the machine proved it holds a TPM key the site already trusts.
+ * - `tpm`: the machine proved it holds the TPM endorsement key on record for its device.
  *
  * The ranks compare what an attacker on the wire must have beyond what it can sniff. Password,
  * approval and media each need something the wire does not carry (a typed secret, an

@@ -9,7 +9,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { startTestSite, type TestSite } from "../support/site.ts";
-import { fetchBytes, newMachine, type TestMachine } from "../support/device.ts";
+import { fetchBytes, newMachine, type TestMachine, enrollApproved } from "../support/device.ts";
 import { addImage } from "../../src/roles/site/content-library.ts";
 import { issueBootToken } from "../../src/roles/management/credentials.ts";
 
@@ -46,7 +46,7 @@ describe("content and enrollment assurance", () => {
     const cred = how === "boot-token"
       ? { kind: "boot-token", token: (await issueBootToken(t.site, { deviceId: d.body.id, mac: ids.macs[0], smbiosUuid: ids.smbiosUuid })).token }
       : { kind: "pre-approved" };
-    assert.equal((await m.enroll(cred)).status, 201);
+    assert.equal((how === "pre-approved" ? await enrollApproved(t, m) : await m.enroll(cred)).status, 201);
     return m;
   }
 

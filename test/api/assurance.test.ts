@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { randomBytes, createPublicKey } from "node:crypto";
 import { startTestSite, type TestSite } from "../support/site.ts";
 import { databasesUnderTest } from "../support/postgres.ts";
-import { newMachine, type TestMachine } from "../support/device.ts";
+import { newMachine, type TestMachine, enrollApproved } from "../support/device.ts";
 import { callAs, renew, type Holder } from "../support/identity.ts";
 import { issueBootToken } from "../../src/roles/management/credentials.ts";
 import { verifyPolicy } from "../../src/security/signed-policy.ts";
@@ -115,7 +115,7 @@ for (const database of databasesUnderTest()) {
         got[e.body.serial] = "password";
       });
       const viaApproval = await approved("appr-1");
-      const a = await viaApproval.m.enroll({ kind: "pre-approved" });
+      const a = await enrollApproved(t, viaApproval.m);
       assert.equal(a.status, 201, a.text);
       got[a.body.serial] = "approved";
       const cred = await admin("POST", "/api/v1/enrollment-credentials", { name: "Lab sticks", uses: 1, expiresInHours: 1 });
@@ -151,7 +151,7 @@ for (const database of databasesUnderTest()) {
       assert.equal(run.body.code, "SLIPWAY_ASSURANCE_TOO_LOW");
 
       const p = await approved("renew-appr");
-      assert.equal((await p.m.enroll({ kind: "pre-approved" })).status, 201);
+      assert.equal((await enrollApproved(t, p.m)).status, 201);
       const { r, next } = await renew(t, { keyPem: p.m.keyPem, certPem: p.m.certPem! });
       assert.equal(r.status, 201, r.text);
       assert.equal((await certificateOf(r.body.serial))?.assurance, "approved");

@@ -37,7 +37,9 @@ type Op =
   | { op: "tick"; seconds: number }
   | { op: "expire" };
 
-type Cert = { serial: string; keyPem: string; certPem: string; notAfter: string; tlsValid: boolean; status: "active" | "blocked" | "revoked"; reason: string | null };
+type Cert = { serial: string; keyPem: string; certPem: string; notAfter: string; tlsValid: boolean; status: "active" | "blocked" | "revoked"; reason: string | null;
+  /** The enrollment's assurance: media ranks above sniffable (boot token without a PXE password, pre-approval). */
+  media?: boolean };
 type Dev = {
   id: string; mac: string; uuid: string; state: "pending" | "approved" | "blocked"; armed: boolean; enrolled: boolean; certs: Cert[];
   /** Blocked or revoked since the last administrator's approval or unblock: must not come back by itself. */
@@ -182,12 +184,13 @@ for (const database of databasesUnderTest()) {
               // Fresh identifiers: media makes a new device; a boot token (bound to the device's MAC) and pre-approval fail.
               const expected = o.ids === "fresh" ? (o.via === "media" ? "new" : "no")
                 : o.ids !== "right" || d.state === "blocked" || blockedCert ? "no"
-                : o.via === "boot-token" ? (d.state === "approved" ? "ok" : "no")
+                // A weaker enrollment never displaces a live stronger certificate (a media one).
+                : o.via === "boot-token" ? (d.state === "approved" && !d.certs.some((c) => c.media && c.status === "active" && c.notAfter > siteNow()) ? "ok" : "no")
                 : o.via === "pre-approved" ? (d.state === "approved" && d.armed && !live(d) ? "ok" : "no")
                 : d.state === "approved" && !live(d) ? "ok" : "no";
               assert.equal(r.status === 201, expected !== "no", `${log.join("\n")}\n→ ${r.status} ${r.text.slice(0, 300)}`);
               if (r.status === 201) {
-                const cert: Cert = { serial: r.body.serial, keyPem: m.keyPem, certPem: r.body.certificate, notAfter: r.body.expiresAt, tlsValid: !jumped, status: "active", reason: null };
+                const cert: Cert = { serial: r.body.serial, keyPem: m.keyPem, certPem: r.body.certificate, notAfter: r.body.expiresAt, tlsValid: !jumped, status: "active", reason: null, media: o.via === "media" };
                 if (expected === "new") {
                   assert.ok(!devices.some((x) => x.id === r.body.deviceId), "a media credential made a new device");
                   devices.push({ id: r.body.deviceId, ...ids, state: "approved", armed: false, enrolled: true, certs: [cert], hold: false });
@@ -212,7 +215,7 @@ for (const database of databasesUnderTest()) {
               assert.equal(r.status === 201, ok, `${log.join("\n")}\n→ ${r.status} ${r.text.slice(0, 300)}`);
               if (next) {
                 Object.assign(c, { status: "revoked", reason: "superseded" });
-                d.certs.push({ serial: r.body.serial, ...next, notAfter: r.body.expiresAt, tlsValid: !jumped, status: "active", reason: null });
+                d.certs.push({ serial: r.body.serial, ...next, notAfter: r.body.expiresAt, tlsValid: !jumped, status: "active", reason: null, media: c.media });
                 issuedTo = d.id;
                 probe = c;
               } else {

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { X509Certificate, createPublicKey, randomBytes } from "node:crypto";
 import * as x509 from "@peculiar/x509";
 import { startTestSite, adminWithRoles, type TestSite } from "../support/site.ts";
-import { newMachine, request, type TestMachine } from "../support/device.ts";
+import { newMachine, request, type TestMachine, enrollApproved } from "../support/device.ts";
 import { issueBootToken } from "../../src/roles/management/credentials.ts";
 import { verifyPolicy, PolicyError } from "../../src/security/signed-policy.ts";
 import { canonicalJson } from "../../src/security/canonical-json.ts";
@@ -134,9 +134,9 @@ describe("device identity and the management point", () => {
     before(async () => {
       ({ m: a, id: aId } = await approvedMachine("lab-a", { attributes: { room: "L1" } }));
       ({ m: b, id: bId } = await approvedMachine("lab-b", { attributes: { room: "L1" } }));
-      // Pre-approved, not a boot token alone: secrets never go to a sniffable enrollment (test/api/assurance.test.ts).
-      assert.equal((await a.enroll({ kind: "pre-approved" })).status, 201);
-      assert.equal((await b.enroll({ kind: "pre-approved" })).status, 201);
+      // Approved enrollments, not a boot token alone: secrets never go to a sniffable enrollment (test/api/assurance.test.ts).
+      assert.equal((await enrollApproved(t, a)).status, 201);
+      assert.equal((await enrollApproved(t, b)).status, 201);
       await admin("POST", "/api/v1/collections", { name: "Lab L1", rule: "attributes.room == 'L1'" });
       await admin("POST", "/api/v1/variables", { scope: "site", name: "JoinCredential", value: canary, secret: true });
       await admin("POST", "/api/v1/variables", { scope: "site", name: "TimeZone", value: "UTC" });

@@ -169,12 +169,39 @@ for (const database of databasesUnderTest()) {
       assert.equal(e.status, 401, e.text);
       assert.equal(e.body.code, "SLIPWAY_ENROLLMENT_REFUSED");
       assert.ok((await audit("device.enroll")).some((a) => a.outcome === "denied" && /TPM proof failed/.test(a.details?.reason ?? "")), "the forged proof is audited");
-      // With the password cleared, the attacker's sniffable enrollment would be no better: it
-      // does not displace the real machine's live tpm identity.
+      // With the password cleared, the attacker's sniffable enrollment would be no better: the
+      // device is bound to a TPM, so it is refused — before it spends the token the real machine
+      // boots with (boot tokens are handed out again to whoever asks with the MAC and UUID).
       await setPassword(false);
-      e = await enrollWith(attacker, await bootToken(i, id), { tpm: other });
+      const shared = await bootToken(i, id);
+      e = await enrollWith(attacker, shared, { tpm: other });
       assert.equal(e.status, 401, e.text);
-      assert.ok((await audit("device.enroll")).some((a) => a.outcome === "denied" && /does not displace/.test(a.details?.reason ?? "")), "audited");
+      e = await enrollWith(attacker, shared);
+      assert.equal(e.status, 401, e.text);
+      e = await attacker.enroll({ kind: "pre-approved" });
+      assert.equal(e.status, 401, e.text);
+      const refusals = (await audit("device.enroll")).filter((a) => a.outcome === "denied").map((a) => a.details?.reason ?? "");
+      assert.ok(refusals.some((r) => /bound to a TPM and the machine proved none/.test(r)), "audited");
+      assert.ok(refusals.some((r) => /bound to a TPM; pre-approval does not enroll it/.test(r)), "audited");
+      const realAgain = await newMachine(t, i);
+      e = await enrollWith(realAgain, shared, { tpm: mine });
+      assert.equal(e.status, 201, `the token the attacker tried is still the real machine's: ${e.text}`);
+      assert.equal(e.body.assurance, "tpm");
+      m.close();
+      m = realAgain;
+      // A captured answer does not work with another token: challenges are bound to the token.
+      const captured = await withTpm(mine, async (x) => {
+        const tok = await bootToken(i, id);
+        const c = await challenge(tok, x.identity());
+        const credential = Buffer.from(await x.activate(Buffer.from(c.body.challenge.credentialBlob, "base64"), Buffer.from(c.body.challenge.secret, "base64"))).toString("base64");
+        return { ...x.identity(), proof: { nonce: c.body.challenge.nonce, expiresAt: c.body.challenge.expiresAt, credential } };
+      });
+      const replay = await newMachine(t, i);
+      const other2 = await (await import("../../src/roles/management/credentials.ts")).issueBootToken(t.site, { deviceId: id, mac: i.macs[0], smbiosUuid: i.smbiosUuid });
+      e = await replay.enroll({ kind: "boot-token", token: other2.token }, {}, { tpm: captured });
+      assert.equal(e.status, 401, `a replayed answer with another token: ${e.text}`);
+      assert.ok((await audit("device.enroll")).some((a) => a.outcome === "denied" && /TPM proof failed/.test(a.details?.reason ?? "")));
+      replay.close();
       assert.notEqual((await askSecret(attacker)).status, 200, "the attacker gets no secret");
       // The real machine still holds its identity and still gets its secret.
       const again = await m.call("GET", "/mp/v1/policy?bootPath=pxe");

@@ -103,3 +103,16 @@ export function fetchBytes(url: string, ca: string, who: { keyPem: string; certP
     req.end();
   });
 }
+
+/**
+ * Enrolls `m` with its device's pre-approval (which proves only the MAC and UUID: `sniffable`)
+ * and has the site's administrator approve that enrollment, as `slipway enrollment approve`
+ * does: the reply of the enrollment, its assurance now `approved`.
+ */
+export async function enrollApproved(t: TestSite, m: TestMachine): Promise<Reply> {
+  const r = await m.enroll({ kind: "pre-approved" });
+  if (r.status !== 201) return r;
+  const a = await t.request("POST", "/api/v1/enrollments/approve", { token: t.adminToken, body: { serials: [r.body.serial] } });
+  if (a.status !== 200 || a.body.enrollments.length !== 1) throw new Error(`Cannot approve enrollment ${r.body.serial}: ${a.status} ${a.text}`);
+  return { ...r, body: { ...r.body, assurance: "approved" } };
+}

@@ -201,7 +201,7 @@ async function enrollOrRefuse(site: Site, body: EnrollBody, ip: string): Promise
     // A machine that proves it holds the TPM endorsement key on record for the device needs no
     // PXE password: nothing on the wire lets anyone else answer the TPM's challenge.
     try {
-      tpm = { proven: provenEk(site, device.id, body.tpm), onRecord: (await s.deviceTpm.of(device.id))?.fingerprint ?? null };
+      tpm = { proven: provenEk(site, device.id, c.id, body.tpm), onRecord: (await s.deviceTpm.of(device.id))?.fingerprint ?? null };
     } catch (err) {
       if (err instanceof TpmProofError) throw new Refused(`TPM proof failed: ${err.message}`);
       throw err;
@@ -217,6 +217,12 @@ async function enrollOrRefuse(site: Site, body: EnrollBody, ip: string): Promise
       if (pxe.result === "required") throw new Refused(pxe.reason, new SlipwayError("PXE_PASSWORD_REQUIRED"));
       if (pxe.result === "wrong") throw new Refused(pxe.reason);
       assurance = passwordSet ? "password" : "sniffable";
+      // A device bound to a TPM is that TPM: anyone can present its MAC, UUID and boot token, so
+      // a sniffable enrollment is refused before it spends the token the real machine boots with.
+      if (assurance === "sniffable" && tpm.onRecord) {
+        throw new Refused(tpm.proven ? "the device is bound to another TPM endorsement key; a sniffable enrollment is refused"
+          : "the device is bound to a TPM and the machine proved none; a sniffable enrollment is refused");
+      }
     }
   } else if (cred.kind === "media") {
     const c = await s.enrollment.byHash(hashToken(cred.secret));
@@ -229,10 +235,14 @@ async function enrollOrRefuse(site: Site, body: EnrollBody, ip: string): Promise
     assurance = "media";
   } else {
     // Pre-approval trusts the MAC and UUID a machine claims — spoofable on the wire — so it
-    // serves one enrollment only, and every identifier on record must match.
+    // serves one enrollment only, every identifier on record must match, and it proves no more
+    // than a boot token: `sniffable`. (`approved` is an administrator approving an enrollment.)
     device = await matchDevice(s, inv);
     if (!device) throw new Refused("no pre-approved device with these identifiers");
-    assurance = "approved";
+    assurance = "sniffable";
+  }
+  if (device && cred.kind === "pre-approved" && (await s.deviceTpm.of(device.id))) {
+    throw new Refused("the device is bound to a TPM; pre-approval does not enroll it");
   }
   const seen = device ? await s.devices.enrollmentOf(device.id) : undefined;
   if (device) {

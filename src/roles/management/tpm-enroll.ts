@@ -70,7 +70,8 @@ export async function tpmChallenge(site: Site, body: z.infer<typeof ChallengeBod
   const recorded = await s.deviceTpm.of(c.deviceId);
   if (recorded && recorded.fingerprint !== fingerprint) return { challenge: null };
   try {
-    return { challenge: makeChallenge(challengeKey(site), c.deviceId, body.tpm.ekPublic, body.tpm.objectPublic, site.now()) };
+    // Bound to the boot token (single use) as well as the device: an answer works once, with this token.
+    return { challenge: makeChallenge(challengeKey(site), `${c.deviceId}/${c.id}`, body.tpm.ekPublic, body.tpm.objectPublic, site.now()) };
   } catch (err) {
     if (err instanceof TpmProofError) throw new SlipwayError("VALIDATION", `Cannot make a TPM challenge: ${err.message}`);
     throw err;
@@ -81,7 +82,7 @@ export async function tpmChallenge(site: Site, body: z.infer<typeof ChallengeBod
  * The EK a machine proved it holds in its enrollment, or null when it sent no proof. Throws
  * TpmProofError when it sent one that does not hold (a copied or made-up answer).
  */
-export function provenEk(site: Site, deviceId: string, tpm: EnrollTpm | undefined): { spki: string; fingerprint: string } | null {
+export function provenEk(site: Site, deviceId: string, tokenId: string, tpm: EnrollTpm | undefined): { spki: string; fingerprint: string } | null {
   if (!tpm?.proof) return null;
-  return checkAnswer(challengeKey(site), deviceId, { ekPublic: tpm.ekPublic, objectPublic: tpm.objectPublic, ...tpm.proof }, site.now());
+  return checkAnswer(challengeKey(site), `${deviceId}/${tokenId}`, { ekPublic: tpm.ekPublic, objectPublic: tpm.objectPublic, ...tpm.proof }, site.now());
 }
