@@ -63,7 +63,7 @@ async function tpmPart(client: MpClient, token: string): Promise<TpmPart | undef
   }
 }
 
-async function enroll(client: MpClient, cfg: AgentConfig, inv: Inventory): Promise<{ deviceId: string; deviceName: string; assurance?: string; awaitingApproval?: boolean }> {
+async function enroll(client: MpClient, cfg: AgentConfig, inv: Inventory): Promise<{ deviceId: string; deviceName: string; serial?: string; assurance?: string; awaitingApproval?: boolean }> {
   if (!cfg.token) throw new ConfigError("Cannot enroll: the kernel command line has no slipway.token= (boot through Slipway's PXE)");
   const { keyPem, csrPem } = await createKeyAndCsr();
   const tpm = await tpmPart(client, cfg.token);
@@ -72,7 +72,7 @@ async function enroll(client: MpClient, cfg: AgentConfig, inv: Inventory): Promi
     try {
       const body = { credential: { kind: "boot-token", token: cfg.token, ...(pxePassword !== undefined ? { pxePassword } : {}) }, csr: csrPem,
         inventory: { ...inv, disks: inv.disks.slice(0, 64), macs: inv.macs.slice(0, 16) }, ...(tpm ? { tpm } : {}) };
-      const r = await client.jsonRetry<{ deviceId: string; deviceName: string; certificate: string; assurance?: string; awaitingApproval?: boolean }>("POST", "/mp/v1/enroll", body);
+      const r = await client.jsonRetry<{ deviceId: string; deviceName: string; certificate: string; serial?: string; assurance?: string; awaitingApproval?: boolean }>("POST", "/mp/v1/enroll", body);
       client.setIdentity({ keyPem, certPem: r.certificate });
       return r;
     } catch (err) {
@@ -132,7 +132,7 @@ export async function main(opts: { configDir: string; cmdline: string; reboot: b
       // A sniffable enrollment gets only what needs no more; the rest waits for an administrator
       // to approve this enrollment (slipway enrollment approve), which the policy then shows.
       if (me.awaitingApproval && policy.deployments.length === 0) {
-        say("waiting for an administrator to approve this enrollment (slipway enrollment pending / approve)");
+        say(`waiting for an administrator to approve this enrollment: serial ${me.serial ?? "-"} (slipway enrollment pending / approve)`);
         const until = Date.now() + APPROVAL_WAIT_MS;
         while (policy.deployments.length === 0 && Date.now() < until) {
           await new Promise((r) => setTimeout(r, APPROVAL_POLL_MS));

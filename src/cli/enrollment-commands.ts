@@ -5,7 +5,7 @@ import { integer } from "./arguments.ts";
 
 type Pending = {
   serial: string; deviceId: string; deviceName: string; macs: string[]; smbiosUuid: string | null; link: string | null;
-  enrolledAt: string; ekFingerprint: string | null;
+  enrolledAt: string; ekFingerprint: string | null; contested: number;
 };
 
 const filter = {
@@ -21,6 +21,7 @@ function table(inv: Invocation, rows: Pending[], empty: string): void {
     { header: "SMBIOS UUID", value: (e) => e.smbiosUuid, max: 36 },
     { header: "EK FINGERPRINT", value: (e) => (e.ekFingerprint ? e.ekFingerprint.slice(0, 23) + "…" : null) },
     { header: "ENROLLED", value: (e) => e.enrolledAt },
+    { header: "CONTESTED", value: (e) => (e.contested ? `yes (${e.contested} more)` : null) },
     { header: "SERIAL", value: (e) => e.serial, max: 20 },
   ], empty);
 }
@@ -47,6 +48,7 @@ const subcommands: Record<string, Subcommand> = {
       "Needs the device.approve permission; a scoped administrator approves only enrollments of devices in its scopes.",
       "Approving records on the device the TPM endorsement key the enrollment proved (when it has none): its later enrollments are then `tpm`, unattended.",
       "Review first: slipway enrollment pending --link lab0 --since 10m, then slipway enrollment approve --link lab0 --since 10m --expect 40.",
+      "A contested enrollment (its device enrolled more than once within the hour: an impostor may be among them) is approved only by SERIAL; the machine's agent shows its serial on the console while it waits.",
     ].join("\n"),
     async run(inv) {
       const serials = inv.positionals;
@@ -54,11 +56,14 @@ const subcommands: Record<string, Subcommand> = {
       if (!serials.length && !filtered) throw new CliError("Give SERIALs, or --link/--since (or --all)", ExitCode.USAGE);
       const expect = inv.str("expect");
       const dryRun = inv.values["dry-run"] === true;
-      const r = await inv.api().post<{ dryRun: boolean; enrollments: Pending[] }>("/api/v1/enrollments/approve", {
+      const r = await inv.api().post<{ dryRun: boolean; enrollments: Pending[]; contested: Pending[] }>("/api/v1/enrollments/approve", {
         ...(serials.length ? { serials } : {}), link: inv.str("link"), since: inv.str("since"), ...(inv.values.all === true ? { all: true } : {}),
         ...(expect !== undefined ? { expect: integer(expect, "--expect", 0, 100_000) } : {}), dryRun,
       });
       inv.out.result(r, () => {
+        for (const e of r.contested) {
+          inv.out.line(`Not approved: ${e.deviceName} (serial ${e.serial}) is contested — its device enrolled ${e.contested + 1} times within the hour; check the serial on the machine's console and approve it by serial`);
+        }
         if (!r.enrollments.length) return inv.out.line("No pending enrollment matches.");
         table(inv, r.enrollments, "");
         const n = `${r.enrollments.length} enrollment${r.enrollments.length === 1 ? "" : "s"}`;

@@ -147,6 +147,31 @@ for (const database of databasesUnderTest()) {
       for (const x of [...early, ...lab]) x.m.close();
     });
 
+    it("an impostor enrolling as a waiting machine makes its enrollment contested: a filter never approves it, nor records the impostor's EK", async () => {
+      const real = await sniffable(sw);
+      const impostorTpm = await startSwtpm(path.join(dir, "impostor-tpm"));
+      try {
+        const impostor = await newMachine(t, { macs: real.m.macs, smbiosUuid: real.m.smbiosUuid });
+        const e = await enrollAs(impostor, real.id, impostorTpm);
+        assert.equal(e.status, 201, e.text);
+        const shown = JSON.parse((await cli(["enrollment", "pending", "--json"])).stdout) as { serial: string; deviceId: string; contested: number }[];
+        const row = shown.find((x) => x.deviceId === real.id)!;
+        assert.equal(row.serial, e.body.serial, "only the newest enrollment is live");
+        assert.equal(row.contested, 1, "it is marked contested");
+        const bulk = await cli(["enrollment", "approve", "--all"]);
+        assert.equal(bulk.code, 0, bulk.stderr);
+        assert.match(bulk.stdout, /Not approved: .* is contested/);
+        assert.equal((await askSecret(impostor)).status, 403, "the impostor is not approved by a filter");
+        assert.equal((await admin("GET", `/api/v1/devices/${real.id}/tpm`)).body.ekFingerprint, null, "no EK recorded");
+        assert.ok(((await admin("GET", "/api/v1/audit?action=enrollment.approve.bulk&limit=100")).body as any[])
+          .some((a) => a.outcome === "denied" && (a.details?.serials ?? []).includes(e.body.serial)), "audited");
+        impostor.close();
+      } finally {
+        await impostorTpm.stop();
+        real.m.close();
+      }
+    });
+
     it("needs device.approve, a filter or serials, and refuses bad input unchanged", async () => {
       const x = await sniffable();
       assert.equal((await cli(["enrollment", "approve"])).code, ExitCode.USAGE);

@@ -13,6 +13,12 @@
  * approves only enrollments of devices in its scopes. One transaction; one bulk audit entry plus
  * one per enrollment. `expect` refuses (changing nothing) unless exactly that many match: anyone
  * on a PXE link can make enrollments appear, so count them first.
+ *
+ * An impostor with a sniffed MAC and UUID can enroll as a device too, superseding the real
+ * machine's sniffable enrollment (or being superseded by it): nothing the site sees tells them
+ * apart. An enrollment whose device enrolled more than once in the last CONTESTED_WINDOW is
+ * `contested`: a filter (link, since, all) never approves it; only naming its serial does, after
+ * checking at the machine — the agent prints its serial on the console while it waits.
  */
 import { z } from "zod";
 import type { Principal, Route } from "../http.ts";
@@ -23,6 +29,9 @@ import { computeMembership, deviceInScope } from "../membership.ts";
 import { FIRST_SEEN_LINK, sinceTime } from "../../../domain/pending.ts";
 import type { Device } from "../../../domain/device.ts";
 import { actor, principal } from "./common.ts";
+
+/** An enrollment is contested when its device enrolled more than once within this long. */
+export const CONTESTED_WINDOW_MS = 60 * 60_000;
 
 const Link = z.string().min(1).max(64).regex(/^[A-Za-z0-9_.:@-]+$/, "an interface name");
 const Since = z.string().min(2).max(64);
@@ -40,6 +49,8 @@ const ApproveBody = z.strictObject({
 export type PendingEnrollment = {
   serial: string; deviceId: string; deviceName: string; deviceState: string; macs: string[]; smbiosUuid: string | null;
   link: string | null; enrolledAt: string; expiresAt: string; ekFingerprint: string | null;
+  /** Other enrollments of the same device within CONTESTED_WINDOW_MS: an impostor may be among them. */
+  contested: number;
 };
 
 type Filter = { serials?: string[]; link?: string; since?: string };
@@ -61,6 +72,7 @@ async function pending(site: Site, s: Stores, p: Principal, f: Filter): Promise<
   const now = site.now().toISOString();
   const m = await computeMembership(s);
   const devices = new Map<string, Device | undefined>();
+  const contestSince = new Date(site.now().getTime() - CONTESTED_WINDOW_MS).toISOString();
   const out: PendingEnrollment[] = [];
   let outOfScope = 0;
   for (const c of await s.certificates.list({ status: "active" })) {
@@ -77,8 +89,10 @@ async function pending(site: Site, s: Stores, p: Principal, f: Filter): Promise<
       outOfScope++;
       continue;
     }
+    const others = (await s.certificates.list({ deviceId: d.id }))
+      .filter((x) => x.kind === "device" && x.serial !== c.serial && !x.issuedVia.startsWith("renewal:") && x.createdAt >= contestSince).length;
     out.push({ serial: c.serial, deviceId: d.id, deviceName: d.name, deviceState: d.state, macs: d.macs, smbiosUuid: d.smbiosUuid, link,
-      enrolledAt, expiresAt: c.notAfter, ekFingerprint: (await s.deviceTpm.provenBy(c.serial))?.fingerprint ?? null });
+      enrolledAt, expiresAt: c.notAfter, ekFingerprint: (await s.deviceTpm.provenBy(c.serial))?.fingerprint ?? null, contested: others });
   }
   return { mine: out, outOfScope };
 }
@@ -107,7 +121,11 @@ export function enrollmentRoutes(site: Site): Route[] {
         const now = site.now().toISOString();
         const result = await site.db.transaction(async (tx) => {
           const s = stores(tx);
-          const { mine, outOfScope } = await pending(site, s, p, f);
+          const found = await pending(site, s, p, f);
+          const outOfScope = found.outOfScope;
+          // A filter never approves a contested enrollment; naming its serial does.
+          const mine = b.serials ? found.mine : found.mine.filter((e) => e.contested === 0);
+          const skipped = b.serials ? [] : found.mine.filter((e) => e.contested > 0);
           if (b.expect !== undefined && mine.length !== b.expect) {
             throw new SlipwayError("CONFLICT", `Cannot approve: ${mine.length} enrollment${mine.length === 1 ? "" : "s"} match, not the ${b.expect} expected; nothing changed`);
           }
@@ -115,7 +133,11 @@ export function enrollmentRoutes(site: Site): Route[] {
             await site.audit.append({ actor: actor(ctx), action: "enrollment.approve.bulk", outcome: "denied",
               details: { reason: "enrollments outside your scopes were left as they are", count: outOfScope } }, tx);
           }
-          if (b.dryRun || mine.length === 0) return mine;
+          if (skipped.length > 0) {
+            await site.audit.append({ actor: actor(ctx), action: "enrollment.approve.bulk", outcome: "denied",
+              details: { reason: "contested enrollments (their device enrolled more than once within the hour) are approved only by serial", serials: skipped.map((e) => e.serial) } }, tx);
+          }
+          if (b.dryRun || mine.length === 0) return { mine, skipped };
           for (const e of mine) {
             await tx.run(`UPDATE certificates SET assurance = 'approved' WHERE (enrollment_serial = ? OR serial = ?) AND assurance = 'sniffable'`, [e.serial, e.serial]);
             await tx.run(`UPDATE devices SET enrolled_assurance = 'approved', updated_at = ? WHERE id = ? AND enrolled_assurance = 'sniffable'`, [now, e.deviceId]);
@@ -130,9 +152,9 @@ export function enrollmentRoutes(site: Site): Route[] {
           }
           await site.audit.append({ actor: actor(ctx), action: "enrollment.approve.bulk",
             details: { filter: { link: b.link ?? null, since: f.since ?? null, serials: b.serials ?? null, all: b.all ?? false }, serials: mine.map((e) => e.serial), devices: mine.map((e) => e.deviceId) } }, tx);
-          return mine;
+          return { mine, skipped };
         });
-        return { body: { dryRun: b.dryRun ?? false, enrollments: result } };
+        return { body: { dryRun: b.dryRun ?? false, enrollments: result.mine, contested: result.skipped } };
       },
     },
   ];
