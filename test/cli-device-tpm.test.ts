@@ -61,4 +61,21 @@ describe("slipway device tpm", () => {
     assert.equal((await cli(["device", "tpm", "lab-pc-07", "--clear"])).code, ExitCode.NOT_FOUND);
     assert.equal((await cli(["device", "tpm", "lab-pc-07", "--clear", "--import", pemFile])).code, ExitCode.USAGE);
   });
+
+  it("sets, shows and clears the TPM manufacturer roots; a file that is not PEM is refused", async () => {
+    const { manufactureTpm } = await import("./support/swtpm.ts");
+    const { rootsPem } = manufactureTpm(path.join(dir, "made"), path.join(dir, "vendor"));
+    const file = path.join(dir, "roots.pem");
+    fs.writeFileSync(file, rootsPem);
+    const set = await cli(["tpm", "roots", "--set", file]);
+    assert.equal(set.code, 0, set.stderr);
+    assert.match(set.stdout, /swtpm-localca-rootca/);
+    assert.match((await cli(["tpm", "roots"])).stdout, /swtpm-localca/);
+    const bad = path.join(dir, "bad.pem");
+    fs.writeFileSync(bad, "not a certificate, not at all, not even close to PEM text.");
+    assert.equal((await cli(["tpm", "roots", "--set", bad])).code, ExitCode.INVALID);
+    assert.equal(JSON.parse((await cli(["tpm", "roots", "--json"])).stdout).certificates.length, 2, "unchanged");
+    assert.equal((await cli(["tpm", "roots", "--clear"])).code, 0);
+    assert.match((await cli(["tpm", "roots"])).stdout, /No TPM manufacturer roots/);
+  });
 });

@@ -6,6 +6,7 @@ import type { Command } from "./command.ts";
 import { accountCommands } from "./account-commands.ts";
 import { deviceCommand } from "./device-commands.ts";
 import { enrollmentCommand } from "./enrollment-commands.ts";
+import { tpmCommand } from "./tpm-commands.ts";
 import { collectionCommand } from "./collection-commands.ts";
 import { variableCommand } from "./variable-commands.ts";
 import { taskSequenceCommand } from "./task-sequence-commands.ts";
@@ -19,6 +20,7 @@ export const clientCommands: Record<string, Command> = {
   ...accountCommands,
   device: deviceCommand,
   enrollment: enrollmentCommand,
+  tpm: tpmCommand,
   collection: collectionCommand,
   variable: variableCommand,
   ts: taskSequenceCommand,

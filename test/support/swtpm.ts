@@ -6,7 +6,8 @@
  * so a machine keeps its EK between the two.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 
@@ -55,4 +56,24 @@ export async function swtpmForQemu(stateDir: string): Promise<Swtpm & { qemuArgs
     stateDir, socket, stop: stopper(child),
     qemuArgs: ["-chardev", `socket,id=chrtpm,path=${socket}`, "-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0"],
   };
+}
+
+/**
+ * Manufactures a TPM as a vendor would: `swtpm_setup --create-ek-cert` stores an EK certificate
+ * in the TPM's NV memory, issued by a local CA (swtpm_localca) kept in `caDir` — a stand-in for
+ * the TPM vendor. Returns the CA's certificates (intermediate and root, PEM): what an
+ * administrator configures as TPM manufacturer roots.
+ */
+export function manufactureTpm(stateDir: string, caDir: string): { rootsPem: string } {
+  mkdirSync(stateDir, { recursive: true });
+  mkdirSync(caDir, { recursive: true });
+  const conf = path.join(caDir, "localca.conf");
+  if (!existsSync(conf)) {
+    writeFileSync(conf, `statedir = ${caDir}\nsigningkey = ${caDir}/signkey.pem\nissuercert = ${caDir}/issuercert.pem\ncertserial = ${caDir}/certserial\n`);
+    writeFileSync(path.join(caDir, "localca.options"), "");
+    writeFileSync(path.join(caDir, "setup.conf"), `create_certs_tool = /usr/bin/swtpm_localca\ncreate_certs_tool_config = ${conf}\n` +
+      `create_certs_tool_options = ${caDir}/localca.options\nactive_pcr_banks = sha256\n`);
+  }
+  execFileSync("swtpm_setup", ["--tpm2", "--tpmstate", stateDir, "--create-ek-cert", "--config", path.join(caDir, "setup.conf"), "--overwrite"], { stdio: "pipe" });
+  return { rootsPem: readFileSync(path.join(caDir, "issuercert.pem"), "utf8") + readFileSync(path.join(caDir, "swtpm-localca-rootca-cert.pem"), "utf8") };
 }

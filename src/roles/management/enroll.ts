@@ -30,7 +30,7 @@ import { SlipwayError } from "../../errors.ts";
 import { nameProblem } from "../../domain/name.ts";
 import { checkPxePassword, pxePasswordHash } from "./credentials.ts";
 import { assuranceRank, mayReceiveSecrets, type Assurance } from "../../domain/assurance.ts";
-import { EnrollTpm, provenEk } from "./tpm-enroll.ts";
+import { ekCertificateRefusal, EnrollTpm, provenEk } from "./tpm-enroll.ts";
 import { devicePolicy } from "./policy.ts";
 import { parseEkPublic, TpmProofError } from "../../security/tpm-credential.ts";
 
@@ -244,6 +244,8 @@ async function enrollOrRefuse(site: Site, body: EnrollBody, ip: string): Promise
   if (device && cred.kind === "pre-approved" && (await s.deviceTpm.of(device.id))) {
     throw new Refused("the device is bound to a TPM; pre-approval does not enroll it");
   }
+  // With TPM manufacturer roots configured, an EK is recorded only with an EK certificate chaining to one.
+  const ekUncertified = tpm.proven && tpm.onRecord === null ? await ekCertificateRefusal(site, tpm.proven.spki, body.tpm?.ekCertificate) : null;
   const seen = device ? await s.devices.enrollmentOf(device.id) : undefined;
   if (device) {
     const no = await refusal(s, device, seen!, cred.kind, nowIso);
@@ -298,6 +300,7 @@ async function enrollOrRefuse(site: Site, body: EnrollBody, ip: string): Promise
     if (tpm.proven && tpm.onRecord === null && mayReceiveSecrets(assurance)) {
       const holder = await t.deviceTpm.deviceByFingerprint(tpm.proven.fingerprint);
       if (holder && holder !== d.id) ekRefused = `the endorsement key is bound to device ${holder}`;
+      else if (ekUncertified) ekRefused = ekUncertified;
       else if (await t.deviceTpm.recordIfNone(d.id, { ek: tpm.proven.spki, fingerprint: tpm.proven.fingerprint, source: assurance, recordedAt: nowIso, recordedBy: `device:${d.id}` })) {
         ekRecorded = tpm.proven.fingerprint;
       }
@@ -310,7 +313,8 @@ async function enrollOrRefuse(site: Site, body: EnrollBody, ip: string): Promise
     });
     // A sniffable enrollment keeps the EK it proved on its certificate: an administrator who
     // approves that enrollment (POST /api/v1/enrollments/approve) records it then.
-    if (tpm.proven && !ekRecorded && tpm.onRecord === null && !mayReceiveSecrets(assurance)) await t.deviceTpm.noteProven(issued.serial, tpm.proven);
+    if (tpm.proven && !ekRecorded && tpm.onRecord === null && !mayReceiveSecrets(assurance) && !ekUncertified) await t.deviceTpm.noteProven(issued.serial, tpm.proven);
+    if (tpm.proven && !ekRecorded && tpm.onRecord === null && ekUncertified) ekRefused ??= ekUncertified;
     await site.audit.append({ actor: machine, action: "device.enroll", object: `device:${d.id}`,
       details: { via: cred.kind, assurance, serial: issued.serial, ip, expiresAt: issued.notAfter.toISOString(), superseded, preApprovalSpent: seen?.preApproved ?? false,
         ...(tpm.proven || tpm.onRecord ? { tpm: { proven: tpm.proven?.fingerprint ?? null, onRecord: tpm.onRecord,

@@ -15,6 +15,7 @@ import { adminRoutes } from "./routes/admins.ts";
 import { deviceRoutes } from "./routes/devices.ts";
 import { deviceTpmRoutes } from "./routes/device-tpm.ts";
 import { enrollmentRoutes } from "./routes/enrollments.ts";
+import { tpmRootRoutes } from "./routes/tpm-roots.ts";
 import { collectionRoutes } from "./routes/collections.ts";
 import { variableRoutes } from "./routes/variables.ts";
 import { taskSequenceRoutes } from "./routes/task-sequences.ts";
@@ -34,6 +35,7 @@ export function siteRoutes(site: Site, opts: { loginLimiter?: RateLimiter } = {}
     ...deviceRoutes(site),
     ...deviceTpmRoutes(site),
     ...enrollmentRoutes(site),
+    ...tpmRootRoutes(site),
     ...collectionRoutes(site),
     ...variableRoutes(site),
     ...taskSequenceRoutes(site),

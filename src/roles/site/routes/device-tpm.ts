@@ -19,6 +19,8 @@ import { SlipwayError } from "../../../errors.ts";
 import { computeMembership, deviceInScope } from "../membership.ts";
 import { ekFingerprint, parseEkPublic, TpmProofError } from "../../../security/tpm-credential.ts";
 import { actor, notFound, principal } from "./common.ts";
+import { ekRoots } from "../../management/tpm-enroll.ts";
+import { ekCertificateProblem, parseRoots } from "../../../security/ek-certificate.ts";
 
 const ImportBody = z.strictObject({ ek: z.string().min(40).max(16 * 1024) });
 
@@ -69,7 +71,15 @@ export function deviceTpmRoutes(site: Site): Route[] {
       summary: "Import a device's TPM endorsement key (PEM public key or certificate, or the TPM public area in base64); its enrollments that prove it are then `tpm`",
       handler: async (ctx) => {
         const d = await load(ctx, "device.tpm.import");
-        const key = importedKey((ctx.body as z.infer<typeof ImportBody>).ek);
+        const text = (ctx.body as z.infer<typeof ImportBody>).ek;
+        const key = importedKey(text);
+        // A certificate is checked against the TPM manufacturer roots when there are any; a bare
+        // public key is the administrator's own decision.
+        const roots = await ekRoots(site);
+        if (roots && text.includes("-----BEGIN CERTIFICATE-----")) {
+          const problem = ekCertificateProblem(new X509Certificate(text.trim()).raw, key, parseRoots(roots));
+          if (problem) throw new SlipwayError("VALIDATION", `Cannot import the endorsement key: ${problem}`);
+        }
         const fingerprint = ekFingerprint(key);
         const now = site.now().toISOString();
         const t = await site.db.transaction(async (tx) => {
