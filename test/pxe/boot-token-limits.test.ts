@@ -18,8 +18,8 @@ import { deployToEveryone } from "../support/deployment.ts";
 
 const bin = path.resolve(import.meta.dirname, "../../bin/slipway");
 type Got = { status: number; body: string; headers: http.IncomingHttpHeaders };
-const get = (url: string): Promise<Got> => new Promise((resolve, reject) => {
-  http.get(url, { agent: false }, (res) => {
+const get = (url: string, from?: string): Promise<Got> => new Promise((resolve, reject) => {
+  http.get(url, { agent: false, ...(from ? { localAddress: from } : {}) }, (res) => {
     const chunks: Buffer[] = [];
     res.on("data", (c) => chunks.push(c));
     res.on("end", () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString(), headers: res.headers }));
@@ -132,6 +132,26 @@ describe("boot tokens asked for again, and boot script limits", () => {
     const entries = await limited();
     assert.equal(entries.length, 2);
     assert.equal(entries.find((e) => e.details.refusedUnrecorded !== 0)?.details.refusedUnrecorded, 14, "the last window's unrecorded refusals are counted");
+  });
+
+  it("someone else asking for a machine's MAC from another address does not use up that machine's requests; one address cannot use up the link's", async () => {
+    const uuid = "7b7b7b7b-0000-4000-8000-0000000000d1";
+    const { mac } = await approved(uuid);
+    // The attacker (127.0.0.2) asks for the victim's MAC until it is refused.
+    const attacker: number[] = [];
+    for (let i = 0; i < 12; i++) attacker.push((await get(`${url}/ipxe/machine?mac=${mac}&uuid=${uuid}`, "127.0.0.2")).status);
+    assert.deepEqual(attacker, [...Array(10).fill(200), 429, 429]);
+    // The machine itself (127.0.0.3) is answered, with a boot script.
+    const own = await get(`${url}/ipxe/machine?mac=${mac}&uuid=${uuid}`, "127.0.0.3");
+    assert.equal(own.status, 200, own.body);
+    assert.ok(tokenOf(own.body));
+    // One address asking with made-up MACs is stopped at 60 a minute; the link still answers others.
+    const flood: number[] = [];
+    for (let i = 0; i < 62; i++) flood.push((await get(`${url}/ipxe/machine?mac=02:00:00:7d:00:${i.toString(16).padStart(2, "0")}`, "127.0.0.4")).status);
+    assert.deepEqual(flood.slice(60), [429, 429]);
+    assert.match((await get(`${url}/ipxe/machine?mac=02:00:00:7d:01:01`, "127.0.0.4")).body, /too many boot requests from this address/);
+    assert.equal((await get(`${url}/ipxe/machine?mac=${mac}&uuid=${uuid}`, "127.0.0.5")).status, 200, "another address is still answered");
+    assert.equal((await audit("pxe.script.limited")).filter((e) => e.object === "address:127.0.0.4").length, 1, "recorded once");
   });
 
   it("a link carries a bounded number of boot script requests whatever the MACs; unknown MACs cannot flood the audit log", async () => {

@@ -57,6 +57,7 @@ export async function startBootHttp(opts: BootHttpOptions): Promise<BootHttp> {
   const clock = () => site.now().getTime();
   const perLink = new WindowCounter(limits.perLink, limits.windowMs, clock);
   const perMac = new WindowCounter(limits.perMac, limits.windowMs, clock);
+  const perSource = new WindowCounter(limits.perSource, limits.windowMs, clock);
   // One boot script at a time per MAC, so two requests at once cannot both mint a token.
   const busy = new Map<string, Promise<unknown>>();
   const oneAtATime = <T>(key: string, fn: () => Promise<T>): Promise<T> => {
@@ -71,26 +72,29 @@ export async function startBootHttp(opts: BootHttpOptions): Promise<BootHttp> {
   type Reply = { status: number; body: string; headers?: Record<string, string> };
 
   /** The answer to a request over a limit; the first of a window is audited, the rest counted. */
-  async function limited(link: PxeLink, scope: "mac" | "link", mac: string | null, hit: { record: boolean; unrecorded: number; retryAfterSeconds: number }): Promise<Reply> {
+  async function limited(link: PxeLink, scope: "mac" | "source" | "link", mac: string | null, source: string, hit: { record: boolean; unrecorded: number; retryAfterSeconds: number }): Promise<Reply> {
     if (hit.record) {
-      await site.audit.append({ actor: "pxe", action: "pxe.script.limited", outcome: "denied", object: scope === "mac" ? `mac:${mac}` : `link:${link.name}`,
-        details: { mac, link: link.name, limit: scope, max: scope === "mac" ? limits.perMac : limits.perLink, windowSeconds: limits.windowMs / 1000,
-          refusedUnrecorded: hit.unrecorded } });
+      await site.audit.append({ actor: "pxe", action: "pxe.script.limited", outcome: "denied",
+        object: scope === "mac" ? `mac:${mac}` : scope === "source" ? `address:${source}` : `link:${link.name}`,
+        details: { mac, source, link: link.name, limit: scope, max: scope === "mac" ? limits.perMac : scope === "source" ? limits.perSource : limits.perLink,
+          windowSeconds: limits.windowMs / 1000, refusedUnrecorded: hit.unrecorded } });
     }
-    const who = scope === "mac" ? "this machine" : "this network";
+    const who = scope === "mac" ? "this machine" : scope === "source" ? "this address" : "this network";
     return {
       status: 429, headers: { "retry-after": String(hit.retryAfterSeconds) },
       body: `#!ipxe\necho Slipway: too many boot requests from ${who}; wait ${hit.retryAfterSeconds} seconds and try again.\nsleep ${hit.retryAfterSeconds}\nexit 1\n`,
     };
   }
 
-  async function machineScript(link: PxeLink, url: URL): Promise<Reply> {
-    const linkHit = perLink.hit(`link:${link.name}`);
+  async function machineScript(link: PxeLink, url: URL, source: string): Promise<Reply> {
     const mac = normalizeMac(url.searchParams.get("mac") ?? "");
-    if (!linkHit.ok) return limited(link, "link", mac, linkHit);
+    const sourceHit = perSource.hit(`source:${source}`);
+    if (!sourceHit.ok) return limited(link, "source", mac, source, sourceHit);
+    const linkHit = perLink.hit(`link:${link.name}`);
+    if (!linkHit.ok) return limited(link, "link", mac, source, linkHit);
     if (!mac) return { status: 400, body: "#!ipxe\necho Slipway: this request names no MAC address\nexit 1\n" };
-    const macHit = perMac.hit(`mac:${mac}`);
-    if (!macHit.ok) return limited(link, "mac", mac, macHit);
+    const macHit = perMac.hit(`mac:${mac}@${source}`);
+    if (!macHit.ok) return limited(link, "mac", mac, source, macHit);
     return oneAtATime(mac, () => scriptFor(link, url, mac));
   }
 
@@ -169,7 +173,7 @@ export async function startBootHttp(opts: BootHttpOptions): Promise<BootHttp> {
       return;
     }
     if (url.pathname === "/ipxe/machine") {
-      const r = await machineScript(link, url);
+      const r = await machineScript(link, url, (req.socket.remoteAddress ?? "").replace(/^::ffff:/, ""));
       res.writeHead(r.status, { ...TEXT, ...r.headers }).end(r.body);
       return;
     }

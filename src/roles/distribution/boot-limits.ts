@@ -1,19 +1,24 @@
 /**
- * How often boot scripts are handed out: per MAC and per PXE link, in fixed windows. A
+ * How often boot scripts are handed out: per MAC and source address, per source address and
+ * per PXE link, in fixed windows. A MAC is only what a request claims: counting it per source
+ * means someone else asking for a machine's MAC from another address never uses up that
+ * machine's own requests; the per-source limit keeps one address from using up the link's. A
  * request over a limit is counted, not recorded one by one: the first refusal of a window says
  * so once (with how many went unrecorded since the last time), the rest are only counted.
  * Memory stays bounded whatever MACs a sender makes up.
  */
 
 export type BootLimits = {
-  /** Boot script requests one MAC may make per window (a pending machine polls every 10 s). */
+  /** Boot script requests for one MAC from one source address per window (a pending machine polls every 10 s). */
   perMac: number;
+  /** Boot script requests from one source address per window, whatever the MACs. */
+  perSource: number;
   /** Boot script requests one PXE link may carry per window, whatever the MACs. */
   perLink: number;
   windowMs: number;
 };
 
-export const DEFAULT_BOOT_LIMITS: BootLimits = { perMac: 10, perLink: 600, windowMs: 60_000 };
+export const DEFAULT_BOOT_LIMITS: BootLimits = { perMac: 10, perSource: 60, perLink: 600, windowMs: 60_000 };
 
 const MAX_KEYS = 50_000;
 
