@@ -7,7 +7,7 @@ import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { startTestSite, type TestSite } from "../support/site.ts";
-import { newMachine, type TestMachine } from "../support/device.ts";
+import { newMachine, type TestMachine, enrollApproved } from "../support/device.ts";
 
 describe("a started run and its deployment", () => {
   let t: TestSite;
@@ -33,8 +33,8 @@ describe("a started run and its deployment", () => {
     assert.equal(dep.status, 201, dep.text);
     depId = dep.body.id;
     m = await newMachine(t, ids);
-    // An administrator's pre-approval: an enrollment sure enough to receive secrets.
-    assert.equal((await m.enroll({ kind: "pre-approved" })).status, 201);
+    // An enrollment an administrator approved: sure enough to receive secrets.
+    assert.equal((await enrollApproved(t, m)).status, 201);
   });
   after(async () => {
     m.close();
