@@ -36,16 +36,24 @@ export function certificateFingerprint(c: X509Certificate): string {
  */
 export function ekCertificateProblem(certDer: Uint8Array, ek: KeyObject, roots: X509Certificate[]): string | null {
   let cert: X509Certificate;
+  let certKey: Buffer;
   try {
     cert = new X509Certificate(Buffer.from(certDer));
+    // A key of an algorithm Node does not know fails here, not at parse time.
+    certKey = cert.publicKey.export({ type: "spki", format: "der" });
   } catch {
     return "the EK certificate does not parse";
   }
-  const der = (k: KeyObject) => k.export({ type: "spki", format: "der" });
-  if (!der(cert.publicKey).equals(der(ek))) return "the EK certificate is for another key";
+  if (!certKey.equals(ek.export({ type: "spki", format: "der" }))) return "the EK certificate is for another key";
   let at = cert;
   for (let depth = 0; depth < 8; depth++) {
-    const issuer = roots.find((r) => at.checkIssued(r) && at.verify(r.publicKey));
+    const issuer = roots.find((r) => {
+      try {
+        return at.checkIssued(r) && at.verify(r.publicKey);
+      } catch {
+        return false;
+      }
+    });
     if (!issuer) return `no configured TPM manufacturer certificate issued "${at.subject.replace(/\n/g, ", ")}"`;
     if (issuer.checkIssued(issuer) && issuer.verify(issuer.publicKey)) return null;
     at = issuer;

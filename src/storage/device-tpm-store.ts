@@ -51,13 +51,28 @@ export class DeviceTpmStore {
   }
 
   /** Notes on an enrollment's certificate the EK it proved (a sniffable enrollment: recorded only when an administrator approves it). */
-  async noteProven(serial: string, ek: { spki: string; fingerprint: string }): Promise<void> {
-    await this.#db.run(`UPDATE certificates SET tpm_ek = ?, tpm_ek_fingerprint = ? WHERE serial = ?`, [ek.spki, ek.fingerprint, serial]);
+  async noteProven(serial: string, ek: { spki: string; fingerprint: string; certificate?: string }): Promise<void> {
+    await this.#db.run(`UPDATE certificates SET tpm_ek = ?, tpm_ek_fingerprint = ?, tpm_ek_certificate = ? WHERE serial = ?`,
+      [ek.spki, ek.fingerprint, ek.certificate ?? null, serial]);
   }
 
-  /** The EK an enrollment's certificate proved, if any. */
-  async provenBy(serial: string): Promise<{ spki: string; fingerprint: string } | null> {
-    const r = await this.#db.get<{ tpm_ek: string | null; tpm_ek_fingerprint: string | null }>(`SELECT tpm_ek, tpm_ek_fingerprint FROM certificates WHERE serial = ?`, [serial]);
-    return r?.tpm_ek ? { spki: r.tpm_ek, fingerprint: r.tpm_ek_fingerprint! } : null;
+  /** The EK an enrollment's certificate proved, if any, with the EK certificate the machine sent. */
+  async provenBy(serial: string): Promise<{ spki: string; fingerprint: string; certificate?: string } | null> {
+    const r = await this.#db.get<{ tpm_ek: string | null; tpm_ek_fingerprint: string | null; tpm_ek_certificate: string | null }>(
+      `SELECT tpm_ek, tpm_ek_fingerprint, tpm_ek_certificate FROM certificates WHERE serial = ?`, [serial]);
+    return r?.tpm_ek ? { spki: r.tpm_ek, fingerprint: r.tpm_ek_fingerprint!, ...(r.tpm_ek_certificate ? { certificate: r.tpm_ek_certificate } : {}) } : null;
+  }
+
+  /** Marks an enrollment's certificate (and its renewals) approved, by serial or by filter. */
+  async markApproved(serial: string, via: "serial" | "filter", at: string): Promise<void> {
+    await this.#db.run(`UPDATE certificates SET assurance = 'approved', approved_via = ?, approved_at = ? WHERE (enrollment_serial = ? OR serial = ?) AND assurance = 'sniffable'`,
+      [via, at, serial, serial]);
+  }
+
+  /** The device's live certificate approved by a filter since `since`, if any: what a new enrollment of it contests. */
+  async filterApprovedSince(deviceId: string, since: string, now: string): Promise<string | null> {
+    return (await this.#db.get<{ serial: string }>(
+      `SELECT serial FROM certificates WHERE device_id = ? AND status = 'active' AND not_after > ? AND approved_via = 'filter' AND approved_at >= ?`,
+      [deviceId, now, since]))?.serial ?? null;
   }
 }

@@ -245,6 +245,18 @@ export const migrations: Migration[] = [
       `ALTER TABLE certificates ADD COLUMN tpm_ek_fingerprint TEXT`,
     ],
   },
+  {
+    version: 12,
+    name: "certificates: the EK certificate a sniffable enrollment sent; how and when an enrollment was approved",
+    statements: [
+      // Checked against the TPM manufacturer roots configured when the enrollment is approved.
+      `ALTER TABLE certificates ADD COLUMN tpm_ek_certificate TEXT`,
+      // 'serial' (named by the administrator) or 'filter' (link/since/all); a device enrolling again
+      // within the hour after a filter approval contests it (src/roles/site/routes/enrollments.ts).
+      `ALTER TABLE certificates ADD COLUMN approved_via TEXT`,
+      `ALTER TABLE certificates ADD COLUMN approved_at TEXT`,
+    ],
+  },
 ];
 
 /** Applies every migration newer than the database's version; returns the versions applied. */

@@ -17,7 +17,7 @@ import { issueBootToken } from "../../src/roles/management/credentials.ts";
 
 // Read when the agent's module loads: wait briefly between policy requests in this test.
 process.env.SLIPWAY_APPROVAL_POLL_MS = "200";
-process.env.SLIPWAY_APPROVAL_WAIT_MS = "120000";
+process.env.SLIPWAY_APPROVAL_WAIT_MS = "20000";
 const { main } = await import("../../src/agent/main.ts");
 
 describe("agent waiting for enrollment approval", () => {

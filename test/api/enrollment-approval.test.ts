@@ -130,21 +130,60 @@ for (const database of databasesUnderTest()) {
         assert.equal(r.body.value, canary);
       }
       for (const x of early) assert.equal((await askSecret(x.m)).status, 403, "outside the filter: still sniffable");
-      assert.equal((await admin("GET", `/api/v1/devices/${lab[0].id}/tpm`)).body.ekFingerprint, ek, "approval recorded the EK the enrollment proved");
+      assert.equal((await admin("GET", `/api/v1/devices/${lab[0].id}/tpm`)).body.ekFingerprint, null, "a filter approval records no EK");
+      const one = ((await admin("GET", "/api/v1/audit?action=enrollment.approve&limit=1000")).body as any[]).find((a) => a.details?.serial === lab[0].serial);
+      assert.match(one.details.ekNotRecorded, /filter approval records no EK/);
       const bulk = (await admin("GET", "/api/v1/audit?action=enrollment.approve.bulk&limit=100")).body as any[];
       assert.equal(bulk.filter((a) => a.outcome === "success").length, 1);
       assert.equal(bulk.find((a) => a.outcome === "success").details.serials.length, 40);
       assert.equal(((await admin("GET", "/api/v1/audit?action=enrollment.approve&limit=1000")).body as any[]).length, 40);
       assert.deepEqual(JSON.parse((await cli(["enrollment", "pending", "--since", "3m", "--json"])).stdout), [], "nothing left to approve");
 
-      // That machine's next enrollment proves the EK now on record: tpm, unattended.
-      const reimaged = await newMachine(t, { macs: lab[0].m.macs, smbiosUuid: lab[0].m.smbiosUuid });
-      const e = await enrollAs(reimaged, lab[0].id, sw);
+      // An enrollment of lab[1]'s device within the hour contests the filter approval: the real
+      // machine after an impostor, or an impostor after the real machine — the site cannot tell.
+      const second = await newMachine(t, { macs: lab[1].m.macs, smbiosUuid: lab[1].m.smbiosUuid });
+      const c = await enrollAs(second, lab[1].id);
+      assert.equal(c.status, 401, c.text);
+      assert.equal((await admin("GET", `/api/v1/devices/${lab[1].id}`)).body.state, "blocked", "the device is blocked until an administrator decides");
+      assert.equal((await askSecret(lab[1].m)).status, 403, "the approved certificate is revoked");
+      const alert = ((await admin("GET", "/api/v1/audit?action=enrollment.contested&limit=10")).body as any[]).find((a) => a.object === `device:${lab[1].id}`);
+      assert.equal(alert.details.revoked, lab[1].serial);
+      second.close();
+      for (const x of [...early, ...lab]) x.m.close();
+    });
+
+    it("approving by serial records the EK the enrollment proved: the machine's re-image is then tpm, unattended", async () => {
+      const x = await sniffable(sw);
+      const ok = await cli(["enrollment", "approve", x.serial]);
+      assert.equal(ok.code, 0, ok.stderr);
+      const session = await TpmSession.open(await openTpmSocket(sw.socket));
+      const ek = parseEkPublic(session.identity().ekPublic).fingerprint;
+      await session.close();
+      assert.equal((await admin("GET", `/api/v1/devices/${x.id}/tpm`)).body.ekFingerprint, ek);
+      const reimaged = await newMachine(t, { macs: x.m.macs, smbiosUuid: x.m.smbiosUuid });
+      const e = await enrollAs(reimaged, x.id, sw);
       assert.equal(e.status, 201, e.text);
-      assert.equal(e.body.assurance, "tpm");
+      assert.equal(e.body.assurance, "tpm", "a serial approval is not contested by the machine's own re-image");
       assert.equal(e.body.awaitingApproval, false);
       reimaged.close();
-      for (const x of [...early, ...lab]) x.m.close();
+      x.m.close();
+    });
+
+    it("a pre-approval enrollment (no boot, only a claimed MAC and UUID) is never approved by a filter", async () => {
+      n++;
+      const h = n.toString(16).padStart(4, "0");
+      const ids = { macs: [`52:54:00:72:${h.slice(0, 2)}:${h.slice(2)}`], smbiosUuid: `00000000-0000-4000-8000-00000072${h}` };
+      const d = await admin("POST", "/api/v1/devices", { name: `pre-${h}`, ...ids, state: "approved", attributes: { vendor: "QEMU" } });
+      const m = await newMachine(t, ids);
+      const e = await m.enroll({ kind: "pre-approved" });
+      assert.equal(e.status, 201, e.text);
+      const r = await admin("POST", "/api/v1/enrollments/approve", { all: true });
+      assert.equal(r.status, 200, r.text);
+      assert.ok(!r.body.enrollments.some((x: any) => x.serial === e.body.serial));
+      assert.ok(r.body.contested.some((x: any) => x.serial === e.body.serial && x.preApproval));
+      assert.equal((await askSecret(m)).status, 403);
+      assert.equal((await admin("GET", `/api/v1/devices/${d.body.id}`)).body.state, "approved");
+      m.close();
     });
 
     it("an impostor enrolling as a waiting machine makes its enrollment contested: a filter never approves it, nor records the impostor's EK", async () => {

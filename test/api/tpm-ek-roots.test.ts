@@ -71,8 +71,9 @@ describe("TPM manufacturer roots", () => {
   before(async () => {
     vendorA = manufactureTpm(path.join(dir, "a1"), path.join(dir, "vendor-a")).rootsPem;
     manufactureTpm(path.join(dir, "a2"), path.join(dir, "vendor-a"));
+    manufactureTpm(path.join(dir, "a3"), path.join(dir, "vendor-a"));
     vendorB = manufactureTpm(path.join(dir, "b1"), path.join(dir, "vendor-b")).rootsPem;
-    for (const name of ["a1", "a2", "b1", "plain"]) tpms[name] = await startSwtpm(path.join(dir, name));
+    for (const name of ["a1", "a2", "a3", "b1", "plain"]) tpms[name] = await startSwtpm(path.join(dir, name));
     t = await startTestSite();
     assert.equal((await admin("PUT", "/api/v1/pxe/password", { password: PXE_PASSWORD })).status, 204);
   });
@@ -140,6 +141,45 @@ describe("TPM manufacturer roots", () => {
     } finally {
       await admin("PUT", "/api/v1/pxe/password", { password: PXE_PASSWORD });
     }
+  });
+
+  it("an EK certificate whose key does not parse is refused as such (no 500); a certificate under an old PEM label is checked like any", async () => {
+    assert.equal((await admin("PUT", "/api/v1/tpm/ek-roots", { pem: vendorA })).status, 200);
+    const id = await identityOf("a3");
+    const der = Buffer.from(id.ekCertificate!, "base64");
+    // rsaEncryption (1.2.840.113549.1.1.1) in the SubjectPublicKeyInfo, changed to an unknown algorithm.
+    const oid = Buffer.from("06092a864886f70d010101", "hex");
+    const at = der.indexOf(oid);
+    assert.ok(at > 0);
+    const broken = Buffer.from(der);
+    broken[at + oid.length - 1] = 0x7f;
+    // The same enrollment with the broken certificate: the machine enrolls; the EK is not recorded, and why.
+    n++;
+    const h = n.toString(16).padStart(4, "0");
+    const ids = { macs: [`52:54:00:73:${h.slice(0, 2)}:${h.slice(2)}`], smbiosUuid: `00000000-0000-4000-8000-00000073${h}` };
+    const d = await admin("POST", "/api/v1/devices", { name: `roots-${h}`, ...ids, state: "approved" });
+    const m = await newMachine(t, ids);
+    const token = (await issueBootToken(t.site, { deviceId: d.body.id, mac: ids.macs[0], smbiosUuid: ids.smbiosUuid })).token;
+    const s = await TpmSession.open(await openTpmSocket(tpms.a3.socket));
+    try {
+      const claim = { ...s.identity(), ekCertificate: broken.toString("base64") };
+      const c = await request(t.mp.url, { method: "POST", path: "/mp/v1/enroll/tpm-challenge", ca: t.ca, body: { token, tpm: claim } });
+      const credential = Buffer.from(await s.activate(Buffer.from(c.body.challenge.credentialBlob, "base64"), Buffer.from(c.body.challenge.secret, "base64"))).toString("base64");
+      const r = await m.enroll({ kind: "boot-token", token, pxePassword: PXE_PASSWORD }, {}, { tpm: { ...claim, proof: { nonce: c.body.challenge.nonce, expiresAt: c.body.challenge.expiresAt, credential } } });
+      assert.equal(r.status, 201, r.text);
+      assert.equal(await recorded(d.body.id), null);
+      assert.match((await lastEnrollAudit(d.body.id)).details.tpm.notRecorded, /does not parse/);
+    } finally {
+      await s.close();
+      m.close();
+    }
+    // A forged certificate (another vendor's) under "X509 CERTIFICATE" is checked, and refused.
+    const certB = new X509Certificate(Buffer.from((await identityOf("b1")).ekCertificate!, "base64")).toString()
+      .replace(/-----(BEGIN|END) CERTIFICATE-----/g, "-----$1 X509 CERTIFICATE-----");
+    const r = await admin("PUT", `/api/v1/devices/${d.body.id}/tpm`, { ek: certB });
+    assert.equal(r.status, 400, r.text);
+    assert.match(r.body.message, /no configured TPM manufacturer certificate/);
+    assert.equal(await recorded(d.body.id), null);
   });
 
   it("without roots, EKs are recorded as before, certificate or not", async () => {

@@ -35,6 +35,8 @@ import { devicePolicy } from "./policy.ts";
 import { parseEkPublic, TpmProofError } from "../../security/tpm-credential.ts";
 
 export const DEVICE_CERT_DAYS = 7;
+/** How long after an approval by filter a new enrollment of the device contests it. */
+export const FILTER_APPROVAL_WATCH_MS = 60 * 60_000;
 
 const Mac = DeviceMac;
 // A machine whose firmware reports SMBIOS's "not set" UUID has none: it is matched by MAC alone.
@@ -244,8 +246,23 @@ async function enrollOrRefuse(site: Site, body: EnrollBody, ip: string): Promise
   if (device && cred.kind === "pre-approved" && (await s.deviceTpm.of(device.id))) {
     throw new Refused("the device is bound to a TPM; pre-approval does not enroll it");
   }
+  // A device enrolling again soon after a filter approval contests it: the real machine after an
+  // impostor, or an impostor after the real machine — the site cannot tell which was which.
+  if (device) {
+    const contested = await s.deviceTpm.filterApprovedSince(device.id, new Date(now.getTime() - FILTER_APPROVAL_WATCH_MS).toISOString(), nowIso);
+    if (contested) {
+      await site.db.transaction(async (tx) => {
+        const t = stores(tx);
+        await t.certificates.setStatus(contested, "revoked", "contested", nowIso);
+        await t.devices.update(device!.id, { state: "blocked" }, nowIso);
+        await site.audit.append({ actor: "system", action: "enrollment.contested", outcome: "denied", object: `device:${device!.id}`,
+          details: { revoked: contested, reason: "the device enrolled again within the hour after its enrollment was approved by a filter: one of the two was an impostor; the device is blocked until an administrator approves it", ip, macs: inv.macs } }, tx);
+      });
+      throw new Refused(`the device's enrollment approved by a filter (${contested}) is contested by this one; both are refused and the device is blocked`);
+    }
+  }
   // With TPM manufacturer roots configured, an EK is recorded only with an EK certificate chaining to one.
-  const ekUncertified = tpm.proven && tpm.onRecord === null ? await ekCertificateRefusal(site, tpm.proven.spki, body.tpm?.ekCertificate) : null;
+  const ekUncertified = tpm.proven && tpm.onRecord === null ? await ekCertificateRefusal(site.db, tpm.proven.spki, body.tpm?.ekCertificate) : null;
   const seen = device ? await s.devices.enrollmentOf(device.id) : undefined;
   if (device) {
     const no = await refusal(s, device, seen!, cred.kind, nowIso);
@@ -313,7 +330,7 @@ async function enrollOrRefuse(site: Site, body: EnrollBody, ip: string): Promise
     });
     // A sniffable enrollment keeps the EK it proved on its certificate: an administrator who
     // approves that enrollment (POST /api/v1/enrollments/approve) records it then.
-    if (tpm.proven && !ekRecorded && tpm.onRecord === null && !mayReceiveSecrets(assurance) && !ekUncertified) await t.deviceTpm.noteProven(issued.serial, tpm.proven);
+    if (tpm.proven && !ekRecorded && tpm.onRecord === null && !mayReceiveSecrets(assurance) && !ekUncertified) await t.deviceTpm.noteProven(issued.serial, { ...tpm.proven, certificate: body.tpm?.ekCertificate });
     if (tpm.proven && !ekRecorded && tpm.onRecord === null && ekUncertified) ekRefused ??= ekUncertified;
     await site.audit.append({ actor: machine, action: "device.enroll", object: `device:${d.id}`,
       details: { via: cred.kind, assurance, serial: issued.serial, ip, expiresAt: issued.notAfter.toISOString(), superseded, preApprovalSpent: seen?.preApproved ?? false,

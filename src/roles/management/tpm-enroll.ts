@@ -13,6 +13,7 @@
  */
 import { z } from "zod";
 import type { Site } from "../site/site.ts";
+import type { Sql } from "../../storage/db.ts";
 import { stores } from "../../storage/stores.ts";
 import { hashToken } from "../../security/password.ts";
 import { SlipwayError } from "../../errors.ts";
@@ -23,16 +24,17 @@ import { ekCertificateProblem, parseRoots } from "../../security/ek-certificate.
 /** The site setting holding the TPM manufacturer roots (PEM bundle); none: EKs are recorded without a certificate check. */
 export const EK_ROOTS_SETTING = "tpm.ek-roots";
 
-export async function ekRoots(site: Site): Promise<string | null> {
-  return (await site.db.get<{ value: string }>(`SELECT value FROM site_settings WHERE key = ?`, [EK_ROOTS_SETTING]))?.value ?? null;
+/** The roots PEM, read through `db` (pass the transaction when inside one: SQLite has one writer). */
+export async function ekRoots(db: Sql): Promise<string | null> {
+  return (await db.get<{ value: string }>(`SELECT value FROM site_settings WHERE key = ?`, [EK_ROOTS_SETTING]))?.value ?? null;
 }
 
 /**
  * Why the EK a machine proved may not be recorded for lack of a manufacturer's certificate, or
  * null: always null without configured roots; with them, its EK certificate must chain to one.
  */
-export async function ekCertificateRefusal(site: Site, ekSpki: string, certificate: string | undefined): Promise<string | null> {
-  const pem = await ekRoots(site);
+export async function ekCertificateRefusal(db: Sql, ekSpki: string, certificate: string | undefined): Promise<string | null> {
+  const pem = await ekRoots(db);
   if (!pem) return null;
   if (!certificate) return "the machine sent no EK certificate, and TPM manufacturer roots are configured";
   const key = createPublicKey({ key: Buffer.from(ekSpki, "base64"), format: "der", type: "spki" });

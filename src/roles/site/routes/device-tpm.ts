@@ -22,6 +22,7 @@ import { actor, notFound, principal } from "./common.ts";
 import { ekRoots } from "../../management/tpm-enroll.ts";
 import { ekCertificateProblem, parseRoots } from "../../../security/ek-certificate.ts";
 
+const CERTIFICATE_LABEL = /-----BEGIN [A-Z0-9 ]*CERTIFICATE-----/;
 const ImportBody = z.strictObject({ ek: z.string().min(40).max(16 * 1024) });
 
 /** An EK an administrator gives: PEM public key, PEM certificate, or a TPM public area in base64. */
@@ -29,8 +30,11 @@ function importedKey(text: string): KeyObject {
   const t = text.trim();
   let key: KeyObject;
   try {
-    if (t.includes("-----BEGIN CERTIFICATE-----")) key = new X509Certificate(t).publicKey;
-    else if (t.includes("-----BEGIN")) key = createPublicKey(t);
+    // Any certificate label (CERTIFICATE, X509 CERTIFICATE, TRUSTED CERTIFICATE…) is read as a
+    // certificate, so it is checked like one; a key must say PUBLIC KEY.
+    if (CERTIFICATE_LABEL.test(t)) key = new X509Certificate(t.replace(/-----(BEGIN|END) [A-Z0-9 ]*CERTIFICATE-----/g, "-----$1 CERTIFICATE-----")).publicKey;
+    else if (t.startsWith("-----BEGIN PUBLIC KEY-----")) key = createPublicKey(t);
+    else if (t.includes("-----BEGIN")) throw new Error("a PEM block other than PUBLIC KEY or CERTIFICATE");
     else key = parseEkPublic(t).key;
   } catch (err) {
     const why = err instanceof TpmProofError ? err.message : `it is not a PEM public key, PEM certificate or TPM public area (${(err as Error).message.split("\n")[0]})`;
@@ -75,9 +79,10 @@ export function deviceTpmRoutes(site: Site): Route[] {
         const key = importedKey(text);
         // A certificate is checked against the TPM manufacturer roots when there are any; a bare
         // public key is the administrator's own decision.
-        const roots = await ekRoots(site);
-        if (roots && text.includes("-----BEGIN CERTIFICATE-----")) {
-          const problem = ekCertificateProblem(new X509Certificate(text.trim()).raw, key, parseRoots(roots));
+        const roots = await ekRoots(site.db);
+        if (roots && CERTIFICATE_LABEL.test(text)) {
+          const pem = text.trim().replace(/-----(BEGIN|END) [A-Z0-9 ]*CERTIFICATE-----/g, "-----$1 CERTIFICATE-----");
+          const problem = ekCertificateProblem(new X509Certificate(pem).raw, key, parseRoots(roots));
           if (problem) throw new SlipwayError("VALIDATION", `Cannot import the endorsement key: ${problem}`);
         }
         const fingerprint = ekFingerprint(key);

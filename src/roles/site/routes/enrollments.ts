@@ -16,9 +16,16 @@
  *
  * An impostor with a sniffed MAC and UUID can enroll as a device too, superseding the real
  * machine's sniffable enrollment (or being superseded by it): nothing the site sees tells them
- * apart. An enrollment whose device enrolled more than once in the last CONTESTED_WINDOW is
- * `contested`: a filter (link, since, all) never approves it; only naming its serial does, after
- * checking at the machine — the agent prints its serial on the console while it waits.
+ * apart. So a filter (link, since, all) approves less than a serial does:
+ *  - an enrollment whose device enrolled more than once in the last CONTESTED_WINDOW is
+ *    `contested`, and one made with a device's pre-approval (no boot at all) is too: a filter
+ *    never approves them; only naming the serial does, after checking it at the machine (the
+ *    agent prints its serial on the console while it waits);
+ *  - a filter approval never records the EK the enrollment proved (only a serial approval does,
+ *    and only with a certificate from the TPM manufacturer roots configured at that moment);
+ *  - when the device enrolls again within FILTER_APPROVAL_WATCH after a filter approval (the real
+ *    machine after an impostor, or the other way round), the approved certificate is revoked,
+ *    the device blocked and an `enrollment.contested` alert written (src/roles/management/enroll.ts).
  */
 import { z } from "zod";
 import type { Principal, Route } from "../http.ts";
@@ -29,9 +36,10 @@ import { computeMembership, deviceInScope } from "../membership.ts";
 import { FIRST_SEEN_LINK, sinceTime } from "../../../domain/pending.ts";
 import type { Device } from "../../../domain/device.ts";
 import { actor, principal } from "./common.ts";
+import { ekCertificateRefusal } from "../../management/tpm-enroll.ts";
 
 /** An enrollment is contested when its device enrolled more than once within this long. */
-export const CONTESTED_WINDOW_MS = 60 * 60_000;
+export const CONTESTED_WINDOW_MS = 24 * 60 * 60_000;
 
 const Link = z.string().min(1).max(64).regex(/^[A-Za-z0-9_.:@-]+$/, "an interface name");
 const Since = z.string().min(2).max(64);
@@ -51,6 +59,8 @@ export type PendingEnrollment = {
   link: string | null; enrolledAt: string; expiresAt: string; ekFingerprint: string | null;
   /** Other enrollments of the same device within CONTESTED_WINDOW_MS: an impostor may be among them. */
   contested: number;
+  /** Made with the device's pre-approval: no boot, only a claimed MAC and UUID. */
+  preApproval: boolean;
 };
 
 type Filter = { serials?: string[]; link?: string; since?: string };
@@ -92,7 +102,8 @@ async function pending(site: Site, s: Stores, p: Principal, f: Filter): Promise<
     const others = (await s.certificates.list({ deviceId: d.id }))
       .filter((x) => x.kind === "device" && x.serial !== c.serial && !x.issuedVia.startsWith("renewal:") && x.createdAt >= contestSince).length;
     out.push({ serial: c.serial, deviceId: d.id, deviceName: d.name, deviceState: d.state, macs: d.macs, smbiosUuid: d.smbiosUuid, link,
-      enrolledAt, expiresAt: c.notAfter, ekFingerprint: (await s.deviceTpm.provenBy(c.serial))?.fingerprint ?? null, contested: others });
+      enrolledAt, expiresAt: c.notAfter, ekFingerprint: (await s.deviceTpm.provenBy(c.serial))?.fingerprint ?? null, contested: others,
+      preApproval: c.issuedVia === "pre-approved" });
   }
   return { mine: out, outOfScope };
 }
@@ -124,8 +135,9 @@ export function enrollmentRoutes(site: Site): Route[] {
           const found = await pending(site, s, p, f);
           const outOfScope = found.outOfScope;
           // A filter never approves a contested enrollment; naming its serial does.
-          const mine = b.serials ? found.mine : found.mine.filter((e) => e.contested === 0);
-          const skipped = b.serials ? [] : found.mine.filter((e) => e.contested > 0);
+          const byFilter = !b.serials;
+          const mine = byFilter ? found.mine.filter((e) => e.contested === 0 && !e.preApproval) : found.mine;
+          const skipped = byFilter ? found.mine.filter((e) => e.contested > 0 || e.preApproval) : [];
           if (b.expect !== undefined && mine.length !== b.expect) {
             throw new SlipwayError("CONFLICT", `Cannot approve: ${mine.length} enrollment${mine.length === 1 ? "" : "s"} match, not the ${b.expect} expected; nothing changed`);
           }
@@ -135,20 +147,26 @@ export function enrollmentRoutes(site: Site): Route[] {
           }
           if (skipped.length > 0) {
             await site.audit.append({ actor: actor(ctx), action: "enrollment.approve.bulk", outcome: "denied",
-              details: { reason: "contested enrollments (their device enrolled more than once within the hour) are approved only by serial", serials: skipped.map((e) => e.serial) } }, tx);
+              details: { reason: "contested enrollments (their device enrolled more than once within a day) and pre-approval enrollments are approved only by serial", serials: skipped.map((e) => e.serial) } }, tx);
           }
           if (b.dryRun || mine.length === 0) return { mine, skipped };
           for (const e of mine) {
-            await tx.run(`UPDATE certificates SET assurance = 'approved' WHERE (enrollment_serial = ? OR serial = ?) AND assurance = 'sniffable'`, [e.serial, e.serial]);
+            await s.deviceTpm.markApproved(e.serial, byFilter ? "filter" : "serial", now);
             await tx.run(`UPDATE devices SET enrolled_assurance = 'approved', updated_at = ? WHERE id = ? AND enrolled_assurance = 'sniffable'`, [now, e.deviceId]);
             let ekRecorded: string | null = null;
+            let ekNotRecorded: string | null = null;
             const proven = await s.deviceTpm.provenBy(e.serial);
-            if (proven && !(await s.deviceTpm.deviceByFingerprint(proven.fingerprint)) &&
-                await s.deviceTpm.recordIfNone(e.deviceId, { ek: proven.spki, fingerprint: proven.fingerprint, source: "approved", recordedAt: now, recordedBy: actor(ctx) })) {
-              ekRecorded = proven.fingerprint;
+            if (proven) {
+              const uncertified = await ekCertificateRefusal(tx, proven.spki, proven.certificate);
+              if (byFilter) ekNotRecorded = "a filter approval records no EK; approve the enrollment by serial";
+              else if (uncertified) ekNotRecorded = uncertified;
+              else if (await s.deviceTpm.deviceByFingerprint(proven.fingerprint)) ekNotRecorded = "the EK is bound to another device";
+              else if (await s.deviceTpm.recordIfNone(e.deviceId, { ek: proven.spki, fingerprint: proven.fingerprint, source: "approved", recordedAt: now, recordedBy: actor(ctx) })) {
+                ekRecorded = proven.fingerprint;
+              }
             }
             await site.audit.append({ actor: actor(ctx), action: "enrollment.approve", object: `device:${e.deviceId}`,
-              details: { serial: e.serial, name: e.deviceName, link: e.link, ekRecorded } }, tx);
+              details: { serial: e.serial, name: e.deviceName, link: e.link, via: byFilter ? "filter" : "serial", ekRecorded, ...(ekNotRecorded ? { ekNotRecorded } : {}) } }, tx);
           }
           await site.audit.append({ actor: actor(ctx), action: "enrollment.approve.bulk",
             details: { filter: { link: b.link ?? null, since: f.since ?? null, serials: b.serials ?? null, all: b.all ?? false }, serials: mine.map((e) => e.serial), devices: mine.map((e) => e.deviceId) } }, tx);

@@ -22,7 +22,7 @@ export function tpmRootRoutes(site: Site): Route[] {
     {
       method: "GET", path: "/api/v1/tpm/ek-roots", access: "site.read", tag: "site",
       summary: "The TPM manufacturer certificates EK certificates must chain to before an EK is recorded (none: no check)",
-      handler: async () => ({ body: view(await ekRoots(site)) }),
+      handler: async () => ({ body: view(await ekRoots(site.db)) }),
     },
     {
       method: "PUT", path: "/api/v1/tpm/ek-roots", access: "site.write", tag: "site",
