@@ -154,15 +154,24 @@ describe("boot tokens asked for again, and boot script limits", () => {
     assert.equal((await audit("pxe.script.limited")).filter((e) => e.object === "address:127.0.0.4").length, 1, "recorded once");
   });
 
-  it("a link carries a bounded number of boot script requests whatever the MACs; unknown MACs cannot flood the audit log", async () => {
+  it("made-up MACs never use up the link's budget and cannot flood the audit log; machines on record share a bounded link budget", async () => {
     const small = await startBootHttp({ site: t.site, links: [link], port: 0, unknown: "deny", managementPointUrl: () => t.mp.url, bindToDevice: false, limits: { perLink: 15 } });
     try {
+      // Ten addresses asking with made-up MACs (what used up the link before): 404s, one audit entry per address.
       const macs = Array.from({ length: 40 }, (_, i) => `02:00:00:7c:00:${i.toString(16).padStart(2, "0")}`);
       const statuses: number[] = [];
-      for (const mac of macs) statuses.push((await get(`${small.baseUrl(link)}/ipxe/machine?mac=${mac}`)).status);
-      assert.deepEqual(statuses, [...Array(15).fill(404), ...Array(25).fill(429)]);
+      for (const [i, mac] of macs.entries()) statuses.push((await get(`${small.baseUrl(link)}/ipxe/machine?mac=${mac}`, `127.0.1.${i % 10 + 1}`)).status);
+      assert.deepEqual(statuses, Array(40).fill(404));
       const refusedEntries = (await audit("pxe.script.refused")).filter((e) => macs.includes(e.details.mac as string));
-      assert.equal(refusedEntries.length, 15);
+      assert.equal(refusedEntries.length, 10, "one per address and minute");
+      // A machine on record is still answered.
+      const uuid = "7b7b7b7b-0000-4000-8000-0000000000e1";
+      const { mac } = await approved(uuid);
+      assert.equal((await get(`${small.baseUrl(link)}/ipxe/machine?mac=${mac}&uuid=${uuid}`, "127.0.1.20")).status, 200);
+      // Machines on record, from many addresses, share the link's 15.
+      const known: number[] = [];
+      for (let i = 0; i < 16; i++) known.push((await get(`${small.baseUrl(link)}/ipxe/machine?mac=${mac}&uuid=${uuid}`, `127.0.2.${i + 1}`)).status);
+      assert.deepEqual(known, [...Array(14).fill(200), 429, 429]);
       assert.equal((await audit("pxe.script.limited")).filter((e) => e.object === "link:lo").length, 1);
     } finally {
       await small.close();

@@ -58,6 +58,8 @@ export async function startBootHttp(opts: BootHttpOptions): Promise<BootHttp> {
   const perLink = new WindowCounter(limits.perLink, limits.windowMs, clock);
   const perMac = new WindowCounter(limits.perMac, limits.windowMs, clock);
   const perSource = new WindowCounter(limits.perSource, limits.windowMs, clock);
+  /** Requests naming no device on record: the first of each source's window is audited, the rest counted. */
+  const unknownAudits = new WindowCounter(1, limits.windowMs, clock);
   // One boot script at a time per MAC, so two requests at once cannot both mint a token.
   const busy = new Map<string, Promise<unknown>>();
   const oneAtATime = <T>(key: string, fn: () => Promise<T>): Promise<T> => {
@@ -70,6 +72,7 @@ export async function startBootHttp(opts: BootHttpOptions): Promise<BootHttp> {
   };
 
   type Reply = { status: number; body: string; headers?: Record<string, string> };
+  const NOTHING_TO_BOOT: Reply = { status: 404, body: "#!ipxe\necho Slipway: nothing to boot for this machine\nexit 1\n" };
 
   /** The answer to a request over a limit; the first of a window is audited, the rest counted. */
   async function limited(link: PxeLink, scope: "mac" | "source" | "link", mac: string | null, source: string, hit: { record: boolean; unrecorded: number; retryAfterSeconds: number }): Promise<Reply> {
@@ -90,20 +93,29 @@ export async function startBootHttp(opts: BootHttpOptions): Promise<BootHttp> {
     const mac = normalizeMac(url.searchParams.get("mac") ?? "");
     const sourceHit = perSource.hit(`source:${source}`);
     if (!sourceHit.ok) return limited(link, "source", mac, source, sourceHit);
-    const linkHit = perLink.hit(`link:${link.name}`);
-    if (!linkHit.ok) return limited(link, "link", mac, source, linkHit);
     if (!mac) return { status: 400, body: "#!ipxe\necho Slipway: this request names no MAC address\nexit 1\n" };
     const macHit = perMac.hit(`mac:${mac}@${source}`);
     if (!macHit.ok) return limited(link, "mac", mac, source, macHit);
-    return oneAtATime(mac, () => scriptFor(link, url, mac));
+    return oneAtATime(mac, () => scriptFor(link, url, mac, source));
   }
 
-  async function scriptFor(link: PxeLink, url: URL, mac: string): Promise<Reply> {
+  async function scriptFor(link: PxeLink, url: URL, mac: string, source: string): Promise<Reply> {
     const uuid = normalizeUuid(url.searchParams.get("uuid") ?? "") ?? undefined;
     const s = stores(site.db);
     const device = (await s.devices.byMac(mac)) ?? (uuid ? await s.devices.bySmbiosUuid(uuid) : undefined);
-    // Only the DHCP stage records unknown machines; a script is for machines on record.
-    const decision = device ? decideBoot(device, opts.unknown) : "ignore";
+    // Only the DHCP stage records unknown machines; a script is for machines on record. Made-up
+    // MACs cost only their sender's own budget (per source) and one audit entry per source and
+    // window: they never use up the link's budget, which machines on record share.
+    if (!device) {
+      if (unknownAudits.hit(`source:${source}`).ok) {
+        await site.audit.append({ actor: "pxe", action: "pxe.script.refused", outcome: "denied", object: `mac:${mac}`,
+          details: { mac, link: link.name, source, reason: "no device on record (further ones from this address this minute are not recorded)" } });
+      }
+      return NOTHING_TO_BOOT;
+    }
+    const linkHit = perLink.hit(`link:${link.name}`);
+    if (!linkHit.ok) return limited(link, "link", mac, source, linkHit);
+    const decision = decideBoot(device, opts.unknown);
     if (decision === "wait") {
       return { status: 200, body: waitScript({ pollUrl: `${base(link)}/ipxe/machine?mac=${mac}&uuid=${uuid ?? ""}`, mac }) };
     }
