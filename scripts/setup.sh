@@ -15,7 +15,7 @@ apt_packages=()
 if [ "$want_test" = 1 ]; then
   command -v pg_ctlcluster >/dev/null 2>&1 && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || apt_packages+=(postgresql)
   # The lab (QEMU booting real firmware in network namespaces) and real network clients.
-  for pkg in qemu-system-x86 ipxe-qemu ipxe ovmf dnsmasq-base tshark curl atftp iproute2 ethtool swtpm swtpm-tools tpm2-tools; do
+  for pkg in qemu-system-x86 qemu-utils ipxe-qemu ipxe ovmf dnsmasq-base tshark curl atftp iproute2 ethtool swtpm swtpm-tools tpm2-tools; do
     dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null | grep -qx installed || apt_packages+=("$pkg")
   done
 fi

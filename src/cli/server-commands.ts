@@ -7,12 +7,12 @@ import { initSite, openSite, siteExists, type OpenSiteOptions, type Site } from 
 import { buildBootImage, DEFAULT_CMDLINE, type BootImage } from "../media/boot-image.ts";
 import { startSiteServer } from "../roles/site/server.ts";
 import { startManagementPoint } from "../roles/management/server.ts";
-import { startNetworkBoot } from "../roles/distribution/network-boot.ts";
+import { NoSuchLinkError, startNetworkBoot, waitForLinks } from "../roles/distribution/network-boot.ts";
+import type { PxeLink } from "../roles/distribution/pxe-responder.ts";
 import { unknownPolicies, type UnknownPolicy } from "../domain/pxe.ts";
 import { parseRange, type IpRange } from "../domain/ip-pool.ts";
 import { ensureServerCertificate } from "../security/site-keys.ts";
 import { certificateHostNames, heldByDistributionPoint, recordSiteHostNames } from "../roles/management/dp-names.ts";
-import { interfaceIPv4 } from "../net/bound-udp.ts";
 import { entryAt, readHead, verifyAuditLog } from "../storage/audit-store.ts";
 import { createLogger } from "../log.ts";
 import os from "node:os";
@@ -87,7 +87,7 @@ const up: Command = {
       data: { type: "string" }, listen: { type: "string" }, "mp-listen": { type: "string" }, "tls-cert": { type: "string" }, "tls-key": { type: "string" },
       "public-name": { type: "string", multiple: true },
       "pxe-interface": { type: "string", multiple: true }, "pxe-mode": { type: "string" }, "dhcp-range": { type: "string", multiple: true },
-      "dhcp-relay": { type: "string", multiple: true },
+      "dhcp-relay": { type: "string", multiple: true }, "pxe-optional": { type: "boolean" },
       unknown: { type: "string" }, "pxe-http-port": { type: "string" }, "ipxe-dir": { type: "string" },
       role: { type: "string" }, site: { type: "string" }, ca: { type: "string" }, "enroll-secret-file": { type: "string" }, "poll-seconds": { type: "string" },
     });
@@ -106,12 +106,14 @@ const up: Command = {
     }
     if (values.help) {
       process.stdout.write(`Usage: slipway up [--data DIR] [--listen HOST:PORT] [--mp-listen HOST:PORT] [--tls-cert FILE --tls-key FILE] [--public-name NAME]...
-                  [--pxe-interface IF]... [--pxe-mode proxy|dhcp] [--dhcp-range FIRST-LAST] [--dhcp-relay ADDR]... [--unknown deny|approve|allow] [--pxe-http-port N]
+                  [--pxe-interface IF]... [--pxe-optional] [--pxe-mode proxy|dhcp] [--dhcp-range FIRST-LAST] [--dhcp-relay ADDR]... [--unknown deny|approve|allow] [--pxe-http-port N]
   The admin API listens on ${DEFAULT_LISTEN} and the management point (mutual TLS, for machines) on ${DEFAULT_MP_LISTEN} by default;
   with --pxe-interface the management point listens on all addresses (0.0.0.0:8444) unless --mp-listen says otherwise.
   PXE answers only on the interfaces named: ProxyDHCP beside your DHCP server (default), or full DHCP with --pxe-mode dhcp
   and --dhcp-range. Unknown computers: deny (default), approve (recorded as pending, boot once approved) or allow.
   Relayed requests (giaddr set) are answered only from the relay agents named with --dhcp-relay; others are ignored and audited.
+  A PXE interface that does not exist stops up (unless --pxe-optional: then it is skipped, with a warning); one with no IPv4
+  address yet is waited for; one without carrier is served at once and answers machines when it comes up.
   A distribution point on another host: slipway up --role distribution --help\n`);
       return ExitCode.OK;
     }
@@ -134,6 +136,14 @@ const up: Command = {
     for (const r of dhcpRelays) if (!isIPv4(r)) throw new CliError(`--dhcp-relay takes a relay agent's IPv4 address, not "${r}"`, ExitCode.USAGE);
     const httpPort = Number((values["pxe-http-port"] as string | undefined) ?? "8080");
     if (!Number.isInteger(httpPort) || httpPort < 0 || httpPort > 65535) throw new CliError("--pxe-http-port must be a port number", ExitCode.USAGE);
+    // PXE links first: their addresses go into the server certificate machines check.
+    let pxeLinks: PxeLink[] = [];
+    try {
+      pxeLinks = await waitForLinks(pxeInterfaces, { optional: values["pxe-optional"] === true, say: (line) => process.stderr.write(`${line}\n`) });
+    } catch (err) {
+      if (err instanceof NoSuchLinkError) throw new CliError(`${err.message}; check --pxe-interface, or add --pxe-optional to start without it`, ExitCode.USAGE);
+      throw err;
+    }
     await runInit(dataDir, true, process.stderr);
     const site = await openSite(siteOptions(dataDir));
     let tls: { certPem: string; keyPem: string };
@@ -144,10 +154,7 @@ const up: Command = {
       const names = ["localhost", "127.0.0.1", "::1", ...((values["public-name"] as string[] | undefined) ?? [])];
       for (const l of [listen, mpListen]) if (!["0.0.0.0", "::"].includes(l.host)) names.push(l.host);
       // Boot scripts send agents to https://<PXE link address>: the certificate must name it.
-      for (const name of pxeInterfaces) {
-        const a = interfaceIPv4(name);
-        if (a) names.push(a.address);
-      }
+      for (const l of pxeLinks) names.push(l.address);
       // Before the certificate names it: a name a distribution point holds stays its own.
       const held = await heldByDistributionPoint(site, names);
       if (held) {
@@ -159,8 +166,8 @@ const up: Command = {
     }
     const server = await startSiteServer({ site, host: listen.host, port: listen.port, tls });
     const mp = await startManagementPoint({ site, host: mpListen.host, port: mpListen.port, tls });
-    const boot = pxeInterfaces.length
-      ? await startNetworkBoot({ site, interfaces: pxeInterfaces, mode: pxeMode, unknown: unknownPolicy as UnknownPolicy, ranges, httpPort, relays: dhcpRelays,
+    const boot = pxeLinks.length
+      ? await startNetworkBoot({ site, interfaces: pxeLinks.map((l) => l.name), mode: pxeMode, unknown: unknownPolicy as UnknownPolicy, ranges, httpPort, relays: dhcpRelays,
         managementPointPort: mp.port, loaderDir: values["ipxe-dir"] as string | undefined })
       : null;
     // The site's names — its certificate's, --public-name, PXE link addresses — are never a distribution point's.

@@ -6,7 +6,8 @@
 import path from "node:path";
 import fs from "node:fs";
 import type { Site } from "../site/site.ts";
-import { openBoundUdpSocket, interfaceIPv4 } from "../../net/bound-udp.ts";
+import { openBoundUdpSocket } from "../../net/bound-udp.ts";
+import { interfaceNames, linkState } from "../../net/link-state.ts";
 import { startPxeResponder, type PxeLink, type PxeResponder } from "./pxe-responder.ts";
 import { startBootHttp, type BootHttp } from "./boot-http.ts";
 import { createTftpServer, fileFromPath, type TftpServer } from "./tftp-server.ts";
@@ -32,10 +33,48 @@ export type NetworkBoot = { links: PxeLink[]; pxe: PxeResponder; tftp: TftpServe
 
 export function linksFor(interfaces: string[]): PxeLink[] {
   return interfaces.map((name) => {
-    const v4 = interfaceIPv4(name);
-    if (!v4) throw new Error(`Cannot serve PXE on ${name}: it does not exist or has no IPv4 address`);
-    return { name, address: v4.address, netmask: v4.netmask };
+    const state = linkState(name);
+    if (!state.exists) throw new Error(`Cannot serve PXE on ${name}: there is no such network interface`);
+    if (!state.ipv4) throw new Error(`Cannot serve PXE on ${name}: it has no IPv4 address`);
+    return { name, address: state.ipv4.address, netmask: state.ipv4.netmask };
   });
+}
+
+/** A PXE link asked for that does not exist: `up` stops, unless PXE is optional. */
+export class NoSuchLinkError extends Error {}
+
+/**
+ * The PXE links, once each has an IPv4 address: a link that exists but has no address yet is
+ * waited for (said once, with the reason); one without carrier (a bridge with no port up, a
+ * cable out) is served at once — machines there are answered as soon as it comes up — and said
+ * once too. A link that does not exist is an error (NoSuchLinkError), or with `optional` a
+ * warning and no PXE on it.
+ */
+export async function waitForLinks(interfaces: string[], opts: { optional?: boolean; say: (line: string) => void; pollMs?: number }): Promise<PxeLink[]> {
+  const links: PxeLink[] = [];
+  for (const name of interfaces) {
+    let state = linkState(name);
+    if (!state.exists) {
+      const known = interfaceNames().filter((n) => n !== "lo");
+      const why = `Cannot serve PXE on ${name}: there is no such network interface (this host has: ${known.join(", ") || "none"})`;
+      if (!opts.optional) throw new NoSuchLinkError(why);
+      opts.say(`${why}; not serving PXE there (--pxe-optional)`);
+      continue;
+    }
+    if (!state.ipv4) {
+      opts.say(`Waiting for ${name}: it has no IPv4 address yet (give it the address machines there reach this server at)`);
+      while (!state.ipv4) {
+        await new Promise((r) => setTimeout(r, opts.pollMs ?? 1000));
+        state = linkState(name);
+        if (!state.exists) throw new NoSuchLinkError(`Cannot serve PXE on ${name}: the network interface went away`);
+      }
+    }
+    if (state.carrier === false || state.operstate === "down") {
+      opts.say(`${name} has no carrier yet (${state.operstate}: no cable, or no bridge port up); serving it anyway: machines there are answered once it comes up`);
+    }
+    links.push({ name, address: state.ipv4.address, netmask: state.ipv4.netmask });
+  }
+  return links;
 }
 
 export async function startNetworkBoot(opts: NetworkBootOptions): Promise<NetworkBoot> {
