@@ -3,6 +3,7 @@
  * identity, firmware kind, NICs, disks, memory and CPUs. Sent with enrollment so the site
  * can match the machine and administrators can target collections by model.
  */
+import { isUnsetSmbiosUuid } from "../domain/device.ts";
 import { existsSync, readFileSync, readdirSync } from "node:fs";
 import os from "node:os";
 
@@ -65,7 +66,8 @@ export function collectInventory(sys = "/sys", proc = "/proc"): Inventory {
   const uuid = dmi("product_uuid");
   return {
     macs,
-    smbiosUuid: uuid && /^[0-9a-f-]{36}$/i.test(uuid) ? uuid.toLowerCase() : null,
+    // SMBIOS's "not set" (all zeros) and "not present" (all ones) identify no machine: absent, as the site counts them.
+    smbiosUuid: uuid && /^[0-9a-f-]{36}$/i.test(uuid) && !isUnsetSmbiosUuid(uuid.toLowerCase()) ? uuid.toLowerCase() : null,
     serial: dmi("product_serial"),
     vendor: dmi("sys_vendor") ?? undefined,
     model: dmi("product_name") ?? undefined,

@@ -178,6 +178,28 @@ describe("boot tokens asked for again, and boot script limits", () => {
     }
   });
 
+  it("SMBIOS UUIDs that identify nobody: an all-zero or all-one UUID counts as absent (the machine enrolls without one); two machines sharing a UUID are not taken for each other", async () => {
+    // A machine on record by MAC whose firmware reports the "not set" UUID (QEMU without -uuid, many real boards).
+    for (const junk of ["00000000-0000-0000-0000-000000000000", "ffffffff-ffff-ffff-ffff-ffffffffffff"]) {
+      const { mac } = await approved();
+      const r = await get(`${url}/ipxe/machine?mac=${mac}&uuid=${junk}`);
+      assert.equal(r.status, 200, r.body);
+      const m = await newMachine(t, { macs: [mac], smbiosUuid: null }); // what the agent reports for it
+      const e = await m.enroll({ kind: "boot-token", token: tokenOf(r.body) });
+      assert.equal(e.status, 201, `the token is bound to no UUID: ${e.text}`);
+      m.close();
+    }
+    // Machine A is on record with its MAC and UUID U; machine B, unknown, reports the same U.
+    const shared = "7b7b7b7b-0000-4000-8000-0000000000f1";
+    const a = await approved(shared);
+    const bMac = "52:54:00:7b:ff:01";
+    const b = await get(`${url}/ipxe/machine?mac=${bMac}&uuid=${shared}`);
+    assert.equal(b.status, 404, `B is an unknown machine, not A: ${b.body}`);
+    assert.equal(tokenOf(b.body), undefined, "no token of A's for B");
+    assert.equal(await credentials(bMac), 0);
+    assert.equal((await get(`${url}/ipxe/machine?mac=${a.mac}&uuid=${shared}`)).status, 200, "A still boots");
+  });
+
   it("a token is handed out again only while 5 of its 10 minutes are left; never with a longer life", async () => {
     const uuid = "7b7b7b7b-0000-4000-8000-0000000000c1";
     const { mac } = await approved(uuid);

@@ -20,7 +20,7 @@ import { stores } from "../../storage/stores.ts";
 import { BlobStore } from "../../storage/blob-store.ts";
 import { bootScript, decideBoot, localBootScript, startScript, waitScript, LOADERS, type UnknownPolicy } from "../../domain/pxe.ts";
 import { devicePolicy } from "../management/policy.ts";
-import { normalizeMac, normalizeUuid } from "../../domain/device.ts";
+import { isUnsetSmbiosUuid, normalizeMac, normalizeUuid } from "../../domain/device.ts";
 import { bootTokenFor } from "../management/credentials.ts";
 import { DEFAULT_BOOT_LIMITS, WindowCounter, type BootLimits } from "./boot-limits.ts";
 import type { PxeLink } from "./pxe-responder.ts";
@@ -100,9 +100,19 @@ export async function startBootHttp(opts: BootHttpOptions): Promise<BootHttp> {
   }
 
   async function scriptFor(link: PxeLink, url: URL, mac: string, source: string): Promise<Reply> {
-    const uuid = normalizeUuid(url.searchParams.get("uuid") ?? "") ?? undefined;
+    // SMBIOS's "not set" and "not present" UUIDs (all zeros, all ones) identify no machine: absent.
+    const reported = normalizeUuid(url.searchParams.get("uuid") ?? "");
+    let uuid = reported && !isUnsetSmbiosUuid(reported) ? reported : undefined;
     const s = stores(site.db);
-    const device = (await s.devices.byMac(mac)) ?? (uuid ? await s.devices.bySmbiosUuid(uuid) : undefined);
+    let device = await s.devices.byMac(mac);
+    if (!device && uuid) {
+      // A UUID names a device only when that device records no MAC of its own: a device on record
+      // with other MACs and this UUID means two machines share one UUID (a known firmware plague),
+      // so the UUID identifies nobody and this MAC is an unknown machine.
+      const byUuid = await s.devices.bySmbiosUuid(uuid);
+      if (byUuid && byUuid.macs.length === 0) device = byUuid;
+      else if (byUuid) uuid = undefined;
+    }
     // Only the DHCP stage records unknown machines; a script is for machines on record. Made-up
     // MACs cost only their sender's own budget (per source) and one audit entry per source and
     // window: they never use up the link's budget, which machines on record share.
@@ -144,7 +154,8 @@ export async function startBootHttp(opts: BootHttpOptions): Promise<BootHttp> {
       return { status: 200, body: waitScript({ pollUrl: `${base(link)}/ipxe/machine?mac=${mac}&uuid=${uuid ?? ""}`, mac, seconds: 30 })
         .replace("is waiting for an administrator's approval.", "is approved, but no boot image is registered yet.") };
     }
-    const { token, reused, expiresAt } = await bootTokenFor(site, { deviceId: device.id, mac, smbiosUuid: uuid ?? device.smbiosUuid });
+    // Bound to what the firmware reported (and the agent will read from the same SMBIOS table), not to the record.
+    const { token, reused, expiresAt } = await bootTokenFor(site, { deviceId: device.id, mac, smbiosUuid: uuid ?? null });
     // A token handed out again is no new event: only a new one is recorded.
     if (!reused) await site.audit.append({ actor: "pxe", action: "pxe.script", object: `device:${device.id}`, details: { mac, link: link.name, bootImage: image.name, tokenExpiresAt: expiresAt } });
     return {
