@@ -78,7 +78,9 @@ async function enroll(client: MpClient, cfg: AgentConfig, inv: Inventory): Promi
     } catch (err) {
       // The site says as little as it can about a refusal: once a password was sent, a plain
       // refusal of this (otherwise valid) token is the password's, so ask again.
-      const askAgain = err instanceof MpError && (err.code === "SLIPWAY_PXE_PASSWORD_REQUIRED" || (pxePassword !== undefined && err.code === "SLIPWAY_ENROLLMENT_REFUSED"));
+      // (A refusal of the token itself says why — used, expired, bound elsewhere — and is not the password's.)
+      const plain = err instanceof MpError && err.code === "SLIPWAY_ENROLLMENT_REFUSED" && !/boot token/.test(err.message);
+      const askAgain = err instanceof MpError && (err.code === "SLIPWAY_PXE_PASSWORD_REQUIRED" || (pxePassword !== undefined && plain));
       if (askAgain && attempt <= MAX_PASSWORD_TRIES) {
         if (pxePassword !== undefined) say("the PXE password was not accepted");
         const typed = await askHidden("This site requires the PXE password: ");

@@ -112,6 +112,7 @@ export async function enroll(site: Site, body: EnrollBody, ip: string): Promise<
     return await enrollOrRefuse(site, body, ip);
   } catch (err) {
     if (!(err instanceof Refused)) throw err;
+    site.log.warn("enrollment refused", { reason: err.reason, ip, mac: inv.macs[0], via: body.credential.kind });
     await site.audit.append({ actor: `mac:${inv.macs[0]}`, action: "device.enroll", outcome: "denied",
       details: { via: body.credential.kind, reason: err.reason, ip, macs: inv.macs, smbiosUuid: inv.smbiosUuid ?? null, ...tpmPresented(body) } });
     // Pre-approval and media are asked by identifiers anyone can claim: a distinct answer for a
@@ -192,11 +193,19 @@ async function enrollOrRefuse(site: Site, body: EnrollBody, ip: string): Promise
   let tpm: { proven: { spki: string; fingerprint: string } | null; onRecord: string | null } = { proven: null, onRecord: null };
   if (cred.kind === "boot-token") {
     const c = await s.enrollment.byHash(hashToken(cred.token));
-    if (!c || c.kind !== "boot-token") throw new Refused("unknown boot token");
-    if (c.revokedAt || c.usesLeft < 1) throw new Refused("boot token already used");
-    if (c.expiresAt <= nowIso) throw new Refused("boot token expired");
-    if (!c.mac || !inv.macs.includes(c.mac)) throw new Refused("boot token bound to another MAC");
-    if (c.smbiosUuid && c.smbiosUuid !== (inv.smbiosUuid ?? null)) throw new Refused("boot token bound to another SMBIOS UUID");
+    // What is wrong with the token itself names only what this machine sent and was sent: the
+    // machine is told, with what to do next (it is shown on its console).
+    const tell = (reason: string, next: string) => new Refused(reason, new SlipwayError("ENROLLMENT_REFUSED", `Cannot enroll: ${reason}; ${next}`));
+    if (!c || c.kind !== "boot-token") throw tell("unknown boot token", "restart the machine through PXE to get a new one");
+    if (c.revokedAt || c.usesLeft < 1) throw tell("boot token already used", "restart the machine through PXE to get a new one");
+    if (c.expiresAt <= nowIso) throw tell("boot token expired", "restart the machine through PXE to get a new one (a token lasts 10 minutes)");
+    if (!c.mac || !inv.macs.includes(c.mac)) {
+      throw tell(`boot token bound to MAC ${c.mac ?? "-"}, and this machine reports ${inv.macs.join(", ")}`, "boot from the network card the token was issued to");
+    }
+    if (c.smbiosUuid && c.smbiosUuid !== (inv.smbiosUuid ?? null)) {
+      throw tell(`boot token bound to SMBIOS UUID ${c.smbiosUuid}, and this machine reports ${inv.smbiosUuid ?? "none"}`,
+        "the firmware and the deploy environment disagree about the machine's UUID: restart it through PXE, and report the machine's model if it happens again");
+    }
     device = c.deviceId ? await s.devices.byId(c.deviceId) : undefined;
     if (!device) throw new Refused("the boot token's device no longer exists");
     spend = c.id;
