@@ -5,7 +5,7 @@
  *
  * How to run (root only to install nginx; Debian):
  *
- *   cd /work/main && export PATH=/work/main/.tools/node/bin:$PATH
+ *   export PATH="$PWD/.tools/node/bin:$PATH"   # from the repository's root
  *   node --disable-warning=ExperimentalWarning bench/content.ts [--size-mib 256] [--clients 1,50] [--seconds 5]
  *
  * About 2½–3½ minutes with the defaults (3½–4 with --floor) on 2 cores. Results: bench/README.md.

@@ -5,7 +5,7 @@
  * each next to a cheaper way of doing the same thing, so a change can be weighed before it is
  * made. Needs nothing but Node 24 (no root, no namespaces):
  *
- *   export PATH=/work/main/.tools/node/bin:$PATH
+ *   export PATH="$PWD/.tools/node/bin:$PATH"   # from the repository's root
  *   node --disable-warning=ExperimentalWarning bench/dhcp-parts.ts [--clients 4000] [--ms 1500]
  *
  * What the stand-in socket leaves out is the kernel and libuv side (recvmsg, sendmsg through

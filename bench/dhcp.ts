@@ -4,7 +4,7 @@
  *
  * How to run (root, Debian; `apt-get install -y kea-admin dnsmasq-base ethtool ipxe`):
  *
- *   cd /work/main && export PATH=/work/main/.tools/node/bin:$PATH   # Node 24 from the project
+ *   export PATH="$PWD/.tools/node/bin:$PATH"   # Node 24 from the project, run from the repository's root
  *   node --disable-warning=ExperimentalWarning bench/dhcp.ts
  *
  * About 2 minutes on 2 cores (--floor adds one); run it on an otherwise idle machine —

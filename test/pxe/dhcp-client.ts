@@ -44,10 +44,14 @@ const socket = dgram.createSocket("udp4");
 await new Promise<void>((resolve) => socket.bind(67, src, resolve));
 if (mode === "relay") {
   const mac = Uint8Array.from(arg.split(":").map((h) => parseInt(h, 16)));
+  // A client retransmits (RFC 2131 §4.1: with backoff); a server still working through a flood
+  // answers a retransmission. Failure detection only: a minute without any answer.
+  const resend = setInterval(() => socket.send(discover(mac, src), 67, server), 2000);
   const timer = setTimeout(() => {
+    clearInterval(resend);
     process.stdout.write(JSON.stringify({ answered: false }) + "\n");
     process.exit(0);
-  }, 5000);
+  }, 60_000);
   socket.on("message", (bytes, rinfo) => {
     const m = decodeDhcp(bytes);
     clearTimeout(timer);
