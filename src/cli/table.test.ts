@@ -35,7 +35,8 @@ describe("table output", () => {
   });
 
   it("shows control characters and bidi overrides escaped, so stored text cannot drive the terminal", () => {
-    assert.equal(printable("evil\x1b[2Jname\nnext\u202e"), "evil\\u001b[2Jname\\u000anext\\u202e");
+    assert.equal(printable("evil\x1b[2Jname\nnext\u202e"), "evil\\u001b[2Jname ⏎ next\\u202e");
+    assert.equal(printable("line 1\r\nline 2\tcol\rback"), "line 1 ⏎ line 2 col\\u000dback", "a lone CR is still escaped: it would overwrite the line");
     const out = formatTable([{ d: "x\x1b]0;pwned\x07" }], [{ header: "D", value: (r) => r.d }]);
     assert.ok(!/[\x00-\x08\x0b-\x1f]/.test(out), JSON.stringify(out));
   });

@@ -26,7 +26,7 @@ const MIN_WIDTH = 6;
 // C0 and C1 controls, and the bidirectional overrides that can make text read backwards.
 const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
 
-/** A value as one line of safe text: control characters are shown escaped, lists joined. */
+/** A value as one line of safe text: line breaks as ⏎, other control characters escaped, lists joined. */
 export function printable(value: unknown): string {
   let s: string;
   if (value === null || value === undefined) s = "";
@@ -34,7 +34,9 @@ export function printable(value: unknown): string {
   else if (typeof value === "object") {
     s = Object.entries(value as Record<string, unknown>).map(([k, v]) => `${k}=${typeof v === "object" && v !== null ? JSON.stringify(v) : String(v)}`).join(", ");
   } else s = String(value);
-  return s.replace(UNPRINTABLE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+  // Line breaks and tabs in a cell (a step's log excerpt) read as what they are; every other
+  // control character is shown escaped, so nothing stored can drive the terminal.
+  return s.replace(/\r?\n/g, " ⏎ ").replace(/\t/g, " ").replace(UNPRINTABLE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }
 
 // Widths count code points; East Asian wide characters will misalign, which is acceptable

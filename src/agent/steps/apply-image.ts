@@ -35,7 +35,9 @@ function progressReporter(ctx: StepContext, m: Manifest) {
     const pct = m.size ? Math.floor((bytes / m.size) * 100) : 100;
     if (Math.floor(pct / 10) > lastTenth) {
       lastTenth = Math.floor(pct / 10);
-      void ctx.progress(pct, `${(bytes / 1048576).toFixed(0)} of ${(m.size / 1048576).toFixed(0)} MiB verified and written`);
+      // Never more than the whole (a chunk fetched again after a broken connection counts once).
+      const done = Math.min(bytes, m.size);
+      void ctx.progress(Math.min(pct, 100), `${(done / 1048576).toFixed(1)} of ${(m.size / 1048576).toFixed(1)} MiB verified and written`);
     }
   };
 }
