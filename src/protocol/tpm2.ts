@@ -9,7 +9,7 @@
  * that comes from the network is hostile until `decodePublic` has read every byte of it.
  */
 import { createHash } from "node:crypto";
-import { DecodeError, Reader, Writer } from "./reader.ts";
+import { Reader, Writer } from "./reader.ts";
 
 export const TPM_ST_NO_SESSIONS = 0x8001;
 export const TPM_ST_SESSIONS = 0x8002;
@@ -304,4 +304,3 @@ export function parseNvRead(bytes: Uint8Array): Uint8Array {
   return readTpm2b(params(response("NV_Read", bytes)), "NV data", 4096);
 }
 
-export { DecodeError };

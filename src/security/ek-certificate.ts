@@ -9,7 +9,7 @@
  * periods that end long after the device or never (99991231235959Z), and some vendors'
  * intermediates expire before the TPMs they certified: validity dates are not checked.
  */
-import { createHash, X509Certificate, type KeyObject } from "node:crypto";
+import { createHash, createPublicKey, X509Certificate, type KeyObject } from "node:crypto";
 
 /** The certificates of a PEM bundle; throws with the position of one that does not parse. */
 export function parseRoots(pem: string): X509Certificate[] {
@@ -23,6 +23,19 @@ export function parseRoots(pem: string): X509Certificate[] {
       throw new Error(`certificate ${i + 1} does not parse: ${(err as Error).message}`);
     }
   });
+}
+
+/**
+ * Why the EK a machine proved (SubjectPublicKeyInfo, base64) may not be recorded for lack of a
+ * manufacturer's certificate, or null: always null without roots; with them, the EK certificate
+ * it sent (DER, base64) must chain to one.
+ */
+export function ekCertificateRefusal(rootsPem: string | null, ekSpki: string, certificate: string | undefined): string | null {
+  if (!rootsPem) return null;
+  if (!certificate) return "the machine sent no EK certificate, and TPM manufacturer roots are configured";
+  const key = createPublicKey({ key: Buffer.from(ekSpki, "base64"), format: "der", type: "spki" });
+  const problem = ekCertificateProblem(Buffer.from(certificate, "base64"), key, parseRoots(rootsPem));
+  return problem ? `${problem} (TPM manufacturer roots are configured)` : null;
 }
 
 export function certificateFingerprint(c: X509Certificate): string {

@@ -13,10 +13,23 @@ export type DeviceTpm = {
 
 type R = { tpm_ek: string | null; tpm_ek_fingerprint: string | null; tpm_ek_source: string | null; tpm_ek_recorded_at: string | null; tpm_ek_recorded_by: string | null };
 
+/** The site setting holding the TPM manufacturer roots (PEM bundle); none: EKs are recorded without a certificate check. */
+const EK_ROOTS_SETTING = "tpm.ek-roots";
+
 export class DeviceTpmStore {
   readonly #db: Sql;
   constructor(db: Sql) {
     this.#db = db;
+  }
+
+  /** The TPM manufacturer roots (PEM), or null. Use the transaction's store inside one: SQLite has one writer. */
+  async roots(): Promise<string | null> {
+    return (await this.#db.get<{ value: string }>(`SELECT value FROM site_settings WHERE key = ?`, [EK_ROOTS_SETTING]))?.value ?? null;
+  }
+
+  async setRoots(pem: string | null): Promise<void> {
+    if (pem === null) await this.#db.run(`DELETE FROM site_settings WHERE key = ?`, [EK_ROOTS_SETTING]);
+    else await this.#db.run(`INSERT INTO site_settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, [EK_ROOTS_SETTING, pem]);
   }
 
   async of(deviceId: string): Promise<DeviceTpm | null> {

@@ -13,8 +13,9 @@ import fs from "node:fs";
 import path from "node:path";
 import { startTestSite, tempDir, type TestSite } from "../support/site.ts";
 import { databasesUnderTest } from "../support/postgres.ts";
-import { newMachine, request, type TestMachine } from "../support/device.ts";
+import { newMachine, type TestMachine } from "../support/device.ts";
 import { startSwtpm, type Swtpm } from "../support/swtpm.ts";
+import { tpmPart } from "../support/tpm.ts";
 import { openTpmSocket, TpmSession } from "../../src/agent/tpm.ts";
 import { issueBootToken } from "../../src/roles/management/credentials.ts";
 import { parseEkPublic } from "../../src/security/tpm-credential.ts";
@@ -59,10 +60,7 @@ for (const database of databasesUnderTest()) {
       if (tpm) {
         const session = await TpmSession.open(await openTpmSocket(tpm.socket));
         try {
-          const c = await request(t.mp.url, { method: "POST", path: "/mp/v1/enroll/tpm-challenge", ca: t.ca, body: { token, tpm: session.identity() } });
-          assert.equal(c.status, 200, c.text);
-          const credential = Buffer.from(await session.activate(Buffer.from(c.body.challenge.credentialBlob, "base64"), Buffer.from(c.body.challenge.secret, "base64"))).toString("base64");
-          top = { tpm: { ...session.identity(), proof: { nonce: c.body.challenge.nonce, expiresAt: c.body.challenge.expiresAt, credential } } };
+          top = { tpm: await tpmPart(t, token, session) };
         } finally {
           await session.close();
         }

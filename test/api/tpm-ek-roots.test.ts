@@ -12,8 +12,9 @@ import os from "node:os";
 import path from "node:path";
 import { X509Certificate } from "node:crypto";
 import { startTestSite, type TestSite } from "../support/site.ts";
-import { newMachine, request, type TestMachine } from "../support/device.ts";
+import { newMachine, type TestMachine } from "../support/device.ts";
 import { manufactureTpm, startSwtpm, type Swtpm } from "../support/swtpm.ts";
+import { tpmPart } from "../support/tpm.ts";
 import { openTpmSocket, TpmSession, type TpmIdentity } from "../../src/agent/tpm.ts";
 import { issueBootToken } from "../../src/roles/management/credentials.ts";
 import { parseEkPublic } from "../../src/security/tpm-credential.ts";
@@ -50,11 +51,8 @@ describe("TPM manufacturer roots", () => {
     try {
       const id = s.identity();
       const claim = opts.claimCertificateOf ? { ...id, ekCertificate: (await identityOf(opts.claimCertificateOf)).ekCertificate } : id;
-      const c = await request(t.mp.url, { method: "POST", path: "/mp/v1/enroll/tpm-challenge", ca: t.ca, body: { token, tpm: claim } });
-      assert.equal(c.status, 200, c.text);
-      const credential = Buffer.from(await s.activate(Buffer.from(c.body.challenge.credentialBlob, "base64"), Buffer.from(c.body.challenge.secret, "base64"))).toString("base64");
       const e = await m.enroll({ kind: "boot-token", token, ...(opts.password === false ? {} : { pxePassword: PXE_PASSWORD }) }, {},
-        { tpm: { ...claim, proof: { nonce: c.body.challenge.nonce, expiresAt: c.body.challenge.expiresAt, credential } } });
+        { tpm: await tpmPart(t, token, s, claim) });
       assert.equal(e.status, 201, e.text);
       m.close();
       return { deviceId: d.body.id as string, serial: e.body.serial as string, fingerprint: parseEkPublic(id.ekPublic).fingerprint };
@@ -163,9 +161,7 @@ describe("TPM manufacturer roots", () => {
     const s = await TpmSession.open(await openTpmSocket(tpms.a3.socket));
     try {
       const claim = { ...s.identity(), ekCertificate: broken.toString("base64") };
-      const c = await request(t.mp.url, { method: "POST", path: "/mp/v1/enroll/tpm-challenge", ca: t.ca, body: { token, tpm: claim } });
-      const credential = Buffer.from(await s.activate(Buffer.from(c.body.challenge.credentialBlob, "base64"), Buffer.from(c.body.challenge.secret, "base64"))).toString("base64");
-      const r = await m.enroll({ kind: "boot-token", token, pxePassword: PXE_PASSWORD }, {}, { tpm: { ...claim, proof: { nonce: c.body.challenge.nonce, expiresAt: c.body.challenge.expiresAt, credential } } });
+      const r = await m.enroll({ kind: "boot-token", token, pxePassword: PXE_PASSWORD }, {}, { tpm: await tpmPart(t, token, s, claim) });
       assert.equal(r.status, 201, r.text);
       assert.equal(await recorded(d.body.id), null);
       assert.match((await lastEnrollAudit(d.body.id)).details.tpm.notRecorded, /does not parse/);

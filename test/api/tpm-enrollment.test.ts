@@ -18,6 +18,7 @@ import { startTestSite, type TestSite } from "../support/site.ts";
 import { databasesUnderTest } from "../support/postgres.ts";
 import { newMachine, request, type TestMachine } from "../support/device.ts";
 import { startSwtpm, type Swtpm } from "../support/swtpm.ts";
+import { tpmPart } from "../support/tpm.ts";
 import { openTpmSocket, TpmSession } from "../../src/agent/tpm.ts";
 import { issueBootToken } from "../../src/roles/management/credentials.ts";
 import { parseEkPublic } from "../../src/security/tpm-credential.ts";
@@ -74,19 +75,7 @@ for (const database of databasesUnderTest()) {
         const id = tpm.identity();
         // A forger names another machine's EK (public: not a secret) and answers with what it has.
         const claimed = opts.forgeEk ? { ...id, ekPublic: opts.forgeEk } : id;
-        const c = await challenge(token, claimed);
-        assert.equal(c.status, 200, c.text);
-        let tpmPart: Record<string, unknown> = claimed;
-        if (c.body.challenge) {
-          let credential: string;
-          try {
-            credential = Buffer.from(await tpm.activate(Buffer.from(c.body.challenge.credentialBlob, "base64"), Buffer.from(c.body.challenge.secret, "base64"))).toString("base64");
-          } catch {
-            credential = randomBytes(32).toString("base64"); // the TPM could not recover it: guess
-          }
-          tpmPart = { ...claimed, proof: { nonce: c.body.challenge.nonce, expiresAt: c.body.challenge.expiresAt, credential } };
-        }
-        return m.enroll(cred, {}, { tpm: tpmPart });
+        return m.enroll(cred, {}, { tpm: await tpmPart(t, token, tpm, claimed) });
       });
     }
     const audit = async (action: string) => (await admin("GET", `/api/v1/audit?action=${action}&limit=1000`)).body as Audit[];

@@ -8,17 +8,28 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import net from "node:net";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 
 export type Swtpm = { stateDir: string; socket: string; stop(): Promise<void> };
 
-async function waitForSocket(p: string, child: ChildProcess, log: () => string): Promise<void> {
+async function waitForSocket(p: string, child: ChildProcess, log: () => string, probe: boolean): Promise<void> {
   for (let i = 0; i < 400 && !existsSync(p); i++) {
     if (child.exitCode !== null) throw new Error(`swtpm exited with ${child.exitCode}: ${log()}`);
     await sleep(25);
   }
   if (!existsSync(p)) throw new Error(`swtpm did not create ${p}: ${log()}`);
+  // The file exists from bind(), before listen(): wait until a connection is taken (then closed).
+  // Not on QEMU's control channel: with --terminate, swtpm exits when that connection closes.
+  for (let i = 0; probe; i++) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const c = net.connect({ path: p }).once("connect", () => (c.destroy(), resolve(true))).once("error", () => resolve(false));
+    });
+    if (ok) return;
+    if (i >= 400 || child.exitCode !== null) throw new Error(`swtpm does not take connections on ${p}: ${log()}`);
+    await sleep(25);
+  }
 }
 
 function stopper(child: ChildProcess): () => Promise<void> {
@@ -39,7 +50,7 @@ export async function startSwtpm(stateDir: string): Promise<Swtpm> {
     "--ctrl", `type=unixio,path=${path.join(stateDir, "ctrl.sock")}`, "--flags", "not-need-init,startup-clear"], { stdio: ["ignore", "pipe", "pipe"] });
   child.stdout!.on("data", (d) => (log += d));
   child.stderr!.on("data", (d) => (log += d));
-  await waitForSocket(socket, child, () => log);
+  await waitForSocket(socket, child, () => log, true);
   return { stateDir, socket, stop: stopper(child) };
 }
 
@@ -51,7 +62,7 @@ export async function swtpmForQemu(stateDir: string): Promise<Swtpm & { qemuArgs
   const child = spawn("swtpm", ["socket", "--tpm2", "--tpmstate", `dir=${stateDir}`, "--ctrl", `type=unixio,path=${socket}`, "--terminate"], { stdio: ["ignore", "pipe", "pipe"] });
   child.stdout!.on("data", (d) => (log += d));
   child.stderr!.on("data", (d) => (log += d));
-  await waitForSocket(socket, child, () => log);
+  await waitForSocket(socket, child, () => log, false);
   return {
     stateDir, socket, stop: stopper(child),
     qemuArgs: ["-chardev", `socket,id=chrtpm,path=${socket}`, "-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0"],

@@ -30,8 +30,10 @@ import { SlipwayError } from "../../errors.ts";
 import { nameProblem } from "../../domain/name.ts";
 import { checkPxePassword, pxePasswordHash } from "./credentials.ts";
 import { assuranceRank, mayReceiveSecrets, type Assurance } from "../../domain/assurance.ts";
-import { ekCertificateRefusal, EnrollTpm, provenEk } from "./tpm-enroll.ts";
-import { devicePolicy } from "./policy.ts";
+import { EnrollTpm, provenEk } from "./tpm-enroll.ts";
+import { ekCertificateRefusal } from "../../security/ek-certificate.ts";
+import { policyInput } from "./policy.ts";
+import { compilePolicy } from "../../domain/policy.ts";
 import { parseEkPublic, TpmProofError } from "../../security/tpm-credential.ts";
 
 export const DEVICE_CERT_DAYS = 7;
@@ -271,7 +273,7 @@ async function enrollOrRefuse(site: Site, body: EnrollBody, ip: string): Promise
     }
   }
   // With TPM manufacturer roots configured, an EK is recorded only with an EK certificate chaining to one.
-  const ekUncertified = tpm.proven && tpm.onRecord === null ? await ekCertificateRefusal(site.db, tpm.proven.spki, body.tpm?.ekCertificate) : null;
+  const ekUncertified = tpm.proven && tpm.onRecord === null ? ekCertificateRefusal(await s.deviceTpm.roots(), tpm.proven.spki, body.tpm?.ekCertificate) : null;
   const seen = device ? await s.devices.enrollmentOf(device.id) : undefined;
   if (device) {
     const no = await refusal(s, device, seen!, cred.kind, nowIso);
@@ -352,8 +354,9 @@ async function enrollOrRefuse(site: Site, body: EnrollBody, ip: string): Promise
     if (mayReceiveSecrets(e.assurance)) return e;
     const device = await stores(site.db).devices.byId(e.deviceId);
     if (!device) return e;
-    const all = (await devicePolicy(site, device, "pxe", "tpm")).deployments.length;
-    const mine = (await devicePolicy(site, device, "pxe", e.assurance)).deployments.length;
+    const input = await policyInput(site, device, "pxe", e.assurance);
+    const all = compilePolicy({ ...input, assurance: "tpm" }).deployments.length;
+    const mine = compilePolicy(input).deployments.length;
     return { ...e, awaitingApproval: all > mine };
   });
 }

@@ -13,34 +13,11 @@
  */
 import { z } from "zod";
 import type { Site } from "../site/site.ts";
-import type { Sql } from "../../storage/db.ts";
 import { stores } from "../../storage/stores.ts";
 import { hashToken } from "../../security/password.ts";
 import { SlipwayError } from "../../errors.ts";
 import { checkAnswer, makeChallenge, parseEkPublic, tpmChallengeKey, TpmProofError, type TpmChallenge } from "../../security/tpm-credential.ts";
-import { createPublicKey, type KeyObject } from "node:crypto";
-import { ekCertificateProblem, parseRoots } from "../../security/ek-certificate.ts";
-
-/** The site setting holding the TPM manufacturer roots (PEM bundle); none: EKs are recorded without a certificate check. */
-export const EK_ROOTS_SETTING = "tpm.ek-roots";
-
-/** The roots PEM, read through `db` (pass the transaction when inside one: SQLite has one writer). */
-export async function ekRoots(db: Sql): Promise<string | null> {
-  return (await db.get<{ value: string }>(`SELECT value FROM site_settings WHERE key = ?`, [EK_ROOTS_SETTING]))?.value ?? null;
-}
-
-/**
- * Why the EK a machine proved may not be recorded for lack of a manufacturer's certificate, or
- * null: always null without configured roots; with them, its EK certificate must chain to one.
- */
-export async function ekCertificateRefusal(db: Sql, ekSpki: string, certificate: string | undefined): Promise<string | null> {
-  const pem = await ekRoots(db);
-  if (!pem) return null;
-  if (!certificate) return "the machine sent no EK certificate, and TPM manufacturer roots are configured";
-  const key = createPublicKey({ key: Buffer.from(ekSpki, "base64"), format: "der", type: "spki" });
-  const problem = ekCertificateProblem(Buffer.from(certificate, "base64"), key, parseRoots(pem));
-  return problem ? `${problem} (TPM manufacturer roots are configured)` : null;
-}
+import type { KeyObject } from "node:crypto";
 
 const B64 = (max: number) => z.string().min(4).max(max).regex(/^[A-Za-z0-9+/]+={0,2}$/, "base64");
 

@@ -19,7 +19,6 @@ import { SlipwayError } from "../../../errors.ts";
 import { computeMembership, deviceInScope } from "../membership.ts";
 import { ekFingerprint, parseEkPublic, TpmProofError } from "../../../security/tpm-credential.ts";
 import { actor, notFound, principal } from "./common.ts";
-import { ekRoots } from "../../management/tpm-enroll.ts";
 import { ekCertificateProblem, parseRoots } from "../../../security/ek-certificate.ts";
 
 const CERTIFICATE_LABEL = /-----BEGIN [A-Z0-9 ]*CERTIFICATE-----/;
@@ -79,7 +78,7 @@ export function deviceTpmRoutes(site: Site): Route[] {
         const key = importedKey(text);
         // A certificate is checked against the TPM manufacturer roots when there are any; a bare
         // public key is the administrator's own decision.
-        const roots = await ekRoots(site.db);
+        const roots = await stores(site.db).deviceTpm.roots();
         if (roots && CERTIFICATE_LABEL.test(text)) {
           const pem = text.trim().replace(/-----(BEGIN|END) [A-Z0-9 ]*CERTIFICATE-----/g, "-----$1 CERTIFICATE-----");
           const problem = ekCertificateProblem(new X509Certificate(pem).raw, key, parseRoots(roots));

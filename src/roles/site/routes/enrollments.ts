@@ -36,7 +36,7 @@ import { computeMembership, deviceInScope } from "../membership.ts";
 import { FIRST_SEEN_LINK, sinceTime } from "../../../domain/pending.ts";
 import type { Device } from "../../../domain/device.ts";
 import { actor, principal } from "./common.ts";
-import { ekCertificateRefusal } from "../../management/tpm-enroll.ts";
+import { ekCertificateRefusal } from "../../../security/ek-certificate.ts";
 
 /** An enrollment is contested when its device enrolled more than once within this long. */
 export const CONTESTED_WINDOW_MS = 24 * 60 * 60_000;
@@ -157,7 +157,7 @@ export function enrollmentRoutes(site: Site): Route[] {
             let ekNotRecorded: string | null = null;
             const proven = await s.deviceTpm.provenBy(e.serial);
             if (proven) {
-              const uncertified = await ekCertificateRefusal(tx, proven.spki, proven.certificate);
+              const uncertified = ekCertificateRefusal(await s.deviceTpm.roots(), proven.spki, proven.certificate);
               if (byFilter) ekNotRecorded = "a filter approval records no EK; approve the enrollment by serial";
               else if (uncertified) ekNotRecorded = uncertified;
               else if (await s.deviceTpm.deviceByFingerprint(proven.fingerprint)) ekNotRecorded = "the EK is bound to another device";

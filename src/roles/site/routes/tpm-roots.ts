@@ -10,7 +10,7 @@ import type { Route } from "../http.ts";
 import type { Site } from "../site.ts";
 import { SlipwayError } from "../../../errors.ts";
 import { certificateFingerprint, parseRoots } from "../../../security/ek-certificate.ts";
-import { EK_ROOTS_SETTING, ekRoots } from "../../management/tpm-enroll.ts";
+import { stores } from "../../../storage/stores.ts";
 import { actor } from "./common.ts";
 
 const view = (pem: string | null) => ({
@@ -22,7 +22,7 @@ export function tpmRootRoutes(site: Site): Route[] {
     {
       method: "GET", path: "/api/v1/tpm/ek-roots", access: "site.read", tag: "site",
       summary: "The TPM manufacturer certificates EK certificates must chain to before an EK is recorded (none: no check)",
-      handler: async () => ({ body: view(await ekRoots(site.db)) }),
+      handler: async () => ({ body: view(await stores(site.db).deviceTpm.roots()) }),
     },
     {
       method: "PUT", path: "/api/v1/tpm/ek-roots", access: "site.write", tag: "site",
@@ -37,7 +37,7 @@ export function tpmRootRoutes(site: Site): Route[] {
         }
         const pem = certs.map((c) => c.toString().trim()).join("\n") + "\n";
         await site.db.transaction(async (tx) => {
-          await tx.run(`INSERT INTO site_settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, [EK_ROOTS_SETTING, pem]);
+          await stores(tx).deviceTpm.setRoots(pem);
           await site.audit.append({ actor: actor(ctx), action: "tpm.ek-roots.set", details: { certificates: certs.map((c) => ({ subject: c.subject, fingerprint: certificateFingerprint(c) })) } }, tx);
         });
         return { body: view(pem) };
@@ -48,7 +48,7 @@ export function tpmRootRoutes(site: Site): Route[] {
       summary: "Remove the TPM manufacturer certificates: EKs are then recorded without an EK certificate check",
       handler: async (ctx) => {
         await site.db.transaction(async (tx) => {
-          await tx.run(`DELETE FROM site_settings WHERE key = ?`, [EK_ROOTS_SETTING]);
+          await stores(tx).deviceTpm.setRoots(null);
           await site.audit.append({ actor: actor(ctx), action: "tpm.ek-roots.clear" }, tx);
         });
         return { status: 204 };
