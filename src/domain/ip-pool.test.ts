@@ -1,7 +1,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { chooseAddress, intToIp, parseRange } from "./ip-pool.ts";
+import { chooseAddress, intToIp, parseRange, poolStateFor, rangeForSubnet, unapprovedShareFull, type PoolLease } from "./ip-pool.ts";
 
 describe("lab DHCP pool", () => {
   const r = parseRange("10.0.0.10-10.0.0.13");
@@ -29,5 +29,37 @@ describe("lab DHCP pool", () => {
         if (ipOut === undefined) assert.equal(free.length, 0);
         else assert.ok(free.includes(ipOut), ipOut);
       }));
+  });
+
+  it("a link is served by the pool lying wholly in its subnet, never by one that only starts or ends there", () => {
+    const lab = parseRange("10.0.0.100-10.0.0.199");
+    const other = parseRange("10.0.1.100-10.0.1.199");
+    const straddling = parseRange("10.0.0.250-10.0.1.5");
+    assert.equal(rangeForSubnet([other, lab], "10.0.0.1", "255.255.255.0"), lab);
+    assert.equal(rangeForSubnet([other, lab], "10.0.2.1", "255.255.255.0"), undefined);
+    assert.equal(rangeForSubnet([straddling], "10.0.0.1", "255.255.255.0"), undefined);
+    assert.equal(rangeForSubnet([straddling], "10.0.1.1", "255.255.255.0"), undefined);
+    assert.equal(rangeForSubnet([straddling], "10.0.0.1", "255.255.0.0"), straddling, "a wider subnet holds both ends");
+  });
+
+  it("as a client finds the pool: others' leases, offers, declined and the server's addresses taken; others' released ones remembered; its own neither", () => {
+    const leases: PoolLease[] = [
+      { mac: "a", ip: "10.0.0.10", state: "bound" },
+      { mac: "b", ip: "10.0.0.11", state: "offered" },
+      { mac: "c", ip: "10.0.0.12", state: "released" },
+      { mac: "me", ip: "10.0.0.13", state: "bound" },
+    ];
+    const { taken, remembered } = poolStateFor("me", leases, ["10.0.0.20"], ["10.0.0.1", "10.0.0.2"]);
+    assert.deepEqual([...taken].sort(), ["10.0.0.1", "10.0.0.10", "10.0.0.11", "10.0.0.2", "10.0.0.20"]);
+    assert.deepEqual([...remembered], ["10.0.0.12"]);
+    const forC = poolStateFor("c", leases, [], []);
+    assert.ok(!forC.remembered.has("10.0.0.12") && !forC.taken.has("10.0.0.12"), "a client's own released address is free for it");
+  });
+
+  it("unapproved devices fill their share at half the pool (rounded down), counting only addresses in this pool", () => {
+    const five = parseRange("10.0.0.10-10.0.0.14");
+    assert.equal(unapprovedShareFull(five, ["10.0.0.10"]), false);
+    assert.equal(unapprovedShareFull(five, ["10.0.0.10", "10.0.0.11"]), true);
+    assert.equal(unapprovedShareFull(five, ["10.0.0.10", "10.0.9.11", "10.0.9.12"]), false, "addresses of another pool do not count");
   });
 });

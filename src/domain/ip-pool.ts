@@ -64,3 +64,36 @@ export function chooseAddress(range: IpRange, pool: PoolState, current?: string,
 export function rangeSize(range: IpRange): number {
   return range.last - range.first + 1;
 }
+
+/** The pool among `ranges` that serves the link `address/netmask`: the first lying wholly in its subnet. */
+export function rangeForSubnet(ranges: readonly IpRange[], address: string, netmask: string): IpRange | undefined {
+  const mask = ipToInt(netmask);
+  const net = (ipToInt(address) & mask) >>> 0;
+  return ranges.find((r) => ((r.first & mask) >>> 0) === net && ((r.last & mask) >>> 0) === net);
+}
+
+/** A lease as the pool sees it (one per MAC): offered, bound, or released and remembered for its client. */
+export type PoolLease = { mac: string; ip: string; state: "offered" | "bound" | "released" };
+
+/**
+ * The pool as `mac` finds it: every other client's live lease or offer, every declined
+ * address still resting and the server's own addresses are taken; other clients' released
+ * addresses are remembered for them. `mac`'s own lease is neither.
+ */
+export function poolStateFor(mac: string, leases: Iterable<PoolLease>, declined: Iterable<string>, serverAddresses: Iterable<string>): Required<PoolState> {
+  const taken = new Set<string>(serverAddresses);
+  const remembered = new Set<string>();
+  for (const l of leases) if (l.mac !== mac) (l.state === "released" ? remembered : taken).add(l.ip);
+  for (const ip of declined) taken.add(ip);
+  return { taken, remembered };
+}
+
+/** Devices not yet approved hold at most this share of a pool, so approved machines always find one. */
+export const UNAPPROVED_SHARE = 0.5;
+
+/** Whether the live addresses held by unapproved devices (`held`, from any pool) already fill their share of `range`. */
+export function unapprovedShareFull(range: IpRange, held: Iterable<string>): boolean {
+  let n = 0;
+  for (const ip of held) if (inRange(range, ip)) n++;
+  return n >= Math.floor(rangeSize(range) * UNAPPROVED_SHARE);
+}
