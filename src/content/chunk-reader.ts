@@ -5,7 +5,7 @@
  */
 import fs from "node:fs";
 import type { Writable } from "node:stream";
-import type { BlobStore } from "../storage/blob-store.ts";
+import type { BlobStore } from "./blob-store.ts";
 import type { Manifest } from "./manifest.ts";
 
 const WRITE_BUFFER = 256 * 1024;

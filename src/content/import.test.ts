@@ -7,7 +7,7 @@ import zlib from "node:zlib";
 import { createHash, generateKeyPairSync, randomBytes } from "node:crypto";
 import { detectFormat, importImage, restoreMissingChunks, ImportError } from "./import.ts";
 import { DEFAULT_CHUNK_SIZE, verifyManifest, manifestDigest } from "./manifest.ts";
-import { BlobStore } from "../storage/blob-store.ts";
+import { BlobStore } from "./blob-store.ts";
 
 const { privateKey, publicKey } = generateKeyPairSync("ed25519");
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");

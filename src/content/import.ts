@@ -6,7 +6,7 @@
  */
 import fs from "node:fs";
 import { createHash, type KeyObject } from "node:crypto";
-import { BlobStore } from "../storage/blob-store.ts";
+import { BlobStore } from "./blob-store.ts";
 import {
   DEFAULT_CHUNK_SIZE, MANIFEST_KIND, MAX_CHUNKS, imageFormats, isManifestName, manifestDigest, signManifest,
   type Chunk, type ImageFormat, type Manifest, type SignedManifest,
