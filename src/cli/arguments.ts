@@ -1,7 +1,34 @@
 /** Turning command-line text into the values the API takes; bad input is a usage error (exit 2). */
+import path from "node:path";
+import { parseArgs } from "node:util";
 import { CliError, ExitCode } from "./command.ts";
 
 const usage = (message: string) => new CliError(message, ExitCode.USAGE);
+
+export type ArgumentOptions = Record<string, { type: "string" | "boolean"; multiple?: boolean; short?: string }>;
+export type ParsedArgs = { values: Record<string, string | boolean | string[] | boolean[] | undefined>; positionals: string[] };
+
+/** A command's arguments against its options (and -h/--help); an unknown option is a usage error. */
+export function parse(args: string[], options: ArgumentOptions): ParsedArgs {
+  try {
+    return parseArgs({ args, options: { ...options, help: { type: "boolean", short: "h" } }, allowPositionals: true, strict: true }) as ParsedArgs;
+  } catch (err) {
+    throw new CliError((err as Error).message, ExitCode.USAGE);
+  }
+}
+
+/** The data folder: --data, else SLIPWAY_DATA, else ./var. */
+export function dataOption(v: string | undefined): string {
+  return path.resolve(v ?? process.env.SLIPWAY_DATA ?? "./var");
+}
+
+/** `HOST:PORT`, `[v6]:PORT` or `:PORT`. */
+export function parseListen(text: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new CliError(`--listen must be HOST:PORT, not "${text}"`, ExitCode.USAGE);
+  return { host: m[1] ?? (m[2] || "0.0.0.0"), port };
+}
 
 /** A whole number within bounds, for options like --limit. */
 export function integer(text: string, option: string, min: number, max = Number.MAX_SAFE_INTEGER): number {

@@ -3,7 +3,7 @@
  * generated --help, the connection options, --json, table output, and the one place
  * where failures become a message on stderr and an exit code.
  */
-import { parse } from "./server-commands.ts";
+import { parse } from "./arguments.ts";
 import { CliError, ExitCode, type Command } from "./command.ts";
 import { ApiError, CONNECTION_HELP, createApi, detailLines, resolveConnection, type Api, type Connection } from "./client.ts";
 import { formatFields, formatTable, printable, type Column } from "./table.ts";

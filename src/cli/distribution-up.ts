@@ -8,12 +8,9 @@ import path from "node:path";
 import { siteExists } from "../roles/site/site.ts";
 import { DEFAULT_POLL_SECONDS, readSecretFile, startDistributionPoint } from "../roles/distribution/distribution-point.ts";
 import { createLogger } from "../log.ts";
-import { integer } from "./arguments.ts";
+import { dataOption, integer, parseListen, type ParsedArgs } from "./arguments.ts";
 import { DP_MAX_POLL_SECONDS, DP_SILENT_AFTER_MS } from "../domain/distribution-point.ts";
 import { CliError, ExitCode } from "./command.ts";
-import { dataOption, parseListen } from "./server-commands.ts";
-
-type Values = Record<string, string | boolean | string[] | boolean[] | undefined>;
 
 export const DISTRIBUTION_USAGE = `Usage: slipway up --role distribution --site MP_URL --ca CA_FILE --data DIR [--listen HOST:PORT]
                   [--public-name NAME]... [--enroll-secret-file FILE] [--poll-seconds N]
@@ -27,7 +24,7 @@ export const DISTRIBUTION_USAGE = `Usage: slipway up --role distribution --site 
   left out of policies' content sources until it polls again.
 `;
 
-export async function upDistributionPoint(values: Values): Promise<number> {
+export async function upDistributionPoint(values: ParsedArgs["values"]): Promise<number> {
   for (const o of ["mp-listen", "tls-cert", "tls-key", "pxe-interface", "pxe-mode", "dhcp-range", "unknown", "pxe-http-port", "ipxe-dir"]) {
     if (values[o] !== undefined) throw new CliError(`--${o} is for the site role, not --role distribution`, ExitCode.USAGE);
   }
