@@ -21,12 +21,9 @@ import { writeSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from "node:worker_threads";
 import { EPOLL_EVENT_BYTES, readyFd, sockaddr, udpSyscalls, type UdpSyscalls } from "../../net/bound-udp.ts";
-import type { FromThread, ToThread, TransferSpec } from "./tftp-threads.ts";
+import type { FromThread, ThreadData, ToThread, TransferSpec } from "./tftp-thread-messages.ts";
 import type { PacketSet } from "./tftp-files.ts";
 import { Transfer, UNKNOWN_TID_ERROR, type TransferTimer } from "./tftp-transfer.ts";
-
-/** What crosses to a transfer thread when it starts. */
-export type ThreadData = { port: MessagePort };
 
 /**
  * Datagrams read from one socket per turn of the loop. A client sends one ACK per block or

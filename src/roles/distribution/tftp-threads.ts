@@ -15,25 +15,15 @@
 
 import type dgram from "node:dgram";
 import { MessageChannel, Worker, type MessagePort } from "node:worker_threads";
-import { TftpOpcode, type TftpOption } from "../../protocol/tftp.ts";
+import { TftpOpcode } from "../../protocol/tftp.ts";
 import { openBoundUdpSocket } from "../../net/bound-udp.ts";
 import type { PacketSet, TftpFile } from "./tftp-files.ts";
 import { Transfer, UNKNOWN_TID_ERROR, type TransferEnd } from "./tftp-transfer.ts";
-import { wakeThread, type ThreadData } from "./tftp-thread-loop.ts";
+import { wakeThread } from "./tftp-thread-loop.ts";
+import type { Fault, FromThread, Supersede, ThreadData, ToThread, TransferSpec } from "./tftp-thread-messages.ts";
 
-/** Everything a transfer needs besides its bytes; plain data, so it crosses to a thread as it is. */
-export type TransferSpec = {
-  /** The interface the request arrived on (null: any), and the local address to bind. */
-  iface: string | null;
-  address: string;
-  client: { address: string; port: number };
-  blksize: number;
-  windowsize: number;
-  /** Options to acknowledge in an OACK first; empty sends DATA 1 straight away (RFC 2347). */
-  oack: TftpOption[];
-  timeoutMs: number;
-  retries: number;
-};
+/** What runTransfer and TransferThreads.start take (tftp-server.ts builds it). */
+export type { TransferSpec };
 
 export type TransferHooks = {
   /**
@@ -47,10 +37,6 @@ export type TransferHooks = {
   /** A datagram the transfer refused, counted in the server's statistics. */
   onRefused(reason: "unknownTid" | "malformed"): void;
 };
-
-export type Fault = "unstarted" | "failed";
-
-export type Supersede = "superseded" | "answered" | "ended";
 
 export type RunningTransfer = {
   /**
@@ -166,20 +152,6 @@ export function runTransfer(spec: TransferSpec, source: PacketSet | TftpFile, ho
 function afterWaitingDatagrams<T>(f: () => T): Promise<T> {
   return new Promise((resolve) => setImmediate(() => setImmediate(() => resolve(f()))));
 }
-
-/** Messages to a transfer thread (each followed by a wake-up of its eventfd). */
-export type ToThread =
-  | { type: "start"; id: number; spec: TransferSpec; set: PacketSet }
-  | { type: "supersede"; id: number; reason: string }
-  | { type: "abort"; id: number; reason: string; tell?: string }
-  | { type: "exit" };
-/** Messages from a transfer thread. "ready" names the eventfd that wakes it. */
-export type FromThread =
-  | { type: "end"; id: number; end: TransferEnd; fault?: Fault }
-  | { type: "closed"; id: number }
-  | { type: "refused"; id: number; reason: "unknownTid" | "malformed" }
-  | { type: "superseded"; id: number; outcome: Supersede }
-  | { type: "ready"; wake: number };
 
 /** A transfer on a thread, as the main thread follows it. */
 type Remote = { hooks: TransferHooks; superseding?: (outcome: Supersede) => void };
