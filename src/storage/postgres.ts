@@ -6,7 +6,7 @@
 import fs from "node:fs";
 import type { ConnectionOptions } from "node:tls";
 import pg from "pg";
-import { runAfterCommit, type Db, type Row, type Sql, type Tx } from "./db.ts";
+import { runAfterCommit, type Db, type Row, type Sql, type Tx } from "./sql.ts";
 
 export type SslMode = "disable" | "allow" | "prefer" | "require" | "verify-ca" | "verify-full";
 const SSL_MODES: readonly SslMode[] = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"];

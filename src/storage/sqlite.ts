@@ -5,7 +5,7 @@
  */
 import fs from "node:fs";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
-import { runAfterCommit, type Db, type Row, type Sql, type Tx } from "./db.ts";
+import { runAfterCommit, type Db, type Row, type Sql, type Tx } from "./sql.ts";
 import { Mutex } from "./mutex.ts";
 
 type Param = null | number | bigint | string | Uint8Array;
