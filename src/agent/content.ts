@@ -12,7 +12,8 @@ import type { KeyObject } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ChunkVerifier, ManifestError, verifyManifest, type Manifest } from "../content/manifest.ts";
 import type { ContentSource } from "./engine.ts";
-import { MpClient, MpError, isRetryable } from "./mp-client.ts";
+import { HttpsError } from "../security/pinned-https.ts";
+import { MpClient, isRetryable } from "./mp-client.ts";
 
 const MAX_RESUMES = 20;
 /** Verified chunks held ahead of the writer (16 MiB), so the network need not wait for the disk. */
@@ -118,7 +119,7 @@ export class DistributionPointContent implements ContentSource {
         const status = res.statusCode ?? 0;
         if (status !== (start > 0 ? 206 : 200)) {
           res.resume();
-          throw new MpError(status, `HTTP_${status}`, `Cannot download image "${m.name}": the distribution point answered ${status}`);
+          throw new HttpsError(status, `HTTP_${status}`, `Cannot download image "${m.name}": the distribution point answered ${status}`);
         }
         const onAbort = () => res.destroy(opts.signal.reason as Error);
         opts.signal.addEventListener("abort", onAbort, { once: true });

@@ -15,7 +15,8 @@ import { verifyPolicy, PolicyError } from "../security/signed-policy.ts";
 import type { Policy, PolicyDeployment } from "../domain/policy.ts";
 import { ConfigError, loadConfig, type AgentConfig } from "./config.ts";
 import { collectInventory, type Inventory } from "./inventory.ts";
-import { MpClient, MpError } from "./mp-client.ts";
+import { HttpsError } from "../security/pinned-https.ts";
+import { MpClient } from "./mp-client.ts";
 import { askHidden, askLine, say } from "./console.ts";
 import { runSequence, type AnyStep, type StepEvent } from "./engine.ts";
 import { maskSecrets } from "../domain/mask.ts";
@@ -79,8 +80,8 @@ async function enroll(client: MpClient, cfg: AgentConfig, inv: Inventory): Promi
       // The site says as little as it can about a refusal: once a password was sent, a plain
       // refusal of this (otherwise valid) token is the password's, so ask again.
       // (A refusal of the token itself says why — used, expired, bound elsewhere — and is not the password's.)
-      const plain = err instanceof MpError && err.code === "SLIPWAY_ENROLLMENT_REFUSED" && !/boot token/.test(err.message);
-      const askAgain = err instanceof MpError && (err.code === "SLIPWAY_PXE_PASSWORD_REQUIRED" || (pxePassword !== undefined && plain));
+      const plain = err instanceof HttpsError && err.code === "SLIPWAY_ENROLLMENT_REFUSED" && !/boot token/.test(err.message);
+      const askAgain = err instanceof HttpsError && (err.code === "SLIPWAY_PXE_PASSWORD_REQUIRED" || (pxePassword !== undefined && plain));
       if (askAgain && attempt <= MAX_PASSWORD_TRIES) {
         if (pxePassword !== undefined) say("the PXE password was not accepted");
         const typed = await askHidden("This site requires the PXE password: ");
@@ -143,7 +144,7 @@ export async function main(opts: { configDir: string; cmdline: string; reboot: b
         if (policy.deployments.length > 0) say("enrollment approved");
       }
     } catch (err) {
-      const known = err instanceof PolicyError || err instanceof MpError || err instanceof ConfigError || /^Cannot /.test((err as Error).message);
+      const known = err instanceof PolicyError || err instanceof HttpsError || err instanceof ConfigError || /^Cannot /.test((err as Error).message);
       say(`error ${known ? (err as Error).message : `Cannot reach the management point: ${(err as Error).message}`}`);
       return 3;
     }

@@ -1,11 +1,12 @@
 /**
  * How the CLI reaches the site API: which server, which CA its certificate must chain to,
  * which token to send; one HTTPS request function; and the one mapping from HTTP status
- * to exit code. TLS is always verified: there is no option to turn that off.
+ * to exit code. Requests go through the pinned HTTPS client (security/pinned-https.ts): TLS
+ * is always verified, and there is no option to turn that off.
  */
 import fs from "node:fs";
-import https from "node:https";
 import path from "node:path";
+import { HttpsError, PinnedHttpsClient, type Query } from "../security/pinned-https.ts";
 import { CliError, ExitCode } from "./command.ts";
 import { profilePath, readProfile, type Profile } from "./profile.ts";
 
@@ -155,59 +156,32 @@ export function detailLines(details: unknown, message = ""): string[] {
 // Errors that mean the certificate could not be trusted: waiting will not fix them.
 const TLS_TRUST = /CERT|SIGNATURE|ISSUER|ALTNAME|SELF_SIGNED/;
 
-function transportError(err: NodeJS.ErrnoException, conn: Connection): CliError {
-  const code = err.code ?? "";
+/** What the CLI says when no answer came: why, in words, and what to try. */
+function transportError(err: HttpsError, conn: Connection): CliError {
+  const cause = (err.cause ?? err) as NodeJS.ErrnoException;
+  const code = err.code;
   if (TLS_TRUST.test(code)) {
-    return new CliError(`Cannot trust ${conn.server}: ${err.message} (CA from ${conn.caSource}; give the site's CA with --ca FILE)`, ExitCode.FAILURE);
+    return new CliError(`Cannot trust ${conn.server}: ${cause.message} (CA from ${conn.caSource}; give the site's CA with --ca FILE)`, ExitCode.FAILURE);
   }
   const why = code === "ECONNREFUSED" ? "connection refused (is \"slipway up\" running?)"
     : code === "ENOTFOUND" || code === "EAI_AGAIN" ? "the host name does not resolve"
     : code === "ETIMEDOUT" ? "no answer in time"
-    : err.message || code;
+    : cause.message || code;
   return new CliError(`Cannot reach ${conn.server}: ${why}`, ExitCode.UNAVAILABLE);
 }
 
-export type Query = Record<string, string | number | boolean | undefined>;
-
 /** Sends one request; resolves with the parsed JSON body (undefined for 204), rejects with ApiError or CliError. */
-export function apiRequest(conn: Connection, method: string, apiPath: string, opts: { body?: unknown; query?: Query; token?: string | null } = {}): Promise<unknown> {
-  const url = new URL(apiPath, conn.server);
-  for (const [k, v] of Object.entries(opts.query ?? {})) if (v !== undefined) url.searchParams.set(k, String(v));
-  const payload = opts.body === undefined ? undefined : JSON.stringify(opts.body);
-  const headers: Record<string, string> = { accept: "application/json", "user-agent": USER_AGENT };
-  if (payload !== undefined) headers["content-type"] = "application/json";
+export async function apiRequest(conn: Connection, method: string, apiPath: string, opts: { body?: unknown; query?: Query; token?: string | null } = {}): Promise<unknown> {
   const token = opts.token === undefined ? conn.token : opts.token;
-  if (token) headers.authorization = `Bearer ${token}`;
-  return new Promise((resolve, reject) => {
-    const req = https.request(url, {
-      method, headers, agent: false,
-      // Explicit, so NODE_TLS_REJECT_UNAUTHORIZED=0 in the environment cannot turn checking off.
-      rejectUnauthorized: true,
-      ...(conn.ca ? { ca: conn.ca } : {}),
-    }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on("data", (c: Buffer) => chunks.push(c));
-      res.on("error", (e) => reject(transportError(e, conn)));
-      res.on("end", () => {
-        const status = res.statusCode ?? 0;
-        const text = Buffer.concat(chunks).toString("utf8");
-        let body: unknown;
-        try {
-          body = text ? JSON.parse(text) : undefined;
-        } catch {
-          body = undefined;
-        }
-        if (status >= 200 && status < 300) return resolve(body);
-        const e = (body && typeof body === "object" ? body : {}) as { code?: unknown; message?: unknown; details?: unknown };
-        const message = typeof e.message === "string" ? e.message : `The server answered HTTP ${status}`;
-        reject(new ApiError(status, typeof e.code === "string" ? e.code : `HTTP_${status}`, message, e.details ?? null));
-      });
-    });
-    req.setTimeout(TIMEOUT_MS, () => req.destroy(Object.assign(new Error("timed out"), { code: "ETIMEDOUT" })));
-    req.on("error", (e) => reject(transportError(e, conn)));
-    if (payload !== undefined) req.write(payload);
-    req.end();
-  });
+  // One connection per command, closed after it, so the process exits as soon as it is done.
+  const client = new PinnedHttpsClient({ url: conn.server, ca: conn.ca, peer: "the server", userAgent: USER_AGENT, timeoutMs: TIMEOUT_MS });
+  try {
+    return await client.json(method, apiPath, opts.body, { query: opts.query, headers: token ? { authorization: `Bearer ${token}` } : {} });
+  } catch (err) {
+    if (!(err instanceof HttpsError)) throw err;
+    if (err.status === 0) throw transportError(err, conn);
+    throw new ApiError(err.status, err.code, err.message, err.details);
+  }
 }
 
 /** Builds an API path, encoding every interpolated value as one path segment. */

@@ -56,7 +56,7 @@ describe("agent content sources", () => {
     // Enroll as the agent does: its own key, pre-approved.
     client = new MpClient(t.mp.url, t.ca);
     const { keyPem, csrPem } = await createKeyAndCsr();
-    const r = await client.json("POST", "/mp/v1/enroll", { credential: { kind: "pre-approved" }, csr: csrPem, inventory: ids });
+    const r = await client.json<{ certificate: string }>("POST", "/mp/v1/enroll", { credential: { kind: "pre-approved" }, csr: csrPem, inventory: ids });
     client.setIdentity({ keyPem, certPem: r.certificate });
 
     // A compromised source: a valid site certificate, but the second chunk altered.

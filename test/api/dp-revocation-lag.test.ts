@@ -29,7 +29,8 @@ import { fetchBytes, newMachine, type TestMachine } from "../support/device.ts";
 import { addImage } from "../../src/roles/site/content-library.ts";
 import { startDistributionPoint, type RunningDistributionPoint } from "../../src/roles/distribution/distribution-point.ts";
 import { createLogger } from "../../src/log.ts";
-import { SiteError, SiteLink } from "../../src/roles/distribution/dp-site-link.ts";
+import { SiteLink } from "../../src/roles/distribution/dp-site-link.ts";
+import { HttpsError } from "../../src/security/pinned-https.ts";
 import { SiteTrust } from "../../src/roles/distribution/dp-trust.ts";
 import { enrollIdentity, renewIdentity } from "../../src/roles/distribution/dp-identity.ts";
 
@@ -307,7 +308,7 @@ for (const database of databasesUnderTest()) {
           during = await trust.check().then(() => "answered", (err) => err);
           return next.client;
         });
-        assert.ok(during instanceof SiteError && during.status === 403 && !during.sameIdentity, `refused, during the renewal: ${String(during)}`);
+        assert.ok(during instanceof HttpsError && during.status === 403 && !during.sameIdentity, `refused, during the renewal: ${String(during)}`);
         assert.deepEqual(removals, [], "not removed by its own renewal");
         await trust.check();
         assert.equal(trust.removed, null, "the renewed certificate is answered");

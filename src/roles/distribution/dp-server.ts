@@ -19,7 +19,8 @@ import { SlipwayError } from "../../errors.ts";
 import type { BlobStore } from "../../storage/blob-store.ts";
 import type { Logger } from "../../log.ts";
 import type { Replicator } from "./dp-replicator.ts";
-import { SiteError, type SiteLink } from "./dp-site-link.ts";
+import { HttpsError } from "../../security/pinned-https.ts";
+import type { SiteLink } from "./dp-site-link.ts";
 import { ANSWER_TTL_MS, type SiteTrust } from "./dp-trust.ts";
 
 /** A device as its certificate shows it; whether it may have anything is the site's call. */
@@ -129,7 +130,7 @@ export async function startDpServer(opts: {
         if (err instanceof SlipwayError) throw err;
         trust.assertServing();
         log.warn("authorization request failed", { digest, device: peer.deviceId, reason: (err as Error).message });
-        if (err instanceof SiteError && err.status > 0 && err.status < 500) throw new SlipwayError("UNAVAILABLE", "Cannot serve content: the site refused this distribution point's question");
+        if (err instanceof HttpsError && err.status > 0 && err.status < 500) throw new SlipwayError("UNAVAILABLE", "Cannot serve content: the site refused this distribution point's question");
         throw new SlipwayError("UNAVAILABLE", "Cannot serve content: the site cannot be asked whether this device may have it; try again later");
       }
       if (!answer.allowed) throw refusal(answer, digest);

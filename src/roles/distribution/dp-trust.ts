@@ -14,7 +14,8 @@
  * serving too, since every kept answer expires and no new one comes, but not for good.
  */
 import { SlipwayError } from "../../errors.ts";
-import { SiteError, type SiteLink } from "./dp-site-link.ts";
+import { HttpsError } from "../../security/pinned-https.ts";
+import type { SiteLink } from "./dp-site-link.ts";
 
 /** The promise: a site's trust decision is followed at its distribution points within this. */
 export const TRUST_BOUND_MS = 5_000;
@@ -24,8 +25,8 @@ export const TRUST_POLL_MS = 1_000;
 export const ANSWER_TTL_MS = 4_000;
 
 /** Whether an error is the site refusing this distribution point's own certificate as revoked. */
-export function refusesOurIdentity(err: unknown): err is SiteError {
-  return err instanceof SiteError && err.sameIdentity && err.status === 403 && err.code === "SLIPWAY_DEVICE_BLOCKED"
+export function refusesOurIdentity(err: unknown): err is HttpsError {
+  return err instanceof HttpsError && err.sameIdentity && err.status === 403 && err.code === "SLIPWAY_DEVICE_BLOCKED"
     && (err.details as { certificate?: unknown } | null)?.certificate === "revoked";
 }
 
