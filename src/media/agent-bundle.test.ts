@@ -3,32 +3,61 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { test } from "node:test";
-import { buildAgentBundle, findImports } from "./agent-bundle.ts";
+import { buildAgentBundle } from "./agent-bundle.ts";
 
-test("imports, re-exports, side-effect and literal dynamic imports are found; type-only ones and look-alikes are not", () => {
-  const src = `
-import a from "./a.ts";
-import type { B } from "./b.ts";
-import { type C, d } from "./c.ts";
-import * as e from 'e-pkg';
-import "./side.ts";
-export * from "./f.ts";
-export * as g from "./g.ts";
-export { h } from "@scope/h/sub";
-export type { I } from "./i.ts";
-export { j };
-const k = \`import x from "./no1.ts" \${ "\${1}" + \`nested \${2}\` } import "./no2.ts"\`;
-// import "./no3.ts"
-/* import "./no4.ts" */
-const re = /import "\\.\\/no5.ts"/g; const q = "import './no6.ts'";
-const m = await import("./dyn.ts");
+/** A project in a temporary folder: write(path, text) places files, root is its folder. */
+function tempProject() {
+  const root = mkdtempSync(path.join(tmpdir(), "slipway-bundle-"));
+  const write = (p: string, text: string) => {
+    mkdirSync(path.dirname(path.join(root, p)), { recursive: true });
+    writeFileSync(path.join(root, p), text);
+  };
+  return { root, write, [Symbol.dispose]: () => rmSync(root, { recursive: true, force: true }) };
+}
+
+test("imports, re-exports, side-effect and literal dynamic imports are followed; type-only ones and look-alikes are not", () => {
+  using p = tempProject();
+  const reached = ["a", "c", "c2", "side", "f", "g", "h", "dyn", "mixed", "after-division", "data"];
+  const decoys = ["b", "i", "no1", "no2", "no3", "no4", "no5", "no6"];
+  for (const name of [...reached, ...decoys]) p.write(`src/lib/${name}.ts`, `export const ${name.replace(/-/g, "_")} = 1; export type T = number; export default 1;\n`);
+  p.write("src/lib/data.json", `{"ok": true}\n`);
+  p.write("src/agent/main.ts", `
+import a from "../lib/a.ts";
+import type { B } from "../lib/b.ts";
+import { type C, c } from "../lib/c.ts";
+import { type T } from "../lib/c2.ts";
+import "../lib/side.ts";
+export * from "../lib/f.ts";
+export * as g from "../lib/g.ts";
+export { h } from "../lib/h.ts";
+export type { T as I } from "../lib/i.ts";
+import data from "../lib/data.json" with { type: "json" };
+const k = \`import x from "../lib/no1.ts" \${ "\${1}" + \`nested \${2}\` } import "../lib/no2.ts"\`;
+// import "../lib/no3.ts"
+/* import "../lib/no4.ts" */
+const re = /import "\\.\\.\\/lib\\/no5.ts"/g; const q = "import '../lib/no6.ts'";
+const m = await import("../lib/dyn.ts");
 const n = import.meta.dirname;
-import def, { x as y } from "./mixed.ts";
-const r = a / 2 / 3; import z from "./after-division.ts";
-`;
-  assert.deepEqual(findImports(src), [
-    "./a.ts", "./c.ts", "e-pkg", "./side.ts", "./f.ts", "./g.ts", "@scope/h/sub", "./dyn.ts", "./mixed.ts", "./after-division.ts",
-  ]);
+import def, { mixed as y } from "../lib/mixed.ts";
+const r = a / 2 / 3; import { after_division } from "../lib/after-division.ts";
+export { k, re, q, m, n, def, y, r, after_division, c, data };
+`);
+  const b = buildAgentBundle({ entry: path.join(p.root, "src/agent/main.ts"), projectRoot: p.root });
+  assert.deepEqual(b.sources, ["src/agent/main.ts", ...reached.map((n) => `src/lib/${n}.${n === "data" ? "json" : "ts"}`)].sort());
+});
+
+test("an import Node would not load as written is refused when the bundle is built, not at boot", () => {
+  using p = tempProject();
+  p.write("src/lib/x.ts", "export const x = 1;\n");
+  p.write("src/lib/dir/index.ts", "export const d = 1;\n");
+  const entry = path.join(p.root, "src/agent/main.ts");
+  for (const [spec, why] of [["../lib/x", /imports "\.\.\/lib\/x", which does not exist/], ["../lib/x.js", /imports "\.\.\/lib\/x\.js", which does not exist/], ["../lib/dir", /imports "\.\.\/lib\/dir", which does not exist/]] as const) {
+    p.write("src/agent/main.ts", `import "${spec}";\n`);
+    assert.throws(() => buildAgentBundle({ entry, projectRoot: p.root }), why, spec);
+  }
+  p.write("src/agent/main.ts", `import "#internal";\n`);
+  p.write("package.json", JSON.stringify({ imports: { "#internal": "./src/lib/x.ts" } }));
+  assert.throws(() => buildAgentBundle({ entry, projectRoot: p.root }), /imports "#internal"; only relative paths and npm packages are supported/);
 });
 
 test("the bundle holds the sources reached from the entry and the packages they use, with their dependencies", () => {

@@ -1,18 +1,22 @@
 /**
- * The agent as it ships in a boot image: its TypeScript sources, found by walking static
- * imports from the entry point (Node strips the types when it runs them, so nothing is
- * compiled), and the npm packages they use with those packages' own dependencies.
+ * The agent as it ships in a boot image: its TypeScript sources, found by following static
+ * and literal dynamic imports from the entry point (Node strips the types when it runs them,
+ * so nothing is compiled), and the npm packages they use with those packages' own
+ * dependencies.
  *
  *   /opt/slipway/package.json          {"type":"module"}
  *   /opt/slipway/src/agent/main.ts     sources keep their layout relative to the project root
  *   /opt/slipway/node_modules/<pkg>/   whole packages (without type declarations and source
  *                                      maps), nested node_modules where npm put them
  *
- * Imports are found by a small tokenizer that knows comments, strings, template literals and
- * regular expressions, so an import-looking line inside any of them is never followed.
- * Type-only imports (`import type …`, `export type … from`) are erased at run time and are
- * not followed either.
+ * The module graph is esbuild's (the TypeScript parser and Node-style resolver of a maintained
+ * bundler), read from its metafile; nothing is compiled or rewritten: the files ship as they
+ * are and Node strips their types at run time. Type-only imports (`import type …`,
+ * `export type … from`) are erased at run time and are not followed (verbatimModuleSyntax,
+ * as Node's type stripping requires). An import Node would not resolve as written (no
+ * extension, a directory, `.js` for a `.ts` file) is refused here rather than at boot.
  */
+import { buildSync, type BuildFailure, type Metafile } from "esbuild";
 import { createHash } from "node:crypto";
 import { readFileSync, readdirSync, realpathSync, statSync } from "node:fs";
 import { isBuiltin } from "node:module";
@@ -71,31 +75,30 @@ export function buildAgentBundle(opts: AgentBundleOptions): AgentBundle {
     }
   };
 
-  const visit = (file: string) => {
-    const rel = relToRoot(file, "source");
-    if (sources.has(rel)) return;
-    sources.add(rel);
-    const data = readFileSync(file);
-    files.set(`${targetDir}/${rel}`, data);
-    if (file.endsWith(".json")) return;
-    for (const spec of findImports(data.toString("utf8"))) {
+  for (const [rel, input] of Object.entries(moduleGraph(root, path.resolve(opts.entry)))) {
+    const file = path.resolve(root, rel);
+    const relPath = relToRoot(file, "source");
+    sources.add(relPath);
+    files.set(`${targetDir}/${relPath}`, readFileSync(file));
+    for (const imp of input.imports) {
+      const spec = imp.original ?? imp.path;
       if (spec.startsWith("node:") || isBuiltin(spec)) continue;
-      if (spec.startsWith("./") || spec.startsWith("../") || spec.startsWith("/")) {
-        const target = path.resolve(path.dirname(file), spec);
-        if (!isFile(target)) throw new Error(`Cannot bundle the agent: ${rel} imports "${spec}", which does not exist`);
-        visit(target);
-      } else if (spec.startsWith("#") || /^[a-z][a-z0-9+.-]*:/i.test(spec)) {
-        throw new Error(`Cannot bundle the agent: ${rel} imports "${spec}"; only relative paths and npm packages are supported`);
-      } else {
-        const name = spec.startsWith("@") ? spec.split("/").slice(0, 2).join("/") : spec.split("/")[0];
-        const found = findPackage(name, path.dirname(file));
-        if (!found) throw new Error(`Cannot bundle the agent: package ${name} (imported by ${rel}) is not installed (run npm install)`);
-        addPackage(found, rel);
+      if (spec.startsWith("#") || /^[a-z][a-z0-9+.-]*:/i.test(spec)) {
+        throw new Error(`Cannot bundle the agent: ${relPath} imports "${spec}"; only relative paths and npm packages are supported`);
       }
+      if (!imp.external) {
+        // Node resolves a relative specifier exactly as written: no added extension, no index file.
+        if (path.resolve(path.dirname(file), spec) !== path.resolve(root, imp.path)) {
+          throw new Error(`Cannot bundle the agent: ${relPath} imports "${spec}", which does not exist (Node loads files by their exact name)`);
+        }
+        continue;
+      }
+      const name = spec.startsWith("@") ? spec.split("/").slice(0, 2).join("/") : spec.split("/")[0];
+      const found = findPackage(name, path.dirname(file));
+      if (!found) throw new Error(`Cannot bundle the agent: package ${name} (imported by ${relPath}) is not installed (run npm install)`);
+      addPackage(found, relPath);
     }
-  };
-
-  visit(path.resolve(opts.entry));
+  }
   files.set(`${targetDir}/package.json`, Buffer.from(JSON.stringify({ type: "module" }) + "\n"));
 
   const names = [...files.keys()].sort();
@@ -145,149 +148,25 @@ function isFile(p: string): boolean {
   }
 }
 
-type Token = { kind: "id" | "str" | "punct" | "other"; value: string };
-
-/** Keywords after which a `/` starts a regular expression rather than a division. */
-const REGEX_AFTER = new Set(["return", "typeof", "instanceof", "in", "of", "new", "delete", "void", "throw", "case", "do", "else", "yield", "await"]);
-
-/** Splits JavaScript/TypeScript into the tokens import scanning needs. */
-function tokenize(src: string): Token[] {
-  const tokens: Token[] = [];
-  const braces: number[] = []; // for each open template `${`, the brace depth it started at
-  let depth = 0;
-  let i = 0;
-  const n = src.length;
-  const regexAllowed = () => {
-    const last = tokens.at(-1);
-    if (!last) return true;
-    if (last.kind === "id") return REGEX_AFTER.has(last.value);
-    if (last.kind === "punct") return !")]}".includes(last.value);
-    return false;
-  };
-  const template = () => {
-    // i is just after "`" or after the "}" closing a `${`; scan to the closing "`" or next "${".
-    while (i < n) {
-      const c = src[i];
-      if (c === "\\") i += 2;
-      else if (c === "`") {
-        i++;
-        tokens.push({ kind: "other", value: "`" });
-        return;
-      } else if (c === "$" && src[i + 1] === "{") {
-        i += 2;
-        braces.push(depth);
-        depth++;
-        tokens.push({ kind: "punct", value: "(" });
-        return;
-      } else i++;
-    }
-  };
-  while (i < n) {
-    const c = src[i];
-    if (c === " " || c === "\t" || c === "\n" || c === "\r") i++;
-    else if (c === "/" && src[i + 1] === "/") {
-      while (i < n && src[i] !== "\n") i++;
-    } else if (c === "/" && src[i + 1] === "*") {
-      const end = src.indexOf("*/", i + 2);
-      i = end < 0 ? n : end + 2;
-    } else if (c === "'" || c === '"') {
-      let value = "";
-      i++;
-      while (i < n && src[i] !== c && src[i] !== "\n") {
-        if (src[i] === "\\") {
-          value += src[i + 1] ?? "";
-          i += 2;
-        } else value += src[i++];
-      }
-      i++;
-      tokens.push({ kind: "str", value });
-    } else if (c === "`") {
-      i++;
-      template();
-    } else if (/[A-Za-z_$\u0080-\uffff]/.test(c)) {
-      const start = i;
-      while (i < n && /[\w$\u0080-\uffff]/.test(src[i])) i++;
-      tokens.push({ kind: "id", value: src.slice(start, i) });
-    } else if (/[0-9]/.test(c)) {
-      while (i < n && /[\w.]/.test(src[i])) i++;
-      tokens.push({ kind: "other", value: "0" });
-    } else if (c === "/" && regexAllowed()) {
-      i++;
-      let inClass = false;
-      while (i < n && src[i] !== "\n") {
-        if (src[i] === "\\") i += 2;
-        else if (src[i] === "[") inClass = true, i++;
-        else if (src[i] === "]") inClass = false, i++;
-        else if (src[i] === "/" && !inClass) break;
-        else i++;
-      }
-      i++;
-      while (i < n && /\w/.test(src[i])) i++;
-      tokens.push({ kind: "other", value: "/re/" });
-    } else if (c === "{") {
-      depth++;
-      i++;
-      tokens.push({ kind: "punct", value: "{" });
-    } else if (c === "}") {
-      depth--;
-      i++;
-      if (braces.length && braces.at(-1) === depth) {
-        braces.pop();
-        tokens.push({ kind: "punct", value: ")" });
-        template();
-      } else tokens.push({ kind: "punct", value: "}" });
-    } else {
-      i++;
-      tokens.push({ kind: "punct", value: c });
-    }
-  }
-  return tokens;
-}
-
 /**
- * The module specifiers a module loads: `import … from "x"`, `import "x"`, `export … from "x"`
- * and `import("x")` with a literal; not `import type`/`export type`.
+ * The modules reached from `entry` (paths relative to `root`) and what each imports, as
+ * esbuild resolves them; packages stay outside (their imports are listed as external).
  */
-export function findImports(src: string): string[] {
-  const t = tokenize(src);
-  const out: string[] = [];
-  const is = (k: number, kind: Token["kind"], value?: string) => t[k]?.kind === kind && (value === undefined || t[k].value === value);
-  /** The string after `from` within this statement, scanning from k. */
-  const fromClause = (k: number): string | undefined => {
-    let depth = 0;
-    for (let j = k; j < t.length && j < k + 2000; j++) {
-      if (is(j, "punct", "{")) depth++;
-      else if (is(j, "punct", "}")) depth--;
-      else if (depth === 0 && is(j, "punct", ";")) return undefined;
-      else if (depth === 0 && is(j, "id", "from") && is(j + 1, "str")) return t[j + 1].value;
-      else if (depth === 0 && j > k && is(j, "id") && ["import", "export", "const", "let", "var", "function", "class"].includes(t[j].value)) return undefined;
-    }
-    return undefined;
-  };
-  for (let k = 0; k < t.length; k++) {
-    if (t[k].kind !== "id" || is(k - 1, "punct", ".")) continue;
-    if (t[k].value === "import") {
-      if (is(k + 1, "str")) out.push(t[k + 1].value);
-      else if (is(k + 1, "punct", "(")) {
-        if (is(k + 2, "str") && (is(k + 3, "punct", ")") || is(k + 3, "punct", ","))) out.push(t[k + 2].value);
-      } else if (is(k + 1, "punct", ".")) continue;
-      else {
-        const typeOnly = is(k + 1, "id", "type") && !is(k + 2, "id", "from") && !is(k + 2, "punct", ",") && !is(k + 2, "punct", "=");
-        const spec = fromClause(k + 1);
-        if (spec !== undefined && !typeOnly) out.push(spec);
-      }
-    } else if (t[k].value === "export") {
-      if (is(k + 1, "id", "type")) continue;
-      let j = k + 1;
-      if (is(j, "punct", "*")) {
-        j++;
-        if (is(j, "id", "as")) j += 2; // export * as ns from "x"
-      } else if (is(j, "punct", "{")) {
-        while (j < t.length && !is(j, "punct", "}")) j++;
-        j++;
-      } else continue;
-      if (is(j, "id", "from") && is(j + 1, "str")) out.push(t[j + 1].value);
-    }
+function moduleGraph(root: string, entry: string): Metafile["inputs"] {
+  try {
+    const result = buildSync({
+      entryPoints: [entry], absWorkingDir: root, bundle: true, write: false, metafile: true,
+      platform: "node", format: "esm", packages: "external", logLevel: "silent",
+      // Keep every import not marked as a type, as Node's type stripping does.
+      tsconfigRaw: { compilerOptions: { verbatimModuleSyntax: true } },
+    });
+    return result.metafile.inputs;
+  } catch (err) {
+    const first = (err as BuildFailure).errors?.[0];
+    if (!first) throw err;
+    const file = first.location?.file;
+    const missing = /^Could not resolve "(.*)"$/.exec(first.text);
+    if (missing && file) throw new Error(`Cannot bundle the agent: ${file} imports "${missing[1]}", which does not exist`);
+    throw new Error(`Cannot bundle the agent: ${file ? `${file}:${first.location!.line}: ` : ""}${first.text}`);
   }
-  return [...new Set(out)];
 }
