@@ -1,9 +1,12 @@
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
+import https from "node:https";
 import os from "node:os";
 import path from "node:path";
-import { detailLines, exitCodeForStatus, resolveConnection, serverOrigin } from "./client.ts";
+import type { AddressInfo } from "node:net";
+import { createCertificateAuthority, issueServerCertificate } from "../security/ca.ts";
+import { ApiError, apiRequest, detailLines, exitCodeForStatus, resolveConnection, serverOrigin, type Connection } from "./client.ts";
 import { writeProfile } from "./profile.ts";
 import { CliError, ExitCode } from "./command.ts";
 
@@ -87,5 +90,51 @@ describe("connection resolution", () => {
     writeProfile(f, { server: "https://x.example", token: "t" });
     assert.equal(fs.statSync(f).mode & 0o777, 0o600);
     assert.equal(fs.statSync(path.dirname(profileFile)).mode & 0o777, 0o700);
+  });
+});
+
+describe("requests", () => {
+  let server: https.Server;
+  let conn: Connection;
+  const seen: { url: string; authorization?: string }[] = [];
+  before(async () => {
+    const ca = await createCertificateAuthority({ commonName: "CLI test CA" });
+    const cert = await issueServerCertificate(ca, { dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"] });
+    server = https.createServer({ cert: cert.certPem, key: cert.keyPem }, (req, res) => {
+      seen.push({ url: req.url ?? "", authorization: req.headers.authorization });
+      if (req.url?.startsWith("/api/v1/devices")) return res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify([{ id: "d1" }]));
+      if (req.url === "/api/v1/invalid") return res.writeHead(422, { "content-type": "application/json" }).end(JSON.stringify({ code: "SLIPWAY_INVALID", message: "Cannot create the device: 1 field is invalid", details: [{ path: "macs.0", message: "not a MAC address" }] }));
+      res.writeHead(502, { "content-type": "text/html" }).end("<html>bad gateway</html>");
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    conn = { server: url, ca: ca.certPem, caSource: "test", token: "tok", profileFile: "-", profile: {} };
+  });
+  after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+  it("sends the token and the query, and reads the JSON answer", async () => {
+    assert.deepEqual(await apiRequest(conn, "GET", "/api/v1/devices", { query: { state: "approved", limit: 5, skip: undefined } }), [{ id: "d1" }]);
+    assert.deepEqual(seen.at(-1), { url: "/api/v1/devices?state=approved&limit=5", authorization: "Bearer tok" });
+  });
+
+  it("turns a refusal into an ApiError with the exit code for its status", async () => {
+    const err = await apiRequest(conn, "POST", "/api/v1/invalid", { body: {} }).then(() => null, (e: unknown) => e);
+    assert.ok(err instanceof ApiError);
+    assert.deepEqual([err.status, err.code, err.message, err.exitCode], [422, "SLIPWAY_INVALID", "Cannot create the device: 1 field is invalid", ExitCode.INVALID]);
+    assert.deepEqual(detailLines(err.details, err.message), ["macs.0: not a MAC address"]);
+  });
+
+  it("says which status a non-JSON error page had", async () => {
+    const err = await apiRequest(conn, "GET", "/elsewhere").then(() => null, (e: unknown) => e);
+    assert.ok(err instanceof ApiError);
+    assert.deepEqual([err.code, err.message, err.exitCode], ["HTTP_502", "The server answered HTTP 502", ExitCode.UNAVAILABLE]);
+  });
+
+  it("says a server whose certificate the CA did not issue cannot be trusted, and where the CA came from", async () => {
+    const other = await createCertificateAuthority({ commonName: "Another CA" });
+    const err = await apiRequest({ ...conn, ca: other.certPem, caSource: "other.pem" }, "GET", "/api/v1/devices").then(() => null, (e: unknown) => e);
+    assert.ok(err instanceof CliError && !(err instanceof ApiError));
+    assert.match(err.message, /^Cannot trust https:\/\/127\.0\.0\.1:\d+: .* \(CA from other\.pem; give the site's CA with --ca FILE\)$/);
+    assert.equal(err.exitCode, ExitCode.FAILURE);
   });
 });

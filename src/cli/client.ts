@@ -173,7 +173,7 @@ function transportError(err: HttpsError, conn: Connection): CliError {
 /** Sends one request; resolves with the parsed JSON body (undefined for 204), rejects with ApiError or CliError. */
 export async function apiRequest(conn: Connection, method: string, apiPath: string, opts: { body?: unknown; query?: Query; token?: string | null } = {}): Promise<unknown> {
   const token = opts.token === undefined ? conn.token : opts.token;
-  // One connection per command, closed after it, so the process exits as soon as it is done.
+  // One connection per request, closed after it, so the command's process exits as soon as it is done.
   const client = new PinnedHttpsClient({ url: conn.server, ca: conn.ca, peer: "the server", userAgent: USER_AGENT, timeoutMs: TIMEOUT_MS });
   try {
     return await client.json(method, apiPath, opts.body, { query: opts.query, headers: token ? { authorization: `Bearer ${token}` } : {} });
