@@ -28,6 +28,7 @@ exists() { ip netns list | grep -qw "^$NS"; }
 case "${1:-}" in
   up)
     exists && die "the lab $NS exists; scripts/lab.sh down first"
+    scripts/setup.sh --lab
     ip netns add "$NS"
     in_ns ip link set lo up
     in_ns ip link add br0 type bridge stp_state 0 forward_delay 0

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Sets up everything Slipway needs on a Debian machine; safe to run again.
 #   scripts/setup.sh          runtime (Node.js 24, npm packages, what boot images are built from)
-#   scripts/setup.sh --test   also what the test suite needs (PostgreSQL)
+#   scripts/setup.sh --lab    also what scripts/lab.sh needs (QEMU, its iPXE and UEFI firmware)
+#   scripts/setup.sh --test   also what the test suite needs (the lab, PostgreSQL, network clients, swtpm)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 want_test=0
-[ "${1:-}" = "--test" ] && want_test=1
+want_lab=0
+[ "${1:-}" = "--test" ] && want_test=1 && want_lab=1
+[ "${1:-}" = "--lab" ] && want_lab=1
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -14,14 +17,21 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 apt_packages=()
 if [ "$want_test" = 1 ]; then
   command -v pg_ctlcluster >/dev/null 2>&1 && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || apt_packages+=(postgresql)
-  # The lab (QEMU booting real firmware in network namespaces) and real network clients.
-  for pkg in qemu-system-x86 qemu-utils ipxe-qemu ipxe ovmf dnsmasq-base tshark curl atftp iproute2 ethtool swtpm swtpm-tools tpm2-tools; do
+  # Real network clients and software TPMs.
+  for pkg in dnsmasq-base tshark curl atftp ethtool swtpm swtpm-tools tpm2-tools; do
+    dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null | grep -qx installed || apt_packages+=("$pkg")
+  done
+fi
+if [ "$want_lab" = 1 ]; then
+  # The lab: QEMU booting real firmware (BIOS with iPXE, UEFI with OVMF) in network namespaces.
+  for pkg in qemu-system-x86 qemu-utils ipxe-qemu ovmf iproute2; do
     dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null | grep -qx installed || apt_packages+=("$pkg")
   done
 fi
 # What `slipway bootimage build` puts in the deploy environment (busybox, disk tools, boot
-# loader files, zstd, binutils' strip for the Node binary) and the iPXE loaders PXE serves.
-for pkg in ipxe busybox-static fdisk e2fsprogs dosfstools extlinux syslinux-common systemd-boot-efi efibootmgr zstd binutils; do
+# loader files, zstd, binutils' strip for the Node binary), the iPXE loaders PXE serves, and
+# mmdebstrap for `slipway image build debian`.
+for pkg in ipxe busybox-static fdisk e2fsprogs dosfstools extlinux syslinux-common systemd-boot-efi efibootmgr zstd binutils mmdebstrap; do
   dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null | grep -qx installed || apt_packages+=("$pkg")
 done
 command -v npm >/dev/null 2>&1 || apt_packages+=(npm)

@@ -95,12 +95,26 @@ describe("slipway image", () => {
       [["image", "show", "nothing-here", "--data", data], 5, /Cannot find image "nothing-here"/],
       [["image", "delete", "debian-base", "--data", data], 7, /name a manifest by its digest/],
       [["image", "delete", `sha256:${"0".repeat(64)}`, "--data", data], 5, /there is no such manifest/],
+      // image build: every refusal comes before anything is downloaded, built or written.
+      [["image", "build", "ubuntu", "--name", "x", "--data", data], 2, /Slipway builds "debian" images/],
+      [["image", "build", "debian", "--data", data], 2, /--name NAME is required/],
+      [["image", "build", "debian", "--name", "x", "--format", "raw", "--data", data], 2, /--format belongs to "image import"/],
+      [["image", "build", "debian", "--name", "x", "--output", path.join(root, "out.tar"), "--data", data], 2, /--output names a \.tar\.zst file/],
+      [["image", "build", "debian", "--name", "x", "--output", file("exists.tar.zst", Buffer.alloc(1)), "--data", data], 6, /it exists/],
+      [["image", "list", "--suite", "bookworm", "--data", data], 2, /--suite belongs to "image build"/],
+      [["image", "build", "debian", "--name", "../etc", "--data", data], 7, /a name is 1-128 letters/],
+      [["image", "build", "debian", "--name", "x", "--suite", "Bookworm Backports", "--data", data], 7, /is not a Debian suite name/],
+      [["image", "build", "debian", "--name", "x", "--packages", "vim,bad;rm", "--data", data], 7, /"bad;rm" is not a Debian package name/],
+      [["image", "build", "debian", "--name", "x", "--mirror", "http://user:pw@mirror.example/debian", "--data", data], 7, /without credentials/],
+      [["image", "build", "debian", "--name", "x", "--mirror", "ftp://mirror.example/debian", "--data", data], 7, /not an http, https or file URL/],
+      [["image", "build", "debian", "--name", "x", "--data", path.join(root, "no-site")], 5, /No site in/],
     ];
     for (const [args, code, message] of cases) {
       const r = await run(args);
       assert.equal(r.code, code, `${args.join(" ")}: ${r.stderr}`);
       assert.match(r.stderr, message, args.join(" "));
     }
+    assert.ok(!fs.existsSync(path.join(data, "cache")), "a refused build made no cache folder");
     const help = await run(["image", "--help"]);
     assert.equal(help.code, 0);
     assert.match(help.stdout, /slipway image import FILE --name NAME/);

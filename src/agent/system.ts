@@ -128,6 +128,12 @@ export async function unmountDisk(disk: string): Promise<void> {
 }
 
 /** The UUID of the file system on a device, as `root=UUID=` wants it. */
+/** The file-system type blkid sees on a device (ext4, vfat…), "auto" when it names none. */
+export async function fsType(dev: string): Promise<string> {
+  const out = await mustRun("blkid", [dev]);
+  return /\bTYPE="([a-z0-9]+)"/.exec(out)?.[1] ?? "auto";
+}
+
 export async function fsUuid(dev: string): Promise<string> {
   const out = await mustRun("blkid", [dev]);
   const m = /\bUUID="([^"]+)"/.exec(out);

@@ -10,7 +10,7 @@
 import { copyFileSync, existsSync, mkdirSync, openSync, closeSync, readFileSync, readdirSync, writeFileSync, writeSync } from "node:fs";
 import path from "node:path";
 import type { StepModule } from "../engine.ts";
-import { diskPath, execTool, fsUuid, mount, mustRun, partitionOf } from "../system.ts";
+import { diskPath, execTool, fsType, fsUuid, mount, mustRun, partitionOf } from "../system.ts";
 
 /** Where the boot image puts syslinux's MBR code and systemd-boot (src/media/boot-image.ts). */
 const LOADER_DIR = "/usr/lib/slipway/bootloader";
@@ -29,6 +29,24 @@ function kernelFiles(root: string): { kernel: string; initrd: string | null } {
   return { kernel, initrd: pick("initrd.img", "initrd.img-") };
 }
 
+/**
+ * Gives the applied system's /etc/fstab a line for its root file system when it has none (an
+ * image cannot know the UUID its root will have), so the installed system checks and remounts
+ * it read-write. Returns whether it added one.
+ */
+export function ensureRootInFstab(target: string, uuid: string, type: string): boolean {
+  const file = path.join(target, "etc/fstab");
+  const text = existsSync(file) ? readFileSync(file, "utf8") : "";
+  const hasRoot = text.split("\n").some((l) => {
+    const f = l.trim().split(/\s+/);
+    return !l.trim().startsWith("#") && f.length >= 2 && f[1] === "/";
+  });
+  if (hasRoot) return false;
+  mkdirSync(path.dirname(file), { recursive: true });
+  writeFileSync(file, `${text}${text && !text.endsWith("\n") ? "\n" : ""}UUID=${uuid}\t/\t${type}\tdefaults,errors=remount-ro\t0\t1\n`);
+  return true;
+}
+
 /** Extra kernel arguments the image asks for in /etc/slipway/kernel-cmdline (one line). */
 function imageArgs(root: string): string {
   const f = path.join(root, "etc/slipway/kernel-cmdline");
@@ -42,7 +60,9 @@ export const installBootloader: StepModule = {
     const { root, target, firmware } = ctx.state;
     if (!root || !target) return { status: "failed", message: "Cannot install a boot loader: apply an image first (no applied system is mounted)" };
     const files = kernelFiles(target);
-    const options = `root=UUID=${await fsUuid(root)} ro ${imageArgs(target)}`.trim();
+    const rootUuid = await fsUuid(root);
+    const options = `root=UUID=${rootUuid} ro ${imageArgs(target)}`.trim();
+    if (ensureRootInFstab(target, rootUuid, await fsType(root))) ctx.log(`added the root file system (UUID=${rootUuid}) to /etc/fstab`);
     if (firmware === "uefi") {
       const esp = ctx.state.esp ?? (ctx.state.scheme === "gpt" ? partitionOf(disk, 1) : undefined);
       if (!esp) return { status: "failed", message: "Cannot install a UEFI boot loader: the disk has no EFI system partition (partition it with scheme gpt)" };

@@ -18,6 +18,8 @@ export type ImportedImage = { record: ContentRecord; chunksWritten: number; chun
 /** Imports a file as an image and records its signed manifest; audited as `content.import`. */
 export async function addImage(site: Site, opts: {
   file: string; name: string; format?: ImageFormat; actor: string; onProgress?: (done: number, total: number) => void;
+  /** How the file was made (`image build`), recorded in the audit entry. */
+  built?: Record<string, unknown>;
 }): Promise<ImportedImage> {
   const r = await importImage({ dataDir: site.dataDir, file: opts.file, name: opts.name, format: opts.format, signingKey: site.keys.signingKey, now: site.now(), onProgress: opts.onProgress });
   const m = r.signed.manifest;
@@ -25,7 +27,7 @@ export async function addImage(site: Site, opts: {
     await restoreMissingChunks(site.dataDir, opts.file, m);
     const added = await stores(tx).content.add({ digest: r.digest, signed: r.signed, createdBy: opts.actor });
     await site.audit.append({ actor: opts.actor, action: "content.import", object: `content:${r.digest}`,
-      details: { name: m.name, format: m.format, size: m.size, sha256: m.sha256, chunks: m.chunks.length, chunksWritten: r.chunksWritten } }, tx);
+      details: { name: m.name, format: m.format, size: m.size, sha256: m.sha256, chunks: m.chunks.length, chunksWritten: r.chunksWritten, ...(opts.built ? { built: opts.built } : {}) } }, tx);
     return added;
   }, { lockKey: CONTENT_LOCK });
   return { record, chunksWritten: r.chunksWritten, chunksReused: r.chunksReused };
