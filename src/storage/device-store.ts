@@ -1,7 +1,13 @@
-/** Devices and the MAC addresses that identify them. */
+/**
+ * Devices and the MAC addresses that identify them. Every write that can change collection
+ * membership (what a rule can read: name, serial, SMBIOS UUID, state, MACs, attributes; a device
+ * created or deleted) counts in the membership generation (membership-generation.ts); last
+ * seen, enrollment and TPM columns do not.
+ */
 import { randomUUID } from "node:crypto";
 import type { Sql } from "./db.ts";
 import { bumpTrustGeneration } from "./trust-generation.ts";
+import { countingMembership } from "./membership-generation.ts";
 import { defined, parseJson } from "./json-column.ts";
 import type { Device, DeviceEnrollment, DeviceState } from "../domain/device.ts";
 import type { Assurance } from "../domain/assurance.ts";
@@ -54,12 +60,14 @@ export class DeviceStore {
   async create(d: Omit<Device, "id" | "createdAt" | "updatedAt" | "lastSeenAt">, now: string, opts: { preApproved?: boolean } = {}): Promise<Device> {
     const id = randomUUID();
     identityGeneration++;
-    await this.#db.run(
-      `INSERT INTO devices (id, name, smbios_uuid, serial, state, attributes, last_seen_at, created_at, updated_at, preapproval_armed, enrollments, enrolled_at)
-       VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, 0, NULL)`,
-      [id, d.name, d.smbiosUuid, d.serial, d.state, JSON.stringify(d.attributes), now, now, opts.preApproved && d.state === "approved" ? 1 : 0],
-    );
-    for (const mac of d.macs) await this.#db.run(`INSERT INTO device_macs (mac, device_id) VALUES (?, ?)`, [mac, id]);
+    await countingMembership(this.#db, async () => {
+      await this.#db.run(
+        `INSERT INTO devices (id, name, smbios_uuid, serial, state, attributes, last_seen_at, created_at, updated_at, preapproval_armed, enrollments, enrolled_at)
+         VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, 0, NULL)`,
+        [id, d.name, d.smbiosUuid, d.serial, d.state, JSON.stringify(d.attributes), now, now, opts.preApproved && d.state === "approved" ? 1 : 0],
+      );
+      for (const mac of d.macs) await this.#db.run(`INSERT INTO device_macs (mac, device_id) VALUES (?, ?)`, [mac, id]);
+    });
     identityGeneration++;
     return (await this.byId(id))!;
   }
@@ -96,23 +104,31 @@ export class DeviceStore {
   async list(): Promise<Device[]> {
     return this.#withMacs(await this.#db.all<R>(`SELECT * FROM devices ORDER BY name`));
   }
-
   async update(id: string, patch: Partial<Pick<Device, "name" | "macs" | "smbiosUuid" | "serial" | "state" | "attributes" | "lastSeenAt">>, now: string): Promise<Device | undefined> {
     const cur = await this.byId(id);
     if (!cur) return undefined;
     const n = { ...cur, ...defined(patch) };
     // lastSeenAt changes on every authenticated agent request; only identity changes count.
     const identity = patch.macs !== undefined || n.state !== cur.state || n.smbiosUuid !== cur.smbiosUuid || n.name !== cur.name;
+    // Only the columns given are written: a last-seen touch must not write back attributes an
+    // administrator changed since this request read the device.
+    const given = defined(patch);
+    const columns = ([["name", "name"], ["smbiosUuid", "smbios_uuid"], ["serial", "serial"], ["state", "state"], ["attributes", "attributes"],
+      ["lastSeenAt", "last_seen_at"]] as const).filter(([k]) => Object.hasOwn(given, k));
+    // Whatever a collection rule can read (domain/device.ts deviceLookup), when given at all
+    // (equal to `cur` is no proof: `cur` may already be stale); not last seen.
+    const membership = columns.some(([k]) => k !== "lastSeenAt") || patch.macs !== undefined;
     if (identity) identityGeneration++;
-    await this.#db.run(
-      `UPDATE devices SET name = ?, smbios_uuid = ?, serial = ?, state = ?, attributes = ?, last_seen_at = ?, updated_at = ? WHERE id = ?`,
-      [n.name, n.smbiosUuid, n.serial, n.state, JSON.stringify(n.attributes), n.lastSeenAt, now, id],
-    );
-    if (n.state !== cur.state) await bumpTrustGeneration(this.#db);
-    if (patch.macs) {
-      await this.#db.run(`DELETE FROM device_macs WHERE device_id = ?`, [id]);
-      for (const mac of patch.macs) await this.#db.run(`INSERT INTO device_macs (mac, device_id) VALUES (?, ?)`, [mac, id]);
-    }
+    const write = async () => {
+      await this.#db.run(`UPDATE devices SET ${columns.map(([, c]) => `${c} = ?, `).join("")}updated_at = ? WHERE id = ?`,
+        [...columns.map(([k]) => (k === "attributes" ? JSON.stringify(n.attributes) : n[k])), now, id]);
+      if (n.state !== cur.state) await bumpTrustGeneration(this.#db);
+      if (patch.macs) {
+        await this.#db.run(`DELETE FROM device_macs WHERE device_id = ?`, [id]);
+        for (const mac of patch.macs) await this.#db.run(`INSERT INTO device_macs (mac, device_id) VALUES (?, ?)`, [mac, id]);
+      }
+    };
+    await (membership ? countingMembership(this.#db, write) : write());
     if (identity) identityGeneration++;
     return this.byId(id);
   }
@@ -123,7 +139,8 @@ export class DeviceStore {
    */
   async changeStateIf(id: string, from: DeviceState, to: DeviceState, now: string): Promise<boolean> {
     identityGeneration++;
-    const changed = (await this.#db.run(`UPDATE devices SET state = ?, updated_at = ? WHERE id = ? AND state = ?`, [to, now, id, from])).changes === 1;
+    const changed = await countingMembership(this.#db, async () =>
+      (await this.#db.run(`UPDATE devices SET state = ?, updated_at = ? WHERE id = ? AND state = ?`, [to, now, id, from])).changes === 1);
     identityGeneration++;
     return changed;
   }
@@ -155,7 +172,7 @@ export class DeviceStore {
 
   async delete(id: string): Promise<number> {
     identityGeneration++;
-    const changes = (await this.#db.run(`DELETE FROM devices WHERE id = ?`, [id])).changes;
+    const changes = await countingMembership(this.#db, async () => (await this.#db.run(`DELETE FROM devices WHERE id = ?`, [id])).changes);
     if (changes) await bumpTrustGeneration(this.#db);
     identityGeneration++;
     return changes;

@@ -257,6 +257,18 @@ export const migrations: Migration[] = [
       `ALTER TABLE certificates ADD COLUMN approved_at TEXT`,
     ],
   },
+  {
+    version: 13,
+    name: "membership generation: one counter bumped with every write that can change collection membership",
+    statements: [
+      // One row; the membership cache keeps what it computed while it is unchanged
+      // (src/storage/membership-generation.ts).
+      `CREATE TABLE membership_generation (id INTEGER PRIMARY KEY, generation BIGINT NOT NULL)`,
+      `INSERT INTO membership_generation (id, generation) VALUES (1, 0)`,
+      // One device's static memberships without reading every collection's (a policy poll).
+      `CREATE INDEX collection_members_device ON collection_members(device_id)`,
+    ],
+  },
 ];
 
 /** Applies every migration newer than the database's version; returns the versions applied. */

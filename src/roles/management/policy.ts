@@ -6,7 +6,7 @@ import { compilePolicy, imageReferences, type Policy, type PolicyInput, type Pol
 import { isManifestDigest } from "../../content/manifest.ts";
 import type { ContentStore } from "../../storage/content-store.ts";
 import { secretReferences, type TaskSequenceDocument } from "../../domain/task-sequence/validate.ts";
-import { computeMembership } from "../site/membership.ts";
+import { deviceCollections } from "../site/membership.ts";
 import { publicKeyFingerprint } from "../../security/signing.ts";
 import { DP_SILENT_AFTER_MS } from "../../domain/distribution-point.ts";
 import { signPolicy, type SignedPolicy } from "../../security/signed-policy.ts";
@@ -37,8 +37,8 @@ const asPolicyVars = (vs: VariableRecord[]): PolicyVariable[] => vs.map((v) => (
  */
 export async function policyInput(site: Site, device: Device, bootPath: "pxe" | "media", assurance?: Assurance): Promise<PolicyInput> {
   const s = stores(site.db);
-  const m = await computeMembership(s);
-  const inCollections = [...m.members].filter(([, set]) => set.has(device.id)).map(([id]) => id);
+  // O(the device's collections), not O(fleet): polled by every agent.
+  const inCollections = await deviceCollections(s, device);
   const siteVars = asPolicyVars(await s.variables.list({ scope: "site" }));
   const deviceVars = asPolicyVars(await s.variables.list({ scope: "device", scopeId: device.id }));
   const deployments: PolicyInput["deployments"] = [];

@@ -15,7 +15,7 @@ import type { Principal } from "./http.ts";
 import { stores, type Stores } from "../../storage/stores.ts";
 import { preApprovalOf, type Device, type DeviceState, type PreApproval } from "../../domain/device.ts";
 import { matchesPending, sinceTime, type PendingFilter } from "../../domain/pending.ts";
-import { collectionInScope, computeMembership, deviceInScope } from "./membership.ts";
+import { collectionInScope, scopeOf } from "./membership.ts";
 import { SlipwayError } from "../../errors.ts";
 
 /**
@@ -85,10 +85,10 @@ export async function decidePending(site: Site, p: Principal, actor: string, sta
     }
     collectionId = c.id;
   }
-  const m = await computeMembership(s);
-  const matching = m.devices.filter((d) => matchesPending(d, filter));
-  const chosen = matching.filter((d) => deviceInScope(p, m, d.id));
-  const outside = matching.filter((d) => !deviceInScope(p, m, d.id));
+  const inScope = await scopeOf(s, p);
+  const matching = (await s.devices.list()).filter((d) => matchesPending(d, filter));
+  const chosen = matching.filter((d) => inScope(d.id));
+  const outside = matching.filter((d) => !inScope(d.id));
   if (req.expect !== undefined && chosen.length !== req.expect) {
     throw new SlipwayError("CONFLICT", `Cannot ${verb} the pending devices: ${chosen.length} match, not the ${req.expect} expected; nothing was changed (list them with slipway device pending)`);
   }

@@ -6,7 +6,7 @@ import { stores } from "../../../storage/stores.ts";
 import type { Collection } from "../../../storage/collection-store.ts";
 import { ExpressionError, formatExpression, parseExpression } from "../../../domain/expression.ts";
 import { SlipwayError } from "../../../errors.ts";
-import { collectionInScope, computeMembership, deviceInScope, requireUnscoped } from "../membership.ts";
+import { collectionInScope, computeMembership, deviceVisible, requireUnscoped } from "../membership.ts";
 import { actor, Description, Name, notFound, principal } from "./common.ts";
 
 /** Validates and canonicalizes a rule; a bad one is a 422 naming the position. */
@@ -68,7 +68,7 @@ export function collectionRoutes(site: Site): Route[] {
         const m = await computeMembership(s);
         const statics = new Set(await s.collections.staticMembers(c.id));
         const ids = m.members.get(c.id) ?? new Set();
-        return { body: m.devices.filter((d) => ids.has(d.id)).map((d) => ({ id: d.id, name: d.name, state: d.state, static: statics.has(d.id) })) };
+        return { body: (await s.devices.list()).filter((d) => ids.has(d.id)).map((d) => ({ id: d.id, name: d.name, state: d.state, static: statics.has(d.id) })) };
       },
     },
     {
@@ -135,7 +135,7 @@ export function collectionRoutes(site: Site): Route[] {
         // A scoped administrator adds only devices it can already see: one outside its scope would
         // otherwise come into it. The answer is the same whether the device exists or not, so it
         // tells nothing about devices outside the scope.
-        if (p.scopes !== null && (!d || !deviceInScope(p, await computeMembership(s), d.id))) {
+        if (p.scopes !== null && (!d || !(await deviceVisible(s, p, d)))) {
           throw new SlipwayError("OUT_OF_SCOPE", `Not allowed: cannot add device "${ctx.body.device}" to collection "${c.name}": it is not a device in your security scopes`);
         }
         if (!d) throw notFound("device", ctx.body.device);
@@ -153,7 +153,7 @@ export function collectionRoutes(site: Site): Route[] {
         const s = stores(site.db);
         const d = (await s.devices.byId(ctx.params.device)) ?? (await s.devices.byName(ctx.params.device));
         // Out of scope reads as missing, so the answer says nothing about devices outside the scope.
-        if (!d || !deviceInScope(principal(ctx), await computeMembership(s), d.id)) throw notFound("device", ctx.params.device);
+        if (!d || !(await deviceVisible(s, principal(ctx), d))) throw notFound("device", ctx.params.device);
         const n = await site.db.transaction(async (tx) => {
           const k = await stores(tx).collections.removeMember(c.id, d.id);
           if (k) await site.audit.append({ actor: actor(ctx), action: "collection.member.remove", object: `collection:${c.id}`, details: { device: d.id } }, tx);

@@ -4,7 +4,7 @@ import type { Route, RequestContext } from "../http.ts";
 import type { Site } from "../site.ts";
 import { stores } from "../../../storage/stores.ts";
 import { SlipwayError } from "../../../errors.ts";
-import { collectionInScope, computeMembership, deviceInScope, requireCollectionScope } from "../membership.ts";
+import { collectionInScope, deviceVisible, requireCollectionScope } from "../membership.ts";
 import { actor, IsoTime, Name, notFound, principal } from "./common.ts";
 import { secretReferences, type TaskSequenceDocument } from "../../../domain/task-sequence/validate.ts";
 import { ASSURANCE_LEVELS } from "../../../domain/assurance.ts";
@@ -142,7 +142,7 @@ export function deploymentRoutes(site: Site): Route[] {
         const d = await load(ctx);
         const s = stores(site.db);
         const dev = (await s.devices.byId(ctx.body.device)) ?? (await s.devices.byName(ctx.body.device));
-        if (!dev || !deviceInScope(principal(ctx), await computeMembership(s), dev.id)) throw notFound("device", ctx.body.device);
+        if (!dev || !(await deviceVisible(s, principal(ctx), dev))) throw notFound("device", ctx.body.device);
         const marked = await site.db.transaction(async (tx) => {
           const n = await stores(tx).runs.allowRerun(dev.id, d.id, site.now().toISOString());
           if (n > 0) await site.audit.append({ actor: actor(ctx), action: "deployment.rerun", object: `deployment:${d.id}`, details: { device: dev.id, runs: n } }, tx);

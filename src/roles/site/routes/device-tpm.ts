@@ -16,7 +16,7 @@ import type { Route, RequestContext } from "../http.ts";
 import type { Site } from "../site.ts";
 import { stores } from "../../../storage/stores.ts";
 import { SlipwayError } from "../../../errors.ts";
-import { computeMembership, deviceInScope } from "../membership.ts";
+import { deviceVisible } from "../membership.ts";
 import { ekFingerprint, parseEkPublic, TpmProofError } from "../../../security/tpm-credential.ts";
 import { actor, notFound, principal } from "./common.ts";
 import { ekCertificateProblem, parseRoots } from "../../../security/ek-certificate.ts";
@@ -51,7 +51,7 @@ export function deviceTpmRoutes(site: Site): Route[] {
     const s = stores(site.db);
     const d = (await s.devices.byId(ctx.params.id)) ?? (await s.devices.byName(ctx.params.id));
     if (!d) throw notFound("device", ctx.params.id);
-    if (!deviceInScope(principal(ctx), await computeMembership(s), d.id)) {
+    if (!(await deviceVisible(s, principal(ctx), d))) {
       await site.audit.append({ actor: actor(ctx), action, outcome: "denied", object: `device:${d.id}`, details: { reason: "out of scope" } });
       throw notFound("device", ctx.params.id);
     }

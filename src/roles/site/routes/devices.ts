@@ -20,7 +20,7 @@ import type { Site } from "../site.ts";
 import { stores } from "../../../storage/stores.ts";
 import { DeviceMac, isUnsetSmbiosUuid, normalizeMac, normalizeUuid, deviceStates, preApprovalOf, type Device } from "../../../domain/device.ts";
 import { SlipwayError } from "../../../errors.ts";
-import { computeMembership, collectionsOf, deviceInScope } from "../membership.ts";
+import { deviceCollections, deviceVisible, scopeOf } from "../membership.ts";
 import { FIRST_SEEN_LINK, matchesSeen } from "../../../domain/pending.ts";
 import { decidePending, resolveFilter, settlePreApproval } from "../device-approval.ts";
 import { actor, Name, notFound, principal } from "./common.ts";
@@ -60,18 +60,17 @@ export function deviceRoutes(site: Site): Route[] {
     const s = stores(site.db);
     const d = (await s.devices.byId(ctx.params.id)) ?? (await s.devices.byName(ctx.params.id));
     if (!d) throw notFound("device", ctx.params.id);
-    const m = await computeMembership(s);
-    if (!deviceInScope(principal(ctx), m, d.id)) {
+    if (!(await deviceVisible(s, principal(ctx), d))) {
       await site.audit.append({ actor: actor(ctx), action, outcome: "denied", object: `device:${d.id}`, details: { reason: "out of scope" } });
       throw notFound("device", ctx.params.id);
     }
-    return { d, m };
+    return { d };
   }
   /** Refuses identifiers another device holds; names that device only to a caller who may see it. */
   async function assertUnique(p: Principal, macs: string[], uuid: string | null, self?: string) {
     const s = stores(site.db);
     const owner = async (other: Device) =>
-      p.scopes === null || deviceInScope(p, await computeMembership(s), other.id) ? `device "${other.name}"` : "a device outside your scopes";
+      (await deviceVisible(s, p, other)) ? `device "${other.name}"` : "a device outside your scopes";
     for (const mac of macs) {
       const other = await s.devices.byMac(mac);
       if (other && other.id !== self) throw new SlipwayError("CONFLICT", `MAC ${mac} already belongs to ${await owner(other)}`);
@@ -120,9 +119,9 @@ export function deviceRoutes(site: Site): Route[] {
         const s = stores(site.db);
         const q = ctx.query as { state?: string; mac?: string; name?: string; link?: string; since?: string };
         const seen = resolveFilter(site, q);
-        const m = await computeMembership(s);
-        const p = principal(ctx);
-        const list = m.devices.filter((d) => deviceInScope(p, m, d.id) && (!q.state || d.state === q.state)
+        // No membership for an administrator without scopes: it sees every device.
+        const inScope = await scopeOf(s, principal(ctx));
+        const list = (await s.devices.list()).filter((d) => inScope(d.id) && (!q.state || d.state === q.state)
           && (!q.mac || d.macs.includes(q.mac)) && (!q.name || d.name === q.name) && matchesSeen(d, seen));
         return { body: list.map((d) => deviceView(d)) };
       },
@@ -130,8 +129,8 @@ export function deviceRoutes(site: Site): Route[] {
     {
       method: "GET", path: "/api/v1/devices/:id", access: "device.read", tag: "devices", summary: "One device (by id or name) and its collections",
       handler: async (ctx) => {
-        const { d, m } = await loadInScope(ctx, "device.read");
-        return { body: await withEnrollment(d, collectionsOf(m, d.id)) };
+        const { d } = await loadInScope(ctx, "device.read");
+        return { body: await withEnrollment(d, await deviceCollections(stores(site.db), d)) };
       },
     },
     {

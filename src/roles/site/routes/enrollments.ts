@@ -32,7 +32,7 @@ import type { Principal, Route } from "../http.ts";
 import type { Site } from "../site.ts";
 import { stores, type Stores } from "../../../storage/stores.ts";
 import { SlipwayError } from "../../../errors.ts";
-import { computeMembership, deviceInScope } from "../membership.ts";
+import { scopeOf } from "../membership.ts";
 import { FIRST_SEEN_LINK, sinceTime } from "../../../domain/pending.ts";
 import type { Device } from "../../../domain/device.ts";
 import { actor, principal } from "./common.ts";
@@ -80,7 +80,7 @@ function resolve(site: Site, q: { link?: string; since?: string; serials?: strin
 /** Live sniffable enrollments (the certificate an enrollment issued, still active) the caller may see, matching `f`. */
 async function pending(site: Site, s: Stores, p: Principal, f: Filter): Promise<{ mine: PendingEnrollment[]; outOfScope: number }> {
   const now = site.now().toISOString();
-  const m = await computeMembership(s);
+  const inScope = await scopeOf(s, p);
   const devices = new Map<string, Device | undefined>();
   const contestSince = new Date(site.now().getTime() - CONTESTED_WINDOW_MS).toISOString();
   const out: PendingEnrollment[] = [];
@@ -95,7 +95,7 @@ async function pending(site: Site, s: Stores, p: Principal, f: Filter): Promise<
     if (!d || d.state !== "approved") continue;
     const link = typeof d.attributes[FIRST_SEEN_LINK] === "string" ? (d.attributes[FIRST_SEEN_LINK] as string) : null;
     if (f.link !== undefined && link !== f.link) continue;
-    if (!deviceInScope(p, m, d.id)) {
+    if (!inScope(d.id)) {
       outOfScope++;
       continue;
     }

@@ -26,7 +26,7 @@ import { passwordProblems } from "../../../security/password.ts";
 import { currentCrl } from "../../management/crl.ts";
 import { createMediaCredential, setPxePassword, pxePasswordHash } from "../../management/credentials.ts";
 import { devicePolicy } from "../../management/policy.ts";
-import { computeMembership, deviceInScope } from "../membership.ts";
+import { computeMembership, deviceInScope, deviceVisible, scopeOf } from "../membership.ts";
 import { actor, Name, notFound, principal } from "./common.ts";
 
 const certView = (c: CertificateRecord, now: string) => ({
@@ -42,7 +42,7 @@ export function identityRoutes(site: Site): Route[] {
     const p = principal(ctx);
     if (p.scopes === null) return true;
     if (c.kind !== "device" || !c.deviceId) return false;
-    return deviceInScope(p, await computeMembership(stores(site.db)), c.deviceId);
+    return deviceVisible(stores(site.db), p, c.deviceId);
   }
   const siteCert = (pem: string, role: string) => {
     const c = new X509Certificate(pem);
@@ -192,8 +192,8 @@ export function identityRoutes(site: Site): Route[] {
         const q = ctx.query as { device?: string; deployment?: string; state?: "running" };
         let deviceId: string | undefined;
         if (q.device) deviceId = ((await s.devices.byId(q.device)) ?? (await s.devices.byName(q.device)))?.id ?? "-";
-        const m = await computeMembership(s);
-        const runs = (await s.runs.list({ deviceId, deploymentId: q.deployment, state: q.state })).filter((r) => deviceInScope(principal(ctx), m, r.deviceId));
+        const inScope = await scopeOf(s, principal(ctx));
+        const runs = (await s.runs.list({ deviceId, deploymentId: q.deployment, state: q.state })).filter((r) => inScope(r.deviceId));
         return { body: runs };
       },
     },
@@ -202,7 +202,7 @@ export function identityRoutes(site: Site): Route[] {
       handler: async (ctx) => {
         const s = stores(site.db);
         const run = await s.runs.byId(ctx.params.id);
-        if (!run || !deviceInScope(principal(ctx), await computeMembership(s), run.deviceId)) throw notFound("run", ctx.params.id);
+        if (!run || !(await deviceVisible(s, principal(ctx), run.deviceId))) throw notFound("run", ctx.params.id);
         return { body: { ...run, events: await s.runs.events(run.id) } };
       },
     },
@@ -213,7 +213,7 @@ export function identityRoutes(site: Site): Route[] {
       handler: async (ctx) => {
         const s = stores(site.db);
         const d = (await s.devices.byId(ctx.params.id)) ?? (await s.devices.byName(ctx.params.id));
-        if (!d || !deviceInScope(principal(ctx), await computeMembership(s), d.id)) throw notFound("device", ctx.params.id);
+        if (!d || !(await deviceVisible(s, principal(ctx), d))) throw notFound("device", ctx.params.id);
         return { body: await devicePolicy(site, d, (ctx.query as { bootPath: "pxe" | "media" }).bootPath) };
       },
     },

@@ -9,7 +9,7 @@ import type { Site } from "../site.ts";
 import { stores } from "../../../storage/stores.ts";
 import type { VariableRecord, VariableScope } from "../../../storage/variable-store.ts";
 import { SlipwayError } from "../../../errors.ts";
-import { collectionInScope, computeMembership, deviceInScope } from "../membership.ts";
+import { collectionInScope, deviceVisible } from "../membership.ts";
 import { actor, notFound, principal, VariableName } from "./common.ts";
 
 export const MAX_VARIABLE_BYTES = 64 * 1024;
@@ -43,7 +43,7 @@ export function variableRoutes(site: Site): Route[] {
       return c.id;
     }
     const d = (await s.devices.byId(target)) ?? (await s.devices.byName(target));
-    if (!d || !deviceInScope(p, await computeMembership(s), d.id)) throw notFound("device", target);
+    if (!d || !(await deviceVisible(s, p, d))) throw notFound("device", target);
     return d.id;
   }
 
@@ -51,7 +51,7 @@ export function variableRoutes(site: Site): Route[] {
     const p = principal(ctx);
     if (p.scopes === null || v.scope === "site") return true;
     if (v.scope === "collection") return collectionInScope(p, v.scopeId);
-    return deviceInScope(p, await computeMembership(stores(site.db)), v.scopeId);
+    return deviceVisible(stores(site.db), p, v.scopeId);
   }
 
   const Scope = z.enum(["site", "collection", "device"]);
