@@ -34,16 +34,24 @@ export class DeviceStore {
     this.#db = db;
   }
 
-  async #withMacs(rows: R[]): Promise<Device[]> {
+  /** `rows` with their MACs; `every`: the rows are every device, so read every MAC in one statement. */
+  async #withMacs(rows: R[], every = false): Promise<Device[]> {
     if (rows.length === 0) return [];
     const macs = new Map<string, string[]>();
-    const ids = rows.map((r) => String(r.id));
+    const add = (ms: { mac: string; device_id: string }[]) => {
+      for (const m of ms) {
+        const list = macs.get(m.device_id);
+        if (list) list.push(m.mac);
+        else macs.set(m.device_id, [m.mac]);
+      }
+    };
+    if (every) add(await this.#db.all<{ mac: string; device_id: string }>(`SELECT mac, device_id FROM device_macs ORDER BY mac`));
+    const ids = every ? [] : rows.map((r) => String(r.id));
     // Chunk so no statement exceeds SQLite's parameter limit.
     for (let i = 0; i < ids.length; i += 500) {
       const part = ids.slice(i, i + 500);
-      const ms = await this.#db.all<{ mac: string; device_id: string }>(
-        `SELECT mac, device_id FROM device_macs WHERE device_id IN (${part.map(() => "?").join(",")}) ORDER BY mac`, part);
-      for (const m of ms) macs.set(m.device_id, [...(macs.get(m.device_id) ?? []), m.mac]);
+      add(await this.#db.all<{ mac: string; device_id: string }>(
+        `SELECT mac, device_id FROM device_macs WHERE device_id IN (${part.map(() => "?").join(",")}) ORDER BY mac`, part));
     }
     return rows.map((r) => ({
       id: String(r.id), name: String(r.name), macs: macs.get(String(r.id)) ?? [],
@@ -102,7 +110,7 @@ export class DeviceStore {
   }
 
   async list(): Promise<Device[]> {
-    return this.#withMacs(await this.#db.all<R>(`SELECT * FROM devices ORDER BY name`));
+    return this.#withMacs(await this.#db.all<R>(`SELECT * FROM devices ORDER BY name`), true);
   }
   async update(id: string, patch: Partial<Pick<Device, "name" | "macs" | "smbiosUuid" | "serial" | "state" | "attributes" | "lastSeenAt">>, now: string): Promise<Device | undefined> {
     const cur = await this.byId(id);

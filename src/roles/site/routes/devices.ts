@@ -20,7 +20,7 @@ import type { Site } from "../site.ts";
 import { stores } from "../../../storage/stores.ts";
 import { DeviceMac, isUnsetSmbiosUuid, normalizeMac, normalizeUuid, deviceStates, preApprovalOf, type Device } from "../../../domain/device.ts";
 import { SlipwayError } from "../../../errors.ts";
-import { deviceCollections, deviceVisible, scopeOf } from "../membership.ts";
+import { deviceCollections, deviceVisible, devicesVisible } from "../membership.ts";
 import { FIRST_SEEN_LINK, matchesSeen } from "../../../domain/pending.ts";
 import { decidePending, resolveFilter, settlePreApproval } from "../device-approval.ts";
 import { actor, Name, notFound, principal } from "./common.ts";
@@ -120,8 +120,7 @@ export function deviceRoutes(site: Site): Route[] {
         const q = ctx.query as { state?: string; mac?: string; name?: string; link?: string; since?: string };
         const seen = resolveFilter(site, q);
         // No membership for an administrator without scopes: it sees every device.
-        const inScope = await scopeOf(s, principal(ctx));
-        const list = (await s.devices.list()).filter((d) => inScope(d.id) && (!q.state || d.state === q.state)
+        const list = (await devicesVisible(s, principal(ctx), await s.devices.list())).filter((d) => (!q.state || d.state === q.state)
           && (!q.mac || d.macs.includes(q.mac)) && (!q.name || d.name === q.name) && matchesSeen(d, seen));
         return { body: list.map((d) => deviceView(d)) };
       },
