@@ -75,8 +75,8 @@ function rulesOf(collections: Collection[]): Rules {
 
 /**
  * The membership as the database holds it now, computed from scratch: every device against
- * every rule. What `computeMembership` and `deviceCollections` keep must always agree with it
- * (test/api/membership-cache-model.test.ts); the benchmark's "before".
+ * every rule, as every request did before membership was kept. What is kept and answered from
+ * here must always agree with it (test/api/membership-cache-model.test.ts checks).
  */
 export async function freshMembership(s: Stores): Promise<Membership> {
   const [devices, collections, statics] = await Promise.all([s.devices.list(), s.collections.list(), s.collections.allStaticMembers()]);
