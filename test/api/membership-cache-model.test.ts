@@ -9,9 +9,9 @@
  * must equal what a fresh, uncached computation over the database gives
  * (membership.ts `freshMembership`).
  *
- * On SQLite, on PostgreSQL, and with two site instances (each its own connection pool and
- * cache, as two processes would have) on one PostgreSQL database, writes and reads going to
- * either: a write through one must be seen by the other.
+ * On SQLite, on PostgreSQL, and with two site instances on one PostgreSQL database (the second
+ * in a worker thread: its own modules, connection pool and cache, as a second process has),
+ * writes and reads going to either: a write through one must be seen by the other.
  *
  * The last tests show the check catches a broken invalidation: a write that goes around the
  * stores (so around the membership generation) is caught, through the fleet cache and through
@@ -19,16 +19,11 @@
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import fs from "node:fs";
 import fc from "fast-check";
-import { startTestSite, adminWithRoles, tempDir, httpsRequest, type TestSite } from "../support/site.ts";
+import { startTestSite, adminWithRoles, httpsRequest } from "../support/site.ts";
+import { startSecondSite } from "../support/second-site.ts";
 import { databasesUnderTest } from "../support/postgres.ts";
 import { newMachine, request as mtlsRequest, type TestMachine } from "../support/device.ts";
-import { openSite, type Site } from "../../src/roles/site/site.ts";
-import { startSiteServer, type SiteServer } from "../../src/roles/site/server.ts";
-import { startManagementPoint, type ManagementPoint } from "../../src/roles/management/server.ts";
-import { ensureServerCertificate } from "../../src/security/site-keys.ts";
-import { createLogger } from "../../src/log.ts";
 import { issueBootToken } from "../../src/roles/management/credentials.ts";
 import { freshMembership, type Membership } from "../../src/roles/site/membership.ts";
 import { stores } from "../../src/storage/stores.ts";
@@ -92,26 +87,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
 const TASK_SEQUENCE = "name: Membership probe\nsteps:\n  - name: Say hello\n    type: run-command\n    with: { command: \"echo hello\" }\n";
 
 /** One site server and management point over the shared database. */
-type Instance = { name: string; site: Site; url: string; mpUrl: string; ca: string; close(): Promise<void> };
-
-/** A second site instance on the first one's PostgreSQL database: its own pool, cache and servers, as a second process. */
-async function secondInstance(t: TestSite): Promise<Instance> {
-  const dataDir = tempDir("slipway-second-");
-  fs.cpSync(t.dataDir, dataDir, { recursive: true });
-  const site = await openSite({ dataDir, databaseUrl: t.databaseUrl, log: createLogger({ level: "error" }), passwordCost: t.site.passwordCost });
-  const tls = await ensureServerCertificate(site.keys, dataDir, ["localhost", "127.0.0.1"]);
-  const server: SiteServer = await startSiteServer({ site, host: "127.0.0.1", port: 0, tls });
-  const mp: ManagementPoint = await startManagementPoint({ site, host: "127.0.0.1", port: 0, tls });
-  return {
-    name: "second", site, url: server.url, mpUrl: mp.url, ca: t.ca,
-    async close() {
-      await mp.close();
-      await server.close();
-      await site.close();
-      fs.rmSync(dataDir, { recursive: true, force: true });
-    },
-  };
-}
+type Instance = { name: string; url: string; mpUrl: string; ca: string; close(): Promise<void> };
 
 type Dev = { id: string; name: string; machine?: { m: TestMachine; mac: string; uuid: string } };
 type Coll = { id: string; name: string; deployment: string };
@@ -126,11 +102,11 @@ let serial = 0;
  */
 async function runModel(database: "sqlite" | "postgres", two: boolean, ops: Op[]): Promise<void> {
   const t = await startTestSite({ database });
-  const instances: Instance[] = [{ name: "first", site: t.site, url: t.url, mpUrl: t.mp.url, ca: t.ca, close: async () => {} }];
+  const instances: Instance[] = [{ name: "first", url: t.url, mpUrl: t.mp.url, ca: t.ca, close: async () => {} }];
   const machines: TestMachine[] = [];
   const log: string[] = [];
   try {
-    if (two) instances.push(await secondInstance(t));
+    if (two) instances.push({ name: "second", ca: t.ca, ...await startSecondSite(t) });
     const on = (i: number) => instances[i % instances.length];
     const call = (i: number, method: string, p: string, body?: unknown, token = t.adminToken) =>
       httpsRequest(on(i).url, on(i).ca, method, p, { token, body });
@@ -215,7 +191,7 @@ async function runModel(database: "sqlite" | "postgres", two: boolean, ops: Op[]
           // The machine enrolls again (a boot token, as after a PXE boot), reporting new
           // inventory: its attributes change through the management point.
           const d = devices.filter((x) => x.machine)[w.m % 2];
-          const token = (await issueBootToken(on(i).site, { deviceId: d.id, mac: d.machine!.mac, smbiosUuid: d.machine!.uuid })).token;
+          const token = (await issueBootToken(t.site, { deviceId: d.id, mac: d.machine!.mac, smbiosUuid: d.machine!.uuid })).token;
           const m = await newMachine(t, { macs: [d.machine!.mac], smbiosUuid: d.machine!.uuid });
           machines.push(m);
           await ok(m.enroll({ kind: "boot-token", token }, { vendor: w.vendor }), 201);
