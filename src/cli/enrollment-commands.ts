@@ -22,7 +22,8 @@ function table(inv: Invocation, rows: Pending[], empty: string): void {
     { header: "EK FINGERPRINT", value: (e) => (e.ekFingerprint ? e.ekFingerprint.slice(0, 23) + "…" : null) },
     { header: "ENROLLED", value: (e) => e.enrolledAt },
     { header: "CONTESTED", value: (e) => (e.contested ? `yes (${e.contested} more)` : null) },
-    { header: "SERIAL", value: (e) => e.serial, max: 20 },
+    // Whole: it is what an administrator types (or copies) to approve.
+    { header: "SERIAL", value: (e) => e.serial },
   ], empty);
 }
 
