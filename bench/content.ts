@@ -400,8 +400,8 @@ async function main(): Promise<void> {
   ensureTools();
   const { startTestSite } = await import("../test/support/site.ts");
   const { newMachine } = await import("../test/support/device.ts");
-  const { addImage } = await import("../src/roles/site/content-library.ts");
-  const { BlobStore } = await import("../src/storage/blob-store.ts");
+  const { addImage } = await import("../src/site/content-library.ts");
+  const { BlobStore } = await import("../src/content/blob-store.ts");
 
   const work = fs.mkdtempSync(path.join(os.tmpdir(), "slipway-bench-content-"));
   // nginx's workers run as nobody when started by root: they must be able to read the image.

@@ -19,7 +19,7 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { DatabaseSync } from "node:sqlite";
 import type dgram from "node:dgram";
-import { initSite } from "../src/roles/site/site.ts";
+import { initSite } from "../src/site/site.ts";
 import { stores } from "../src/storage/stores.ts";
 import { createLogger } from "../src/log.ts";
 import { startPxeResponder, type PxeLink } from "../src/roles/distribution/pxe-responder.ts";

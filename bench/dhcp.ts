@@ -50,7 +50,7 @@ import { parseArgs } from "node:util";
 import type { ChildProcess } from "node:child_process";
 import { createLab, run, waitForOutput, type Lab } from "../test/lab/netns.ts";
 import { onExit } from "../test/lab/cleanup.ts";
-import { initSite, openSite } from "../src/roles/site/site.ts";
+import { initSite, openSite } from "../src/site/site.ts";
 import { stores } from "../src/storage/stores.ts";
 import { createLogger } from "../src/log.ts";
 

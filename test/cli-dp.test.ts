@@ -9,7 +9,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { adminWithRoles, startTestSite, tempDir, type TestSite } from "./support/site.ts";
-import { addImage } from "../src/roles/site/content-library.ts";
+import { addImage } from "../src/site/content-library.ts";
 import { ExitCode } from "../src/cli/command.ts";
 
 const bin = path.resolve(import.meta.dirname, "../bin/slipway");

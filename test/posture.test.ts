@@ -12,7 +12,7 @@ import path from "node:path";
 import { spawn, type ChildProcess } from "node:child_process";
 import { createLab, waitForOutput, type Lab } from "./lab/netns.ts";
 import { httpsRequest, tempDir } from "./support/site.ts";
-import { openSite } from "../src/roles/site/site.ts";
+import { openSite } from "../src/site/site.ts";
 import { createLogger } from "../src/log.ts";
 
 if (process.getuid?.() !== 0) throw new Error("the posture tests need root (a network namespace for the PXE link): run scripts/test.sh as root");

@@ -5,7 +5,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { siteExists } from "../roles/site/site.ts";
+import { siteExists } from "../site/site.ts";
 import { DEFAULT_POLL_SECONDS, readSecretFile, startDistributionPoint } from "../roles/distribution/distribution-point.ts";
 import { createLogger } from "../log.ts";
 import { dataOption, integer, parseListen, type ParsedArgs } from "./arguments.ts";

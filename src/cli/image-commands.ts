@@ -5,14 +5,15 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { openSite, siteExists } from "../roles/site/site.ts";
-import { addImage, deleteImage, deploymentsUsing, findImage } from "../roles/site/content-library.ts";
+import { openSite, siteExists } from "../site/site.ts";
+import { addImage, deleteImage, deploymentsUsing, findImage } from "../site/content-library.ts";
 import { ImportError } from "../content/import.ts";
 import { imageFormats, isManifestName, type ImageFormat } from "../content/manifest.ts";
 import { stores } from "../storage/stores.ts";
 import { createLogger } from "../log.ts";
 import { SlipwayError } from "../errors.ts";
-import { dataOption, parse, siteOptions } from "./server-commands.ts";
+import { dataOption, parse } from "./arguments.ts";
+import { siteOptions } from "./server-commands.ts";
 import { buildDebianImage, debianImageProblems, type DebianImageResult } from "../media/debian-image.ts";
 import { formatFields, formatTable, printable } from "./table.ts";
 import { CliError, ExitCode, type Command } from "./command.ts";

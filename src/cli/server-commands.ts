@@ -2,7 +2,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { isIPv4 } from "node:net";
-import { initSite, openSite, siteExists, type OpenSiteOptions, type Site } from "../roles/site/site.ts";
+import { initSite, openSite, siteExists, type OpenSiteOptions, type Site } from "../site/site.ts";
 import { buildBootImage, DEFAULT_CMDLINE, type BootImage } from "../media/boot-image.ts";
 import { startSiteServer } from "../roles/site/server.ts";
 import { startManagementPoint } from "../roles/management/server.ts";
@@ -11,7 +11,7 @@ import type { PxeLink } from "../roles/distribution/pxe-responder.ts";
 import { unknownPolicies, type UnknownPolicy } from "../domain/pxe.ts";
 import { parseRange, type IpRange } from "../domain/ip-pool.ts";
 import { ensureServerCertificate } from "../security/site-keys.ts";
-import { certificateHostNames, heldByDistributionPoint, recordSiteHostNames } from "../roles/management/dp-names.ts";
+import { certificateHostNames, heldByDistributionPoint, recordSiteHostNames } from "../site/dp-names.ts";
 import { entryAt, readHead, verifyAuditLog } from "../storage/audit-store.ts";
 import { createLogger } from "../log.ts";
 import os from "node:os";
@@ -20,9 +20,6 @@ import { announcePxeService, sitePosture, withdrawPxeService } from "../roles/si
 import { BlobStore } from "../content/blob-store.ts";
 import { CliError, ExitCode, type Command } from "./command.ts";
 import { dataOption, parse, parseListen, type ParsedArgs } from "./arguments.ts";
-
-// image-commands.ts (issue #13) still takes these from here; they live in arguments.ts now.
-export { dataOption, parse };
 
 export const DEFAULT_LISTEN = "127.0.0.1:8443";
 export const DEFAULT_MP_LISTEN = "127.0.0.1:8444";

@@ -3,7 +3,7 @@
  * devices are in which collection — a device created or deleted, its name, serial, SMBIOS UUID,
  * state, MACs or attributes changed (what a collection rule can read), a collection created,
  * deleted or its rule changed, a static member added or removed. Whoever keeps membership in
- * memory (src/roles/site/membership.ts) reads it first and trusts what it kept only while it is
+ * memory (src/site/membership.ts) reads it first and trusts what it kept only while it is
  * unchanged. Being in the database, it is shared by every site and management point process on
  * one PostgreSQL, and by every process on one SQLite file.
  *

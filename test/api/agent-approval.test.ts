@@ -13,7 +13,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { startTestSite, type TestSite } from "../support/site.ts";
 import { startSwtpm, type Swtpm } from "../support/swtpm.ts";
 import { collectInventory } from "../../src/agent/inventory.ts";
-import { issueBootToken } from "../../src/roles/management/credentials.ts";
+import { issueBootToken } from "../../src/site/credentials.ts";
 
 // Read when the agent's module loads: wait briefly between policy requests in this test.
 process.env.SLIPWAY_APPROVAL_POLL_MS = "200";

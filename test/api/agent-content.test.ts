@@ -11,7 +11,7 @@ import https from "node:https";
 import { createHash, createPublicKey, randomBytes, type KeyObject } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { startTestSite, type TestSite } from "../support/site.ts";
-import { addImage } from "../../src/roles/site/content-library.ts";
+import { addImage } from "../../src/site/content-library.ts";
 import { createKeyAndCsr } from "../../src/security/csr.ts";
 import { DEFAULT_CHUNK_SIZE, ManifestError } from "../../src/content/manifest.ts";
 import { MpClient } from "../../src/agent/mp-client.ts";

@@ -12,7 +12,7 @@ import path from "node:path";
 import { startTestSite, type TestSite } from "../support/site.ts";
 import { collectInventory } from "../../src/agent/inventory.ts";
 import { main } from "../../src/agent/main.ts";
-import { issueBootToken } from "../../src/roles/management/credentials.ts";
+import { issueBootToken } from "../../src/site/credentials.ts";
 import { generateSigningKeyPair } from "../../src/security/signing.ts";
 import { spawn } from "node:child_process";
 

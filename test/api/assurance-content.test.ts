@@ -10,8 +10,8 @@ import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { startTestSite, type TestSite } from "../support/site.ts";
 import { fetchBytes, newMachine, type TestMachine, enrollApproved } from "../support/device.ts";
-import { addImage } from "../../src/roles/site/content-library.ts";
-import { issueBootToken } from "../../src/roles/management/credentials.ts";
+import { addImage } from "../../src/site/content-library.ts";
+import { issueBootToken } from "../../src/site/credentials.ts";
 
 describe("content and enrollment assurance", () => {
   let t: TestSite;

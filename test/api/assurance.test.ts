@@ -13,7 +13,7 @@ import { startTestSite, type TestSite } from "../support/site.ts";
 import { databasesUnderTest } from "../support/postgres.ts";
 import { newMachine, type TestMachine, enrollApproved } from "../support/device.ts";
 import { callAs, renew, type Holder } from "../support/identity.ts";
-import { issueBootToken } from "../../src/roles/management/credentials.ts";
+import { issueBootToken } from "../../src/site/credentials.ts";
 import { verifyPolicy } from "../../src/security/signed-policy.ts";
 import { stores } from "../../src/storage/stores.ts";
 import { hashToken } from "../../src/security/password.ts";

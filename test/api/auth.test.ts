@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import https from "node:https";
 import { startTestSite, adminWithRoles, adminPassword, ADMIN_PASSWORD, type TestSite } from "../support/site.ts";
 import { hashToken } from "../../src/security/password.ts";
-import { ACCOUNT_FAILURES, ACCOUNT_THROTTLE_MS, ADDRESS_FAILURES, ADDRESS_WINDOW_MS } from "../../src/roles/site/auth.ts";
+import { ACCOUNT_FAILURES, ACCOUNT_THROTTLE_MS, ADDRESS_FAILURES, ADDRESS_WINDOW_MS } from "../../src/site/auth.ts";
 
 /** Signs in over HTTPS from a chosen loopback address (Linux answers on all of 127.0.0.0/8). */
 function signInFrom(t: TestSite, address: string, username: string, password: string): Promise<{ status: number; body: any }> {

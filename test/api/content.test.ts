@@ -12,9 +12,9 @@ import { createHash, createPublicKey, randomBytes, type KeyObject } from "node:c
 import { startTestSite, type TestSite } from "../support/site.ts";
 import { databasesUnderTest } from "../support/postgres.ts";
 import { fetchBytes, newMachine, request, type Download, type TestMachine } from "../support/device.ts";
-import { addImage, deleteImage } from "../../src/roles/site/content-library.ts";
+import { addImage, deleteImage } from "../../src/site/content-library.ts";
 import { ChunkVerifier, DEFAULT_CHUNK_SIZE, ManifestError, verifyManifest, type Manifest } from "../../src/content/manifest.ts";
-import { BlobStore } from "../../src/storage/blob-store.ts";
+import { BlobStore } from "../../src/content/blob-store.ts";
 import { verifyPolicy } from "../../src/security/signed-policy.ts";
 import { SlipwayError } from "../../src/errors.ts";
 

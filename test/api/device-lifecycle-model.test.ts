@@ -25,7 +25,7 @@ import fc from "fast-check";
 import { startTestSite, ADMIN_PASSWORD, type TestSite } from "../support/site.ts";
 import { databasesUnderTest } from "../support/postgres.ts";
 import { newMachine } from "../support/device.ts";
-import { issueBootToken } from "../../src/roles/management/credentials.ts";
+import { issueBootToken } from "../../src/site/credentials.ts";
 import { callAs, renew } from "../support/identity.ts";
 
 type Ids = "right" | "mac-only" | "other-uuid" | "mixed" | "fresh";

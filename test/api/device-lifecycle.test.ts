@@ -16,7 +16,7 @@ import { startTestSite, adminWithRoles, ADMIN_PASSWORD, type TestSite } from "..
 import { databasesUnderTest } from "../support/postgres.ts";
 import { newMachine, type TestMachine } from "../support/device.ts";
 import { callAs, crlEntries, renew } from "../support/identity.ts";
-import { issueBootToken } from "../../src/roles/management/credentials.ts";
+import { issueBootToken } from "../../src/site/credentials.ts";
 
 type Audit = { seq: number; actor: string; action: string; object: string | null; outcome: string; details: Record<string, unknown> | null };
 

@@ -18,9 +18,9 @@ import { createHash, createPrivateKey, createPublicKey, randomBytes, X509Certifi
 import { startTestSite, tempDir, type TestSite } from "../support/site.ts";
 import { databasesUnderTest } from "../support/postgres.ts";
 import { fetchBytes, newMachine, request, type TestMachine } from "../support/device.ts";
-import { addImage } from "../../src/roles/site/content-library.ts";
+import { addImage } from "../../src/site/content-library.ts";
 import { ChunkVerifier, DEFAULT_CHUNK_SIZE, verifyManifest, type Manifest } from "../../src/content/manifest.ts";
-import { BlobStore } from "../../src/storage/blob-store.ts";
+import { BlobStore } from "../../src/content/blob-store.ts";
 import { verifyPolicy } from "../../src/security/signed-policy.ts";
 import { createKeyAndCsr } from "../../src/security/csr.ts";
 

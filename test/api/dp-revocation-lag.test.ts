@@ -26,7 +26,7 @@ import fc from "fast-check";
 import { startTestSite, tempDir, type TestSite } from "../support/site.ts";
 import { databasesUnderTest } from "../support/postgres.ts";
 import { fetchBytes, newMachine, type TestMachine } from "../support/device.ts";
-import { addImage } from "../../src/roles/site/content-library.ts";
+import { addImage } from "../../src/site/content-library.ts";
 import { startDistributionPoint, type RunningDistributionPoint } from "../../src/roles/distribution/distribution-point.ts";
 import { createLogger } from "../../src/log.ts";
 import { SiteLink } from "../../src/roles/distribution/dp-site-link.ts";

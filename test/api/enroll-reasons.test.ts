@@ -8,7 +8,7 @@ import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startTestSite, type TestSite } from "../support/site.ts";
 import { newMachine } from "../support/device.ts";
-import { issueBootToken } from "../../src/roles/management/credentials.ts";
+import { issueBootToken } from "../../src/site/credentials.ts";
 
 describe("enrollment refusals the machine is told about", () => {
   let t: TestSite;

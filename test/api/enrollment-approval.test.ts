@@ -17,7 +17,7 @@ import { newMachine, type TestMachine } from "../support/device.ts";
 import { startSwtpm, type Swtpm } from "../support/swtpm.ts";
 import { tpmPart } from "../support/tpm.ts";
 import { openTpmSocket, TpmSession } from "../../src/agent/tpm.ts";
-import { issueBootToken } from "../../src/roles/management/credentials.ts";
+import { issueBootToken } from "../../src/site/credentials.ts";
 import { parseEkPublic } from "../../src/security/tpm-credential.ts";
 import { ExitCode } from "../../src/cli/command.ts";
 

@@ -9,7 +9,7 @@ import { X509Certificate, createPublicKey, randomBytes } from "node:crypto";
 import * as x509 from "@peculiar/x509";
 import { startTestSite, adminWithRoles, type TestSite } from "../support/site.ts";
 import { newMachine, request, type TestMachine, enrollApproved } from "../support/device.ts";
-import { issueBootToken } from "../../src/roles/management/credentials.ts";
+import { issueBootToken } from "../../src/site/credentials.ts";
 import { verifyPolicy, PolicyError } from "../../src/security/signed-policy.ts";
 import { canonicalJson } from "../../src/security/canonical-json.ts";
 

@@ -5,7 +5,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { startTestSite, adminWithRoles, type TestSite } from "../support/site.ts";
 import { Keyring, type Sealed } from "../../src/security/envelope.ts";
-import { secretAad } from "../../src/roles/site/routes/variables.ts";
+import { secretAad } from "../../src/site/secrets.ts";
 
 describe("master key rotation", () => {
   let t: TestSite;

@@ -24,8 +24,8 @@ import { startTestSite, adminWithRoles, httpsRequest } from "../support/site.ts"
 import { startSecondSite } from "../support/second-site.ts";
 import { databasesUnderTest } from "../support/postgres.ts";
 import { newMachine, request as mtlsRequest, type TestMachine } from "../support/device.ts";
-import { issueBootToken } from "../../src/roles/management/credentials.ts";
-import { freshMembership, type Membership } from "../../src/roles/site/membership.ts";
+import { issueBootToken } from "../../src/site/credentials.ts";
+import { freshMembership, type Membership } from "../../src/site/membership.ts";
 import { stores } from "../../src/storage/stores.ts";
 
 type Attrs = { rack?: string; ram?: number; os?: string };

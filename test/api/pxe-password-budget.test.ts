@@ -25,7 +25,7 @@ import { databasesUnderTest } from "../support/postgres.ts";
 import { createKeyAndCsr } from "../../src/security/csr.ts";
 import {
   bootTokenFor, issueBootToken, PXE_FAILURE_LIMIT, PXE_FAILURE_WINDOW_MS, PXE_SITE_FAILURE_BUDGET, PXE_SITE_FAILURE_CEILING,
-} from "../../src/roles/management/credentials.ts";
+} from "../../src/site/credentials.ts";
 
 const PXE = "Lab-PXE-Passphrase-2026";
 type Reply = { status: number; body: any; text: string };

@@ -15,7 +15,7 @@ import { startTestSite, type TestSite } from "../support/site.ts";
 import { databasesUnderTest } from "../support/postgres.ts";
 import { newMachine, type TestMachine, enrollApproved } from "../support/device.ts";
 import { callAs, renew, type Holder } from "../support/identity.ts";
-import { issueBootToken } from "../../src/roles/management/credentials.ts";
+import { issueBootToken } from "../../src/site/credentials.ts";
 
 type Audit = { actor: string; action: string; object: string | null; outcome: string; details: Record<string, unknown> | null };
 type RunView = { id: string; state: string; events: { step: string; state: string }[] };

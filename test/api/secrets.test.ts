@@ -12,7 +12,7 @@ import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { startTestSite, type TestSite } from "../support/site.ts";
 import { databasesUnderTest } from "../support/postgres.ts";
-import { secretAad } from "../../src/roles/site/routes/variables.ts";
+import { secretAad } from "../../src/site/secrets.ts";
 
 /** Every form the canary could take in bytes: text, base64 at each alignment, hex. */
 function encodings(secret: string): Buffer[] {

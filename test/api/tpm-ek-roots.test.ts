@@ -16,7 +16,7 @@ import { newMachine, type TestMachine } from "../support/device.ts";
 import { manufactureTpm, startSwtpm, type Swtpm } from "../support/swtpm.ts";
 import { tpmPart } from "../support/tpm.ts";
 import { openTpmSocket, TpmSession, type TpmIdentity } from "../../src/agent/tpm.ts";
-import { issueBootToken } from "../../src/roles/management/credentials.ts";
+import { issueBootToken } from "../../src/site/credentials.ts";
 import { parseEkPublic } from "../../src/security/tpm-credential.ts";
 
 const PXE_PASSWORD = "Lab-PXE-Passphrase-Roots-2026";

@@ -20,7 +20,7 @@ import { newMachine, request, type TestMachine } from "../support/device.ts";
 import { startSwtpm, type Swtpm } from "../support/swtpm.ts";
 import { tpmPart } from "../support/tpm.ts";
 import { openTpmSocket, TpmSession } from "../../src/agent/tpm.ts";
-import { issueBootToken } from "../../src/roles/management/credentials.ts";
+import { issueBootToken } from "../../src/site/credentials.ts";
 import { parseEkPublic } from "../../src/security/tpm-credential.ts";
 
 type Audit = { actor: string; action: string; object: string | null; outcome: string; details: Record<string, any> | null };
@@ -186,7 +186,7 @@ for (const database of databasesUnderTest()) {
         return { ...x.identity(), proof: { nonce: c.body.challenge.nonce, expiresAt: c.body.challenge.expiresAt, credential } };
       });
       const replay = await newMachine(t, i);
-      const other2 = await (await import("../../src/roles/management/credentials.ts")).issueBootToken(t.site, { deviceId: id, mac: i.macs[0], smbiosUuid: i.smbiosUuid });
+      const other2 = await (await import("../../src/site/credentials.ts")).issueBootToken(t.site, { deviceId: id, mac: i.macs[0], smbiosUuid: i.smbiosUuid });
       e = await replay.enroll({ kind: "boot-token", token: other2.token }, {}, { tpm: captured });
       assert.equal(e.status, 401, `a replayed answer with another token: ${e.text}`);
       assert.ok((await audit("device.enroll")).some((a) => a.outcome === "denied" && /TPM proof failed/.test(a.details?.reason ?? "")));

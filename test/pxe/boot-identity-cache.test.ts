@@ -9,7 +9,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { DatabaseSync } from "node:sqlite";
-import { initSite, type Site } from "../../src/roles/site/site.ts";
+import { initSite, type Site } from "../../src/site/site.ts";
 import { stores } from "../../src/storage/stores.ts";
 import { createLogger } from "../../src/log.ts";
 import { BootIdentityCache } from "../../src/roles/distribution/boot-identity-cache.ts";

@@ -36,7 +36,7 @@ export async function startSecondSite(t: TestSite): Promise<SecondSite> {
 if (!isMainThread && parentPort) {
   const port = parentPort;
   const { dataDir, databaseUrl, passwordCost } = workerData as Start;
-  const { openSite } = await import("../../src/roles/site/site.ts");
+  const { openSite } = await import("../../src/site/site.ts");
   const { startSiteServer } = await import("../../src/roles/site/server.ts");
   const { startManagementPoint } = await import("../../src/roles/management/server.ts");
   const { ensureServerCertificate } = await import("../../src/security/site-keys.ts");

@@ -6,7 +6,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
-import { initSite, type Site } from "../../src/roles/site/site.ts";
+import { initSite, type Site } from "../../src/site/site.ts";
 import { createLogger } from "../../src/log.ts";
 import { createSchema, dropSchema } from "./postgres.ts";
 import { tempDir, TEST_PASSWORD_COST } from "./site.ts";

@@ -9,12 +9,12 @@ import os from "node:os";
 import path from "node:path";
 import https from "node:https";
 import { createHash, randomBytes } from "node:crypto";
-import { initSite, type Site } from "../../src/roles/site/site.ts";
+import { initSite, type Site } from "../../src/site/site.ts";
 import { startSiteServer, type SiteServer } from "../../src/roles/site/server.ts";
 import { startManagementPoint, type ManagementPoint } from "../../src/roles/management/server.ts";
 import { ensureServerCertificate } from "../../src/security/site-keys.ts";
 import { createLogger, type Logger } from "../../src/log.ts";
-import { RateLimiter } from "../../src/roles/site/auth.ts";
+import { RateLimiter } from "../../src/site/auth.ts";
 import { createSchema, dropSchema } from "./postgres.ts";
 
 export const ADMIN_PASSWORD = "correct-horse-battery-staple-42";

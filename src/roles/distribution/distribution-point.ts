@@ -11,7 +11,7 @@
  * only its own keys, the pinned site CA, and verified chunks.
  */
 import fs from "node:fs";
-import { BlobStore } from "../../storage/blob-store.ts";
+import { BlobStore } from "../../content/blob-store.ts";
 import { makePrivateDir } from "../../security/key-files.ts";
 import type { Logger } from "../../log.ts";
 import { SiteLink } from "./dp-site-link.ts";

@@ -10,7 +10,7 @@ import crypto, { type KeyObject } from "node:crypto";
 import fs from "node:fs";
 import * as x509 from "@peculiar/x509";
 import { verifyManifest, type Manifest, type SignedManifest } from "../../content/manifest.ts";
-import { BlobMismatchError, type BlobStore } from "../../storage/blob-store.ts";
+import { BlobMismatchError, type BlobStore } from "../../content/blob-store.ts";
 import type { Logger } from "../../log.ts";
 import type { SiteLink } from "./dp-site-link.ts";
 

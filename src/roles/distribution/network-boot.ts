@@ -5,7 +5,7 @@
  */
 import path from "node:path";
 import fs from "node:fs";
-import type { Site } from "../site/site.ts";
+import type { Site } from "../../site/site.ts";
 import { openBoundUdpSocket } from "../../net/bound-udp.ts";
 import { interfaceNames, linkState } from "../../net/link-state.ts";
 import { startPxeResponder, type PxeLink, type PxeResponder } from "./pxe-responder.ts";

@@ -10,7 +10,7 @@
  * machines), lab-leases.ts over domain/ip-pool.ts (addresses), protocol/pxe-reply.ts (the
  * reply), domain/audit-throttle.ts (how often a decision is audited).
  */
-import type { Site } from "../site/site.ts";
+import type { Site } from "../../site/site.ts";
 import { stores } from "../../storage/stores.ts";
 import { clientArch, clientUuid, decodeDhcp, encodeDhcp, isIpxe, DhcpMessageType, DhcpOption, type DhcpMessage } from "../../protocol/dhcp.ts";
 import { DecodeError } from "../../protocol/reader.ts";

@@ -6,15 +6,15 @@
  */
 import type { MpRoute } from "./routes.ts";
 import { me } from "./routes.ts";
-import type { Site } from "../site/site.ts";
+import type { Site } from "../../site/site.ts";
 import type { Device } from "../../domain/device.ts";
 import type { Assurance } from "../../domain/assurance.ts";
 import { compilePolicy } from "../../domain/policy.ts";
-import { BlobStore } from "../../storage/blob-store.ts";
+import { BlobStore } from "../../content/blob-store.ts";
 import { stores } from "../../storage/stores.ts";
 import { SlipwayError } from "../../errors.ts";
-import { policyInput } from "./policy.ts";
-import { contentServingRoutes } from "../distribution/content-serving.ts";
+import { policyInput } from "../../site/policy.ts";
+import { contentServingRoutes } from "../content-serving.ts";
 import type { MpAccess } from "./routes.ts";
 import type { MpPrincipal } from "./device-auth.ts";
 

@@ -7,7 +7,7 @@
 import type { IncomingMessage } from "node:http";
 import type { TLSSocket } from "node:tls";
 import { createHash } from "node:crypto";
-import type { Site } from "../site/site.ts";
+import type { Site } from "../../site/site.ts";
 import { stores } from "../../storage/stores.ts";
 import { SlipwayError } from "../../errors.ts";
 import type { Device } from "../../domain/device.ts";

@@ -20,7 +20,7 @@
  *    PXE password), `approved` (pre-approval), `media` (a media credential). Renewals keep it.
  */
 import { z } from "zod";
-import type { Site } from "../site/site.ts";
+import type { Site } from "../../site/site.ts";
 import { stores } from "../../storage/stores.ts";
 import { hashToken } from "../../security/password.ts";
 import { CertificateRequestError, issueClientCertificate } from "../../security/ca.ts";
@@ -28,11 +28,11 @@ import { DeviceMac, isUnsetSmbiosUuid, normalizeMac, normalizeUuid, presentsEver
 import type { Stores } from "../../storage/stores.ts";
 import { SlipwayError } from "../../errors.ts";
 import { nameProblem } from "../../domain/name.ts";
-import { checkPxePassword, pxePasswordHash } from "./credentials.ts";
+import { checkPxePassword, pxePasswordHash } from "../../site/credentials.ts";
 import { assuranceRank, mayReceiveSecrets, type Assurance } from "../../domain/assurance.ts";
 import { EnrollTpm, provenEk } from "./tpm-enroll.ts";
 import { ekCertificateRefusal } from "../../security/ek-certificate.ts";
-import { policyInput } from "./policy.ts";
+import { policyInput } from "../../site/policy.ts";
 import { compilePolicy } from "../../domain/policy.ts";
 import { parseEkPublic, TpmProofError } from "../../security/tpm-credential.ts";
 

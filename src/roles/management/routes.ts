@@ -6,18 +6,18 @@
  */
 import { z } from "zod";
 import type { Route, RequestContext } from "../pipeline.ts";
-import type { Site } from "../site/site.ts";
+import type { Site } from "../../site/site.ts";
 import { stores } from "../../storage/stores.ts";
 import { SlipwayError } from "../../errors.ts";
 import { issueClientCertificate, CertificateRequestError } from "../../security/ca.ts";
-import { secretAad } from "../site/routes/variables.ts";
+import { secretAad } from "../../site/secrets.ts";
 import type { Run } from "../../storage/run-store.ts";
 import { EnrollBody, enroll, DEVICE_CERT_DAYS } from "./enroll.ts";
 import { ChallengeBody, tpmChallenge } from "./tpm-enroll.ts";
-import { devicePolicy, signedDevicePolicy } from "./policy.ts";
+import { devicePolicy, signedDevicePolicy } from "../../site/policy.ts";
 import type { DevicePrincipal, MpPrincipal } from "./device-auth.ts";
-import { currentCrl } from "./crl.ts";
-import { RateLimiter } from "../site/auth.ts";
+import { currentCrl } from "../../site/crl.ts";
+import { RateLimiter } from "../../site/auth.ts";
 import { maskSecrets } from "../../domain/mask.ts";
 import { effectiveMinimum, mayReceiveSecrets, meetsAssurance } from "../../domain/assurance.ts";
 import { secretReferences, type TaskSequenceDocument } from "../../domain/task-sequence/validate.ts";

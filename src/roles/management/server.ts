@@ -7,15 +7,15 @@
  */
 import https from "node:https";
 import { constants } from "node:crypto";
-import type { Site } from "../site/site.ts";
+import type { Site } from "../../site/site.ts";
 import { createPipeline, HANDSHAKE_TIMEOUT_MS, listenHttps } from "../pipeline.ts";
 import { SlipwayError } from "../../errors.ts";
-import { RateLimiter } from "../site/auth.ts";
+import { RateLimiter } from "../../site/auth.ts";
 import { principalFromRequest, type MpPrincipal } from "./device-auth.ts";
 import { managementRoutes, type MpAccess, type MpRoute } from "./routes.ts";
 import { contentRoutes } from "./content-routes.ts";
 import { distributionPointRoutes } from "./dp-routes.ts";
-import { certificateHostNames, recordSiteHostNames } from "./dp-names.ts";
+import { certificateHostNames, recordSiteHostNames } from "../../site/dp-names.ts";
 import os from "node:os";
 
 export type ManagementPoint = { url: string; port: number; routes: readonly MpRoute[]; close(): Promise<void> };

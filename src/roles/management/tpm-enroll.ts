@@ -12,7 +12,7 @@
  *    EK on record; only an administrator clears or replaces it. One EK binds one device.
  */
 import { z } from "zod";
-import type { Site } from "../site/site.ts";
+import type { Site } from "../../site/site.ts";
 import { stores } from "../../storage/stores.ts";
 import { hashToken } from "../../security/password.ts";
 import { SlipwayError } from "../../errors.ts";

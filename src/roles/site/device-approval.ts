@@ -10,12 +10,12 @@
  * filter never reaches a device outside its scopes (the devices it could not decide on are
  * counted in a denied audit entry, never named to it).
  */
-import type { Site } from "./site.ts";
+import type { Site } from "../../site/site.ts";
 import type { Principal } from "./http.ts";
 import { stores, type Stores } from "../../storage/stores.ts";
 import { preApprovalOf, type Device, type DeviceState, type PreApproval } from "../../domain/device.ts";
 import { matchesPending, sinceTime, type PendingFilter } from "../../domain/pending.ts";
-import { collectionInScope, scopeOf } from "./membership.ts";
+import { collectionInScope, scopeOf } from "../../site/membership.ts";
 import { SlipwayError } from "../../errors.ts";
 
 /**

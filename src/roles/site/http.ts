@@ -8,6 +8,7 @@ import { SlipwayError } from "../../errors.ts";
 import type { Permission } from "../../domain/rbac.ts";
 import type { Logger } from "../../log.ts";
 import * as pipeline from "../pipeline.ts";
+import type { Principal } from "../../site/principal.ts";
 
 export type { HttpMethod, Reply, Pipeline } from "../pipeline.ts";
 export { MAX_BODY_BYTES } from "../pipeline.ts";
@@ -15,16 +16,7 @@ export { MAX_BODY_BYTES } from "../pipeline.ts";
 /** `public`: anyone; `authenticated`: any signed-in administrator (their own account). */
 export type Access = Permission | "public" | "authenticated";
 
-export type Principal = {
-  adminId: string;
-  username: string;
-  permissions: ReadonlySet<Permission>;
-  /** Collection ids the administrator is limited to; null means all. */
-  scopes: readonly string[] | null;
-  via: "session" | "token";
-  credentialId: string;
-  mustChangePassword: boolean;
-};
+export type { Principal };
 
 export type RequestContext<B = unknown, Q = Record<string, string>> = pipeline.RequestContext<B, Q, Principal>;
 export type Route = pipeline.Route<Access, Principal>;

@@ -8,13 +8,13 @@
  * without stopping leaves its row, which errs toward showing PXE as served.
  */
 import os from "node:os";
-import type { Site } from "./site.ts";
+import type { Site } from "../../site/site.ts";
 import type { Principal } from "./http.ts";
 import { stores } from "../../storage/stores.ts";
 import { secretReferences, type TaskSequenceDocument } from "../../domain/task-sequence/validate.ts";
 import { assessPosture, postureWarnings, type Posture, type PostureLink } from "../../domain/posture.ts";
-import { pxePasswordHash } from "../management/credentials.ts";
-import { collectionInScope } from "./membership.ts";
+import { pxePasswordHash } from "../../site/credentials.ts";
+import { collectionInScope } from "../../site/membership.ts";
 
 const SETTING = "pxe.served:";
 

@@ -4,9 +4,9 @@
  */
 import https from "node:https";
 import { createPipeline, type Route, type RequestContext } from "./http.ts";
-import type { Site } from "./site.ts";
+import type { Site } from "../../site/site.ts";
 import { HANDSHAKE_TIMEOUT_MS, listenHttps } from "../pipeline.ts";
-import { authenticate, RateLimiter } from "./auth.ts";
+import { authenticate, RateLimiter } from "../../site/auth.ts";
 import { openApiDocument } from "./openapi.ts";
 import { SlipwayError } from "../../errors.ts";
 import { stores } from "../../storage/stores.ts";

@@ -8,7 +8,7 @@
  */
 import { z } from "zod";
 import type { Principal, Route } from "../http.ts";
-import type { Site } from "../site.ts";
+import type { Site } from "../../../site/site.ts";
 import type { Sql } from "../../../storage/db.ts";
 import { stores } from "../../../storage/stores.ts";
 import { ADMIN_LOCK, type AdminRecord } from "../../../storage/admin-store.ts";
@@ -16,7 +16,7 @@ import { generatePassword, hashPassword, passwordProblems } from "../../../secur
 import { allPermissions, FULL_ADMINISTRATOR, grantRefusals, isPermission, lacking } from "../../../domain/rbac.ts";
 import { SlipwayError } from "../../../errors.ts";
 import { actor, Description, Id, Name, notFound, principal } from "./common.ts";
-import { signInThrottledUntil } from "../auth.ts";
+import { signInThrottledUntil } from "../../../site/auth.ts";
 
 const Username = z.string().regex(/^[a-z][a-z0-9._-]{1,63}$/, "lower-case letters, digits, . _ - (2-64, starting with a letter)");
 

@@ -1,7 +1,7 @@
 /** Reading and verifying the audit log over the API. */
 import { z } from "zod";
 import type { Route } from "../http.ts";
-import type { Site } from "../site.ts";
+import type { Site } from "../../../site/site.ts";
 import { readHead, verifyAuditLog } from "../../../storage/audit-store.ts";
 import { actor } from "./common.ts";
 

@@ -1,12 +1,12 @@
 /** Collections: static members and a membership rule over device attributes. */
 import { z } from "zod";
 import type { Route } from "../http.ts";
-import type { Site } from "../site.ts";
+import type { Site } from "../../../site/site.ts";
 import { stores } from "../../../storage/stores.ts";
 import type { Collection } from "../../../storage/collection-store.ts";
 import { ExpressionError, formatExpression, parseExpression } from "../../../domain/expression.ts";
 import { SlipwayError } from "../../../errors.ts";
-import { collectionInScope, computeMembership, deviceVisible, requireUnscoped } from "../membership.ts";
+import { collectionInScope, computeMembership, deviceVisible, requireUnscoped } from "../../../site/membership.ts";
 import { actor, Description, Name, notFound, principal } from "./common.ts";
 
 /** Validates and canonicalizes a rule; a bad one is a 422 naming the position. */

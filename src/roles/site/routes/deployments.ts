@@ -1,10 +1,10 @@
 /** Deployments: a pinned task sequence version targeted at a collection. */
 import { z } from "zod";
 import type { Route, RequestContext } from "../http.ts";
-import type { Site } from "../site.ts";
+import type { Site } from "../../../site/site.ts";
 import { stores } from "../../../storage/stores.ts";
 import { SlipwayError } from "../../../errors.ts";
-import { collectionInScope, deviceVisible, requireCollectionScope } from "../membership.ts";
+import { collectionInScope, deviceVisible, requireCollectionScope } from "../../../site/membership.ts";
 import { actor, IsoTime, Name, notFound, principal } from "./common.ts";
 import { secretReferences, type TaskSequenceDocument } from "../../../domain/task-sequence/validate.ts";
 import { ASSURANCE_LEVELS } from "../../../domain/assurance.ts";

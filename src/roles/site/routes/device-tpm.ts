@@ -13,10 +13,10 @@
 import { createPublicKey, X509Certificate, type KeyObject } from "node:crypto";
 import { z } from "zod";
 import type { Route, RequestContext } from "../http.ts";
-import type { Site } from "../site.ts";
+import type { Site } from "../../../site/site.ts";
 import { stores } from "../../../storage/stores.ts";
 import { SlipwayError } from "../../../errors.ts";
-import { deviceVisible } from "../membership.ts";
+import { deviceVisible } from "../../../site/membership.ts";
 import { ekFingerprint, parseEkPublic, TpmProofError } from "../../../security/tpm-credential.ts";
 import { actor, notFound, principal } from "./common.ts";
 import { ekCertificateProblem, parseRoots } from "../../../security/ek-certificate.ts";

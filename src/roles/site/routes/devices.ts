@@ -16,11 +16,11 @@
  */
 import { z } from "zod";
 import type { Principal, Route } from "../http.ts";
-import type { Site } from "../site.ts";
+import type { Site } from "../../../site/site.ts";
 import { stores } from "../../../storage/stores.ts";
 import { DeviceMac, isUnsetSmbiosUuid, normalizeMac, normalizeUuid, deviceStates, preApprovalOf, type Device } from "../../../domain/device.ts";
 import { SlipwayError } from "../../../errors.ts";
-import { deviceCollections, deviceVisible, devicesVisible } from "../membership.ts";
+import { deviceCollections, deviceVisible, devicesVisible } from "../../../site/membership.ts";
 import { FIRST_SEEN_LINK, matchesSeen } from "../../../domain/pending.ts";
 import { decidePending, resolveFilter, settlePreApproval } from "../device-approval.ts";
 import { actor, Name, notFound, principal } from "./common.ts";

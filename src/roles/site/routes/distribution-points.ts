@@ -9,15 +9,15 @@
  */
 import { z } from "zod";
 import type { Route } from "../http.ts";
-import type { Site } from "../site.ts";
+import type { Site } from "../../../site/site.ts";
 import { stores } from "../../../storage/stores.ts";
 import type { Assignment, DistributionPoint } from "../../../storage/distribution-point-store.ts";
 import type { CertificateRecord } from "../../../storage/certificate-store.ts";
 import { SlipwayError } from "../../../errors.ts";
 import { isDistributionPointName, normalizeHostName, parseDistributionPointUrl } from "../../../domain/distribution-point.ts";
-import { newDpSecret } from "../../management/dp-enroll.ts";
-import { refusedHostName, refuseHostName } from "../../management/dp-names.ts";
-import { findImage } from "../content-library.ts";
+import { newDpSecret } from "../../../site/dp-enroll.ts";
+import { refusedHostName, refuseHostName } from "../../../site/dp-names.ts";
+import { findImage } from "../../../site/content-library.ts";
 import { actor, notFound } from "./common.ts";
 
 const DpName = z.string().refine(isDistributionPointName, "must be 1-64 letters, digits, . _ - (starting with a letter or digit)");

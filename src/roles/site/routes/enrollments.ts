@@ -29,10 +29,10 @@
  */
 import { z } from "zod";
 import type { Principal, Route } from "../http.ts";
-import type { Site } from "../site.ts";
+import type { Site } from "../../../site/site.ts";
 import { stores, type Stores } from "../../../storage/stores.ts";
 import { SlipwayError } from "../../../errors.ts";
-import { scopeOf } from "../membership.ts";
+import { scopeOf } from "../../../site/membership.ts";
 import { FIRST_SEEN_LINK, sinceTime } from "../../../domain/pending.ts";
 import type { Device } from "../../../domain/device.ts";
 import { actor, principal } from "./common.ts";

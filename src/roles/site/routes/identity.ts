@@ -17,16 +17,16 @@ import path from "node:path";
 import { X509Certificate } from "node:crypto";
 import { z } from "zod";
 import type { Route } from "../http.ts";
-import type { Site } from "../site.ts";
+import type { Site } from "../../../site/site.ts";
 import { stores } from "../../../storage/stores.ts";
 import type { CertificateRecord } from "../../../storage/certificate-store.ts";
 import { SlipwayError } from "../../../errors.ts";
 import { fingerprintOf } from "../../../security/ca.ts";
 import { passwordProblems } from "../../../security/password.ts";
-import { currentCrl } from "../../management/crl.ts";
-import { createMediaCredential, setPxePassword, pxePasswordHash } from "../../management/credentials.ts";
-import { devicePolicy } from "../../management/policy.ts";
-import { computeMembership, deviceInScope, deviceVisible, scopeOf } from "../membership.ts";
+import { currentCrl } from "../../../site/crl.ts";
+import { createMediaCredential, setPxePassword, pxePasswordHash } from "../../../site/credentials.ts";
+import { devicePolicy } from "../../../site/policy.ts";
+import { computeMembership, deviceInScope, deviceVisible, scopeOf } from "../../../site/membership.ts";
 import { actor, Name, notFound, principal } from "./common.ts";
 
 const certView = (c: CertificateRecord, now: string) => ({

@@ -3,7 +3,7 @@
  * data key is rewrapped under it (ciphertexts untouched), then the old key is destroyed.
  */
 import type { Route } from "../http.ts";
-import type { Site } from "../site.ts";
+import type { Site } from "../../../site/site.ts";
 import { stores } from "../../../storage/stores.ts";
 import type { Sealed } from "../../../security/envelope.ts";
 import { actor } from "./common.ts";

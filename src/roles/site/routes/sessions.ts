@@ -2,8 +2,8 @@
 import { z } from "zod";
 import { randomUUID } from "node:crypto";
 import type { Route } from "../http.ts";
-import type { Site } from "../site.ts";
-import { checkPassword, login, RateLimiter } from "../auth.ts";
+import type { Site } from "../../../site/site.ts";
+import { checkPassword, login, RateLimiter } from "../../../site/auth.ts";
 import { stores } from "../../../storage/stores.ts";
 import { hashPassword, hashToken, newToken, passwordProblems } from "../../../security/password.ts";
 import { SlipwayError } from "../../../errors.ts";

@@ -1,7 +1,7 @@
 /** Health, the OpenAPI document, the site's public keys, and site facts. */
 import { X509Certificate } from "node:crypto";
 import type { Route } from "../http.ts";
-import type { Site } from "../site.ts";
+import type { Site } from "../../../site/site.ts";
 import { publicKeyFingerprint } from "../../../security/signing.ts";
 import { sitePosture } from "../posture.ts";
 

@@ -5,7 +5,7 @@
 import { z } from "zod";
 import { createHash } from "node:crypto";
 import type { Route, RequestContext } from "../http.ts";
-import type { Site } from "../site.ts";
+import type { Site } from "../../../site/site.ts";
 import { stores } from "../../../storage/stores.ts";
 import type { TaskSequence, TaskSequenceVersion } from "../../../storage/task-sequence-store.ts";
 import { canonicalTaskSequence, parseTaskSequenceText, secretReferences, validateTaskSequence, type TaskSequenceDocument } from "../../../domain/task-sequence/validate.ts";

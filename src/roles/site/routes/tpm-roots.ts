@@ -7,7 +7,7 @@
  */
 import { z } from "zod";
 import type { Route } from "../http.ts";
-import type { Site } from "../site.ts";
+import type { Site } from "../../../site/site.ts";
 import { SlipwayError } from "../../../errors.ts";
 import { certificateFingerprint, parseRoots } from "../../../security/ek-certificate.ts";
 import { stores } from "../../../storage/stores.ts";

@@ -5,19 +5,15 @@
  */
 import { z } from "zod";
 import type { Route, RequestContext } from "../http.ts";
-import type { Site } from "../site.ts";
+import type { Site } from "../../../site/site.ts";
 import { stores } from "../../../storage/stores.ts";
 import type { VariableRecord, VariableScope } from "../../../storage/variable-store.ts";
 import { SlipwayError } from "../../../errors.ts";
-import { collectionInScope, deviceVisible } from "../membership.ts";
+import { secretAad } from "../../../site/secrets.ts";
+import { collectionInScope, deviceVisible } from "../../../site/membership.ts";
 import { actor, notFound, principal, VariableName } from "./common.ts";
 
 export const MAX_VARIABLE_BYTES = 64 * 1024;
-
-/** The additional data a secret's ciphertext is bound to: moving it to another row fails. */
-export function secretAad(scope: VariableScope, scopeId: string, name: string): string {
-  return `variable:${scope}:${scopeId}:${name}`;
-}
 
 /** What the API shows of a variable; a secret's value and envelope are never included. */
 export function variableView(v: VariableRecord) {

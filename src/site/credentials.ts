@@ -12,11 +12,11 @@
  * asking for its boot script again gets the same unused token back instead of a new one.
  */
 import { createHmac, hkdfSync, randomUUID, type KeyObject } from "node:crypto";
-import type { Site } from "../site/site.ts";
-import { stores } from "../../storage/stores.ts";
-import { hashPassword, hashToken, newToken, verifyPassword } from "../../security/password.ts";
-import type { Sql } from "../../storage/db.ts";
-import { PXE_GUESS_LOCK } from "../../storage/enrollment-store.ts";
+import type { Site } from "./site.ts";
+import { stores } from "../storage/stores.ts";
+import { hashPassword, hashToken, newToken, verifyPassword } from "../security/password.ts";
+import type { Sql } from "../storage/db.ts";
+import { PXE_GUESS_LOCK } from "../storage/enrollment-store.ts";
 
 export const BOOT_TOKEN_TTL_SECONDS = 10 * 60;
 /** An unused token is handed out again only while this much of its life is left (time to boot and enroll). */

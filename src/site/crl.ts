@@ -1,7 +1,7 @@
 /** The CRL, regenerated when a revocation changes it and otherwise cached until it nears its next update. */
-import type { Site } from "../site/site.ts";
-import { stores } from "../../storage/stores.ts";
-import { createCrl } from "../../security/ca.ts";
+import type { Site } from "./site.ts";
+import { stores } from "../storage/stores.ts";
+import { createCrl } from "../security/ca.ts";
 
 const VALID_MS = 3600_000;
 const cache = new WeakMap<Site, { key: string; pem: string; until: number }>();

@@ -10,12 +10,12 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { X509Certificate } from "node:crypto";
-import type { Site } from "../site/site.ts";
-import type { Sql } from "../../storage/db.ts";
-import { stores } from "../../storage/stores.ts";
-import type { DistributionPoint } from "../../storage/distribution-point-store.ts";
-import { canonicalHost, hostKey, isLoopbackHost } from "../../domain/host-name.ts";
-import { SlipwayError } from "../../errors.ts";
+import type { Site } from "./site.ts";
+import type { Sql } from "../storage/db.ts";
+import { stores } from "../storage/stores.ts";
+import type { DistributionPoint } from "../storage/distribution-point-store.ts";
+import { canonicalHost, hostKey, isLoopbackHost } from "../domain/host-name.ts";
+import { SlipwayError } from "../errors.ts";
 
 const SETTING = "site.host-name:";
 

@@ -10,12 +10,12 @@
  * not failed gets in after at most ACCOUNT_THROTTLE_MS, whatever an attacker does elsewhere.
  */
 import type { IncomingMessage } from "node:http";
-import { hashPassword, hashToken, newToken, verifyPassword } from "../../security/password.ts";
-import { stores } from "../../storage/stores.ts";
-import type { AdminRecord } from "../../storage/admin-store.ts";
-import { permissionsOf, type Permission } from "../../domain/rbac.ts";
-import { SlipwayError } from "../../errors.ts";
-import type { Principal } from "./http.ts";
+import { hashPassword, hashToken, newToken, verifyPassword } from "../security/password.ts";
+import { stores } from "../storage/stores.ts";
+import type { AdminRecord } from "../storage/admin-store.ts";
+import { permissionsOf, type Permission } from "../domain/rbac.ts";
+import { SlipwayError } from "../errors.ts";
+import type { Principal } from "./principal.ts";
 import type { Site } from "./site.ts";
 
 export const SESSION_LIFETIME_MS = 8 * 3600_000;

@@ -1,17 +1,17 @@
 /** Gathers what a device's policy is compiled from, and signs the result. */
-import type { Site } from "../site/site.ts";
-import { stores } from "../../storage/stores.ts";
-import type { Device } from "../../domain/device.ts";
-import { compilePolicy, imageReferences, type Policy, type PolicyInput, type PolicyVariable } from "../../domain/policy.ts";
-import { isManifestDigest } from "../../content/manifest.ts";
-import type { ContentStore } from "../../storage/content-store.ts";
-import { secretReferences, type TaskSequenceDocument } from "../../domain/task-sequence/validate.ts";
-import { deviceCollections } from "../site/membership.ts";
-import { publicKeyFingerprint } from "../../security/signing.ts";
-import { DP_SILENT_AFTER_MS } from "../../domain/distribution-point.ts";
-import { signPolicy, type SignedPolicy } from "../../security/signed-policy.ts";
-import type { VariableRecord } from "../../storage/variable-store.ts";
-import { effectiveMinimum, type Assurance } from "../../domain/assurance.ts";
+import type { Site } from "./site.ts";
+import { stores } from "../storage/stores.ts";
+import type { Device } from "../domain/device.ts";
+import { compilePolicy, imageReferences, type Policy, type PolicyInput, type PolicyVariable } from "../domain/policy.ts";
+import { isManifestDigest } from "../content/manifest.ts";
+import type { ContentStore } from "../storage/content-store.ts";
+import { secretReferences, type TaskSequenceDocument } from "../domain/task-sequence/validate.ts";
+import { deviceCollections } from "./membership.ts";
+import { publicKeyFingerprint } from "../security/signing.ts";
+import { DP_SILENT_AFTER_MS } from "../domain/distribution-point.ts";
+import { signPolicy, type SignedPolicy } from "../security/signed-policy.ts";
+import type { VariableRecord } from "../storage/variable-store.ts";
+import { effectiveMinimum, type Assurance } from "../domain/assurance.ts";
 
 export const POLICY_TTL_SECONDS = 3600;
 

@@ -18,14 +18,14 @@
  * so site processes sharing one database each see every process's writes. An administrator
  * without scopes needs no membership to see devices (`scopeOf`, `deviceVisible`).
  */
-import { parseExpression, evaluate, type Expr } from "../../domain/expression.ts";
-import { deviceLookup, type Device } from "../../domain/device.ts";
-import type { Collection } from "../../storage/collection-store.ts";
-import type { Stores } from "../../storage/stores.ts";
-import { isTx, type Sql } from "../../storage/db.ts";
-import { membershipGeneration } from "../../storage/membership-generation.ts";
-import { SlipwayError } from "../../errors.ts";
-import type { Principal } from "./http.ts";
+import { parseExpression, evaluate, type Expr } from "../domain/expression.ts";
+import { deviceLookup, type Device } from "../domain/device.ts";
+import type { Collection } from "../storage/collection-store.ts";
+import type { Stores } from "../storage/stores.ts";
+import { isTx, type Sql } from "../storage/db.ts";
+import { membershipGeneration } from "../storage/membership-generation.ts";
+import { SlipwayError } from "../errors.ts";
+import type { Principal } from "./principal.ts";
 
 export type Membership = {
   /** Every collection, by name. */

@@ -7,12 +7,12 @@
  * never the whole image in memory. Who may have what is the caller's `find`; the agent
  * verifies every chunk against the signed manifest, so nothing here has to be trusted.
  */
-import type { Route, RequestContext } from "../pipeline.ts";
-import { isManifestDigest, type SignedManifest } from "../../content/manifest.ts";
-import { writeImageRange } from "../../content/chunk-reader.ts";
-import { parseRange, contentRange } from "../../protocol/http-range.ts";
-import type { BlobStore } from "../../storage/blob-store.ts";
-import { SlipwayError } from "../../errors.ts";
+import type { Route, RequestContext } from "./pipeline.ts";
+import { isManifestDigest, type SignedManifest } from "../content/manifest.ts";
+import { writeImageRange } from "../content/chunk-reader.ts";
+import { parseRange, contentRange } from "../protocol/http-range.ts";
+import type { BlobStore } from "../content/blob-store.ts";
+import { SlipwayError } from "../errors.ts";
 
 /** What a server found for a digest: the signed manifest, whose chunks are in its blob store. */
 export type ServedContent = { digest: string; signed: SignedManifest };

@@ -5,13 +5,13 @@
  * and a delete running at once never leave a manifest pointing at a removed chunk.
  */
 import type { Site } from "./site.ts";
-import { stores } from "../../storage/stores.ts";
-import { BlobStore } from "../../storage/blob-store.ts";
-import { CONTENT_LOCK, type ContentRecord, type ContentSummary } from "../../storage/content-store.ts";
-import { importImage, restoreMissingChunks } from "../../content/import.ts";
-import { isManifestDigest, type ImageFormat } from "../../content/manifest.ts";
-import { imageReferences, type TaskSequenceLike } from "../../domain/policy.ts";
-import { SlipwayError } from "../../errors.ts";
+import { stores } from "../storage/stores.ts";
+import { BlobStore } from "../content/blob-store.ts";
+import { CONTENT_LOCK, type ContentRecord, type ContentSummary } from "../storage/content-store.ts";
+import { importImage, restoreMissingChunks } from "../content/import.ts";
+import { isManifestDigest, type ImageFormat } from "../content/manifest.ts";
+import { imageReferences, type TaskSequenceLike } from "../domain/policy.ts";
+import { SlipwayError } from "../errors.ts";
 
 export type ImportedImage = { record: ContentRecord; chunksWritten: number; chunksReused: number };
 

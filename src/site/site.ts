@@ -4,13 +4,13 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { openDb, type Db } from "../../storage/db.ts";
-import { migrate } from "../../storage/migrations.ts";
-import { AuditStore } from "../../storage/audit-store.ts";
-import { stores } from "../../storage/stores.ts";
-import { initSiteKeys, loadSiteKeys, type SiteKeys } from "../../security/site-keys.ts";
-import { generatePassword, hashPassword, passwordProblems } from "../../security/password.ts";
-import { createLogger, type Logger } from "../../log.ts";
+import { openDb, type Db } from "../storage/db.ts";
+import { migrate } from "../storage/migrations.ts";
+import { AuditStore } from "../storage/audit-store.ts";
+import { stores } from "../storage/stores.ts";
+import { initSiteKeys, loadSiteKeys, type SiteKeys } from "../security/site-keys.ts";
+import { generatePassword, hashPassword, passwordProblems } from "../security/password.ts";
+import { createLogger, type Logger } from "../log.ts";
 
 export type Site = {
   dataDir: string;

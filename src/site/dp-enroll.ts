@@ -15,14 +15,14 @@
  * successor, and never works again.
  */
 import { z } from "zod";
-import type { Site } from "../site/site.ts";
-import type { Sql } from "../../storage/db.ts";
-import { stores } from "../../storage/stores.ts";
-import type { DistributionPoint } from "../../storage/distribution-point-store.ts";
-import { hashToken, newToken } from "../../security/password.ts";
-import { CertificateRequestError, issueClientCertificate, issueServerCertificateForRequest, type IssuedCertificate } from "../../security/ca.ts";
-import { normalizeHostName } from "../../domain/distribution-point.ts";
-import { SlipwayError } from "../../errors.ts";
+import type { Site } from "./site.ts";
+import type { Sql } from "../storage/db.ts";
+import { stores } from "../storage/stores.ts";
+import type { DistributionPoint } from "../storage/distribution-point-store.ts";
+import { hashToken, newToken } from "../security/password.ts";
+import { CertificateRequestError, issueClientCertificate, issueServerCertificateForRequest, type IssuedCertificate } from "../security/ca.ts";
+import { normalizeHostName } from "../domain/distribution-point.ts";
+import { SlipwayError } from "../errors.ts";
 import { refusedHostName, refuseHostName } from "./dp-names.ts";
 import net from "node:net";
 
