@@ -11,23 +11,28 @@
 #                                     console is this terminal (quit: Ctrl-A then X), or FILE
 #   scripts/lab.sh down               stops the machines and removes everything it made
 #
-# SLIPWAY_LAB names the namespace (default slipway-lab); SLIPWAY_LAB_ACCEL=kvm uses KVM (default tcg). Disks and firmware variables live in
-# ./var/lab/. Under QEMU without -uuid a machine has no SMBIOS UUID: Slipway counts that as absent.
+# SLIPWAY_LAB names the namespace (default slipway-lab); one lab at a time, since every lab uses
+# the addresses above. SLIPWAY_LAB_ACCEL=kvm uses KVM (default tcg). Disks and firmware variables
+# live in ./var/lab/. Under QEMU without -uuid a machine has no SMBIOS UUID: Slipway counts that as absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NS=${SLIPWAY_LAB:-slipway-lab}
-HOSTIF="${NS:0:10}-h"
+# The host end of the admin link, named from the whole lab name (two names never share it).
+HOSTIF="sl$(printf '%s' "$NS" | sha256sum | cut -c1-8)-h"
 LABDIR=var/lab/$NS
 die() { printf 'lab: %s\n' "$*" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || die "run as root (network namespaces and taps)"
 [[ $NS =~ ^[a-z0-9-]{1,20}$ ]] || die "SLIPWAY_LAB must be 1-20 of a-z, 0-9 and -"
 
 in_ns() { ip netns exec "$NS" "$@"; }
-exists() { ip netns list | grep -qw "^$NS"; }
+exists() { ip netns list | awk '{print $1}' | grep -qxF "$NS"; }
 
 case "${1:-}" in
   up)
     exists && die "the lab $NS exists; scripts/lab.sh down first"
+    if ip -4 -o addr show | grep -q ' inet 10\.99\.255\.1/'; then
+      die "10.99.255.1 is already on this host (another lab?): one lab at a time; SLIPWAY_LAB=NAME scripts/lab.sh down removes one"
+    fi
     scripts/setup.sh --lab
     ip netns add "$NS"
     in_ns ip link set lo up
@@ -56,6 +61,7 @@ EOF
     shift
     firmware=bios; mac=""; uuid=""; name=""; disk_gib=8; log=""
     while [ $# -gt 0 ]; do
+      case "$1" in --mac|--uuid|--name|--disk-gib|--log) [ $# -ge 2 ] || die "$1 needs a value" ;; esac
       case "$1" in
         bios|uefi) firmware=$1 ;;
         --mac) mac=${2:?--mac MAC}; shift ;;
@@ -109,12 +115,12 @@ EOF
       for pid in $(ip netns pids "$NS"); do kill -9 "$pid" 2>/dev/null || true; done
       ip netns del "$NS"
     fi
-    ip link del "$HOSTIF" 2>/dev/null || true
+    if ip link show "$HOSTIF" >/dev/null 2>&1; then ip link del "$HOSTIF"; fi
     rm -rf "$LABDIR"
     echo "lab: $NS removed"
     ;;
   *)
-    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
     exit 2
     ;;
 esac

@@ -24,7 +24,7 @@
 import { describe, it, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { tempDir } from "./support/site.ts";
@@ -176,7 +176,8 @@ describe("the README, followed word for word", () => {
         assert.match(consoleText(), /Debian GNU\/Linux/);
         await ok(c);
         assert.ok(!(await sh("ip netns list")).out.includes(NS), "the lab's namespace is gone");
-        assert.notEqual((await sh(`ip link show ${NS.slice(0, 10)}-h`)).code, 0, "the host end of the admin link is gone");
+        const hostEnd = `sl${createHash("sha256").update(NS).digest("hex").slice(0, 8)}-h`;
+        assert.notEqual((await sh(`ip link show ${hostEnd}`)).code, 0, "the host end of the admin link is gone");
         assert.equal(up?.child.exitCode !== null || up?.child.signalCode !== null, true, "Slipway in the lab stopped with it");
       } else if (/ login /.test(c)) {
         await ok(c, { extraEnv: { SLIPWAY_PASSWORD: newPassword } });
@@ -187,6 +188,9 @@ describe("the README, followed word for word", () => {
         if (/^scripts\/lab\.sh up$/.test(c)) {
           assert.match(out, new RegExp(`ip netns exec ${NS} bin/slipway up`));
           assert.equal((await sh(c)).code, 2, "a second lab up refuses");
+          assert.match(out, /10\.99\.255\.2/);
+          assert.equal((await sh(c, { extraEnv: { SLIPWAY_LAB: `${NS}x` } })).code, 2, "a second lab beside it refuses: the addresses are taken");
+          assert.equal((await sh("ip netns list")).out.includes(`${NS}x`), false, "and made nothing");
         }
         if (/ image build debian /.test(c)) assert.match(out, /Imported "debian-base" \(tar\.zst/);
       }

@@ -19,8 +19,9 @@
  * used), so a rebuild downloads only what changed.
  */
 import { spawn } from "node:child_process";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { mkdir, rename, rm, writeFile } from "node:fs/promises";
+import { existsSync, readdirSync, readFileSync, realpathSync, statSync } from "node:fs";
+import { mkdir, mkdtemp, rename, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
 import path from "node:path";
 import { requireHostFile } from "./host-files.ts";
 
@@ -53,8 +54,11 @@ export const BASE_PACKAGES = ["linux-image-amd64", "systemd-sysv", "udev", "dbus
 /** Suites with no -updates or -security companion. */
 const ROLLING = new Set(["sid", "unstable", "experimental"]);
 const SUITE = /^[a-z][a-z0-9-]{1,30}$/;
-/** Debian policy 5.6.1: lower case letters, digits, + - . ; at least two, starting alphanumeric. */
-const PACKAGE = /^[a-z0-9][a-z0-9+.-]{1,99}$/;
+/**
+ * Debian policy 5.6.1: lower case letters, digits, + - . ; at least two, starting alphanumeric.
+ * Not ending in "-" (apt reads a trailing "-" as "remove") or "." either.
+ */
+const PACKAGE = /^[a-z0-9][a-z0-9+.-]{0,98}[a-z0-9+]$/;
 const CMDLINE = "net.ifnames=0 console=tty0 console=ttyS0,115200n8";
 
 /** Refusals for options a user typed, before anything runs; empty when they are fine. */
@@ -63,6 +67,12 @@ export function debianImageProblems(opts: Pick<DebianImageOptions, "suite" | "pa
   if (!SUITE.test(opts.suite)) out.push(`suite "${opts.suite}" is not a Debian suite name (lower-case letters, digits and -)`);
   for (const p of opts.packages) if (!PACKAGE.test(p)) out.push(`"${p}" is not a Debian package name`);
   if (opts.mirror !== undefined) {
+    // The URL parser drops tabs and newlines and encodes spaces; the raw text goes into a
+    // sources line, so it must be plain printable ASCII itself (no second line smuggled in).
+    if (!/^[\x21-\x7e]{1,2000}$/.test(opts.mirror)) {
+      out.push(`mirror "${opts.mirror.replace(/[^\x20-\x7e]/g, "?")}" holds spaces, control or non-ASCII characters: give one plain URL`);
+      return out;
+    }
     let u: URL | undefined;
     try {
       u = new URL(opts.mirror);
@@ -131,6 +141,33 @@ async function releaseEpoch(sources: { uri: string; suite: string }[]): Promise<
   return newest || undefined;
 }
 
+/**
+ * The package cache is run from: mmdebstrap copies its .debs into the image as root and apt
+ * reuses a cached file of the right size without checking its hash, so only the user running
+ * the build may be able to write it (and every folder a link could be swapped in).
+ */
+export function cacheDirProblem(dir: string): string | undefined {
+  const uid = process.getuid?.() ?? 0;
+  let start: string;
+  try {
+    start = realpathSync(dir);
+  } catch {
+    return `cannot read the cache folder ${dir}`;
+  }
+  for (let d = start; ; d = path.dirname(d)) {
+    const st = statSync(d);
+    if (st.uid !== uid && st.uid !== 0) return `${d} belongs to another user (uid ${st.uid}), who could swap the packages or the folder`;
+    // A sticky folder (/tmp) lets others add entries but not rename or remove this user's.
+    if ((st.mode & 0o022) !== 0 && (d === start || (st.mode & 0o1000) === 0)) {
+      return `others may write to ${d} (mode ${(st.mode & 0o7777).toString(8)}), so the packages or the build's hook could be swapped; make it 0700 or pick another --cache`;
+    }
+    if (d === path.dirname(d)) return undefined;
+  }
+}
+
+/** One word for mmdebstrap's hook parser (shell-like): single-quoted, quotes escaped. */
+const quoted = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+
 /** The hook run inside the finished tree (as `$1`): what makes each deployed machine its own. */
 function customizeScript(provenance: string): string {
   return `#!/bin/sh
@@ -143,6 +180,8 @@ printf '%s\\n' '${CMDLINE}' > "$r/etc/slipway/kernel-cmdline"
 cat > "$r/etc/slipway/image.json" <<'SLIPWAY_EOF'
 ${provenance}
 SLIPWAY_EOF
+# What was installed, by version: the provenance of this image beyond the names asked for.
+dpkg-query --admindir="$r/var/lib/dpkg" -W -f '\${Package}=\${Version}\\n' | LC_ALL=C sort > "$r/etc/slipway/packages"
 printf '# <file system> <mount point> <type> <options> <dump> <pass>\\n# The root file system is added by Slipway'"'"'s install-bootloader step (by UUID).\\n' > "$r/etc/fstab"
 if [ -x "$r/usr/bin/ssh-keygen" ]; then
   cat > "$r/etc/systemd/system/slipway-ssh-host-keys.service" <<'SLIPWAY_EOF'
@@ -179,10 +218,16 @@ export async function buildDebianImage(opts: DebianImageOptions): Promise<Debian
 
   const cache = path.join(opts.cacheDir, `debian-debs-${opts.suite}`);
   const nextCache = `${cache}.next-${process.pid}`;
-  await mkdir(cache, { recursive: true, mode: 0o700 });
+  for (const d of [opts.cacheDir, cache]) {
+    await mkdir(d, { recursive: true, mode: 0o700 });
+    const problem = cacheDirProblem(d);
+    if (problem) throw new Error(`Cannot build from this package cache: ${problem}`);
+  }
   await rm(nextCache, { recursive: true, force: true });
   await mkdir(nextCache, { mode: 0o700 });
-  const hook = path.join(opts.cacheDir, `.customize-${process.pid}.sh`);
+  // The hook mmdebstrap runs as root: in a folder of its own that only this user can write.
+  const hookDir = await mkdtemp(path.join(os.tmpdir(), "slipway-image-"));
+  const hook = path.join(hookDir, "customize.sh");
   await writeFile(hook, customizeScript(provenance), { mode: 0o700 });
   const args = [
     "--variant=minbase", `--include=${packages.join(",")}`,
@@ -191,8 +236,8 @@ export async function buildDebianImage(opts: DebianImageOptions): Promise<Debian
     // The kernel package makes /boot/vmlinuz and /boot/initrd.img links (what install-bootloader boots).
     `--essential-hook=mkdir -p "$1/etc" && printf 'link_in_boot = yes\\ndo_symlinks = yes\\n' > "$1/etc/kernel-img.conf"`,
     // Packages from the last build are offered to apt first; the ones this build used are kept.
-    `--setup-hook=mkdir -p "$1/var/cache/apt/archives"`, `--setup-hook=sync-in ${cache} /var/cache/apt/archives/`,
-    "--skip=essential/unlink", `--customize-hook=sync-out /var/cache/apt/archives ${nextCache}`,
+    `--setup-hook=mkdir -p "$1/var/cache/apt/archives"`, `--setup-hook=sync-in ${quoted(cache)} /var/cache/apt/archives/`,
+    "--skip=essential/unlink", `--customize-hook=sync-out /var/cache/apt/archives ${quoted(nextCache)}`,
     `--customize-hook=${hook}`,
     opts.suite, opts.output,
     ...sources.map((s) => `deb ${s.uri} ${s.suite} main`),
@@ -220,8 +265,11 @@ export async function buildDebianImage(opts: DebianImageOptions): Promise<Debian
     if (code !== 0 || !existsSync(opts.output)) throw new Error(`mmdebstrap failed (exit ${code}):\n${tail.join("\n")}`);
     await rm(cache, { recursive: true, force: true });
     await rename(nextCache, cache);
+  } catch (err) {
+    await rm(opts.output, { force: true });
+    throw err;
   } finally {
-    await rm(hook, { force: true });
+    await rm(hookDir, { recursive: true, force: true });
     await rm(nextCache, { recursive: true, force: true });
   }
   return { output: opts.output, suite: opts.suite, mirror, packages, sourceDateEpoch: epoch };

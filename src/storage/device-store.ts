@@ -106,7 +106,10 @@ export class DeviceStore {
   }
   /** The same by SMBIOS UUID, for a machine whose MAC is not on record. */
   async bootIdentityByUuid(uuid: string): Promise<Pick<Device, "id" | "name" | "state"> | undefined> {
-    return this.#db.get<{ id: string; name: string; state: DeviceState }>(`SELECT id, name, state FROM devices WHERE smbios_uuid = ?`, [uuid]);
+    // A UUID names a device only when it records no MAC of its own: one with MACs and this UUID
+    // means two machines share it (a firmware plague), and the UUID then names nobody.
+    return this.#db.get<{ id: string; name: string; state: DeviceState }>(
+      `SELECT id, name, state FROM devices d WHERE smbios_uuid = ? AND NOT EXISTS (SELECT 1 FROM device_macs m WHERE m.device_id = d.id)`, [uuid]);
   }
 
   async list(): Promise<Device[]> {

@@ -200,6 +200,22 @@ describe("boot tokens asked for again, and boot script limits", () => {
     assert.equal((await get(`${url}/ipxe/machine?mac=${a.mac}&uuid=${shared}`)).status, 200, "A still boots");
   });
 
+  it("a device on record with a UUID gets no token for its MAC alone: absent, all-zero and all-one UUIDs are refused like another UUID, audited", async () => {
+    const uuid = "7b7b7b7b-0000-4000-8000-0000000000f2";
+    const { mac, id } = await approved(uuid);
+    for (const claim of ["", "00000000-0000-0000-0000-000000000000", "ffffffff-ffff-ffff-ffff-ffffffffffff", "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF"]) {
+      const r = await get(`${url}/ipxe/machine?mac=${mac}&uuid=${claim}`);
+      assert.equal(r.status, 404, `uuid=${claim}: ${r.body}`);
+      assert.match(r.body, /this machine does not match its record/);
+      assert.equal(tokenOf(r.body), undefined);
+    }
+    assert.equal(await credentials(mac), 0, "no boot token was made");
+    const refusals = (await t.site.audit.list({ action: "pxe.script.refused", limit: 1000 })).filter((e) => e.object === `device:${id}`);
+    assert.equal(refusals.length, 4);
+    assert.match(String(refusals[0].details?.reason), /the machine reported none/);
+    assert.equal((await get(`${url}/ipxe/machine?mac=${mac}&uuid=${uuid.toUpperCase()}`)).status, 200, "its own UUID, in any case, still boots");
+  });
+
   it("a token is handed out again only while 5 of its 10 minutes are left; never with a longer life", async () => {
     const uuid = "7b7b7b7b-0000-4000-8000-0000000000c1";
     const { mac } = await approved(uuid);

@@ -17,7 +17,7 @@ const LINK: PxeLink = { name: "br0", address: "10.0.0.1", netmask: "255.255.255.
 const CLIENT = { address: "0.0.0.0", port: 68 };
 const ip4 = (ip: string) => Uint8Array.from(ip.split("."), Number);
 
-type Req = { type: number; mac: string; pxe?: boolean; ipxe?: boolean; giaddr?: string; ciaddr?: string; serverId?: string; requested?: string };
+type Req = { type: number; mac: string; pxe?: boolean; ipxe?: boolean; giaddr?: string; ciaddr?: string; serverId?: string; requested?: string; uuid?: string };
 function request(r: Req): Uint8Array {
   const chaddr = new Uint8Array(16);
   chaddr.set(r.mac.split(":").map((h) => parseInt(h, 16)));
@@ -30,6 +30,8 @@ function request(r: Req): Uint8Array {
     ...(r.ipxe ? [{ code: DhcpOption.UserClass, data: new TextEncoder().encode("iPXE") }] : []),
     ...(r.serverId ? [{ code: DhcpOption.ServerId, data: ip4(r.serverId) }] : []),
     ...(r.requested ? [{ code: DhcpOption.RequestedIp, data: ip4(r.requested) }] : []),
+    // Option 97 (type 0 + 16 bytes). The UUIDs used here read the same in SMBIOS and network order.
+    ...(r.uuid ? [{ code: DhcpOption.ClientUuid, data: Uint8Array.from([0, ...Buffer.from(r.uuid.replace(/-/g, ""), "hex")]) }] : []),
   ];
   return encodeDhcp({ op: 1, htype: 1, hlen: 6, hops: r.giaddr ? 1 : 0, xid: 0x1234, secs: 0, flags: 0, ciaddr: r.ciaddr ?? "0.0.0.0", yiaddr: "0.0.0.0",
     siaddr: "0.0.0.0", giaddr: r.giaddr ?? "0.0.0.0", chaddr, sname: "", file: "", options });
@@ -100,6 +102,30 @@ for (const database of databasesUnderTest()) {
       assert.equal(await pxe.answer(LINK, request({ type: T.Discover, mac: blocked.mac }), CLIENT, false), undefined);
       assert.equal((await audit("pxe.refused", `device:${blocked.id}`))[0]?.details?.reason, "blocked");
       assert.equal(await stores(core.site.db).devices.byMac(unknown), undefined, "nothing recorded");
+    });
+
+    it("SMBIOS UUIDs that name nobody: all-zero and all-one are absent when recording; a UUID shared with a device that has its own MAC names nobody", async () => {
+      const pxe = answerer({ unknown: "approve" });
+      for (const junk of ["00000000-0000-0000-0000-000000000000", "ffffffff-ffff-ffff-ffff-ffffffffffff"]) {
+        const m = mac();
+        assert.ok(await pxe.answer(LINK, request({ type: T.Discover, mac: m, uuid: junk }), CLIENT, false));
+        const d = await stores(core.site.db).devices.byMac(m);
+        assert.equal(d?.state, "pending");
+        assert.equal(d?.smbiosUuid, null, `${junk} is not recorded as the machine's UUID`);
+      }
+      // Device A is on record with its MAC and UUID U; an unknown machine B reports U too.
+      const shared = "11111111-2222-3333-4444-5555555555" + (10 + n).toString(16).padStart(2, "0");
+      const a = mac();
+      const aId = (await stores(core.site.db).devices.create({ name: `answer-shared-${n}`, macs: [a], smbiosUuid: shared, serial: null, state: "approved", attributes: {} }, core.site.now().toISOString())).id;
+      const deny = answerer();
+      const b = mac();
+      assert.equal(await deny.answer(LINK, request({ type: T.Discover, mac: b, uuid: shared }), CLIENT, false), undefined, "under deny, B is an unknown machine, not A");
+      assert.deepEqual(await audit("pxe.offer", `device:${aId}`), [], "nothing answered in A's name");
+      assert.ok(await pxe.answer(LINK, request({ type: T.Discover, mac: b, uuid: shared }), CLIENT, false));
+      const recorded = await stores(core.site.db).devices.byMac(b);
+      assert.ok(recorded && recorded.id !== aId, "under approve, B is recorded as a machine of its own");
+      assert.equal(recorded!.state, "pending");
+      assert.ok(await deny.answer(LINK, request({ type: T.Discover, mac: a, uuid: shared }), CLIENT, false), "A is still answered");
     });
 
     it("an unknown machine under approve is recorded pending and answered, so it can wait for an administrator", async () => {

@@ -133,9 +133,12 @@ export async function startBootHttp(opts: BootHttpOptions): Promise<BootHttp> {
       await site.audit.append({ actor: "pxe", action: "pxe.script.refused", outcome: "denied", object: device ? `device:${device.id}` : `mac:${mac}`, details: { mac, link: link.name } });
       return { status: 404, body: "#!ipxe\necho Slipway: nothing to boot for this machine\nexit 1\n" };
     }
-    // A token is bound to the UUID the machine reports now; a device on record with another UUID gets none.
-    if (device.smbiosUuid && uuid && device.smbiosUuid !== uuid) {
-      await site.audit.append({ actor: "pxe", action: "pxe.script.refused", outcome: "denied", object: `device:${device.id}`, details: { mac, reason: "SMBIOS UUID differs from the device record" } });
+    // A token is bound to the UUID the machine reports now. A device on record with a UUID gets
+    // none for a machine reporting another one — or none at all (absent, all zeros, all ones):
+    // otherwise its MAC alone, which anyone on the link sees, would stand for it.
+    if (device.smbiosUuid && device.smbiosUuid !== uuid) {
+      await site.audit.append({ actor: "pxe", action: "pxe.script.refused", outcome: "denied", object: `device:${device.id}`,
+        details: { mac, reason: uuid ? "SMBIOS UUID differs from the device record" : "the device record has an SMBIOS UUID; the machine reported none" } });
       return { status: 404, body: "#!ipxe\necho Slipway: this machine does not match its record\nexit 1\n" };
     }
     // A machine with nothing to run boots from its own disk: one whose required deployments

@@ -20,6 +20,7 @@ import { decideBoot, firmwareOf, type UnknownPolicy } from "../../domain/pxe.ts"
 import { bootFileFor } from "../../domain/boot-file.ts";
 import { rangeForSubnet, type IpRange } from "../../domain/ip-pool.ts";
 import { AuditThrottle } from "../../domain/audit-throttle.ts";
+import { isUnsetSmbiosUuid } from "../../domain/device.ts";
 import { BootIdentityCache } from "./boot-identity-cache.ts";
 import { MachineRecorder } from "./machine-recorder.ts";
 import { LabLeases, MAX_DECLINED_PER_DEVICE } from "./lab-leases.ts";
@@ -157,7 +158,8 @@ export function createPxeAnswerer(opts: PxeAnswererOptions): PxeAnswerer {
     } catch {
       uuid = undefined;
     }
-    if (uuid === "00000000-0000-0000-0000-000000000000") uuid = undefined;
+    // SMBIOS's "not set" and "not present" UUIDs (all zeros, all ones) name no machine: absent, as everywhere.
+    if (uuid && isUnsetSmbiosUuid(uuid)) uuid = undefined;
     // From memory when it can: no await, so a known machine is answered in this same turn.
     const cached = identities.peek(mac, uuid);
     let device = cached === undefined ? await identities.get(mac, uuid) : (cached ?? undefined);
