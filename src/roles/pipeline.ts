@@ -73,7 +73,8 @@ type ParamNames<S extends string> = S extends `${string}:${infer N}/${infer Rest
 /** The path parameters of a route path: one string per `:name`. */
 export type PathParams<S extends string> = string extends S ? Record<string, string> : { [K in ParamNames<S>]: string };
 type BodyOf<B> = B extends z.ZodType ? z.output<B> : undefined;
-type QueryOf<Q> = Q extends z.ZodType ? z.output<Q> : Record<string, string>;
+/** Without a query schema a handler sees the raw query string: any parameter, each maybe absent. */
+type QueryOf<Q> = Q extends z.ZodType ? z.output<Q> : Partial<Record<string, string>>;
 
 /** A route as written: the handler's ctx is typed from the path, the body and the query schema. */
 export type RouteDefinition<A extends string, P, Path extends string, B extends z.ZodType | undefined, Q extends z.ZodType | undefined> =

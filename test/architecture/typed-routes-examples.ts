@@ -47,9 +47,11 @@ export const examples: Route[] = [
       const part: string = ctx.params.part;
       // Without a query schema the raw query string: every parameter a string, maybe absent.
       const raw: string | undefined = ctx.query.anything;
+      // @ts-expect-error -- a raw query parameter may be absent
+      const raw2: string = ctx.query.anything;
       // @ts-expect-error -- a route without a body schema has no body
       const nope = ctx.body.name;
-      return { body: { id, part, raw, nope } };
+      return { body: { id, part, raw, raw2, nope } };
     },
   }),
   route({
