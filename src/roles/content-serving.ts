@@ -7,7 +7,7 @@
  * never the whole image in memory. Who may have what is the caller's `find`; the agent
  * verifies every chunk against the signed manifest, so nothing here has to be trusted.
  */
-import type { Route, RequestContext } from "./pipeline.ts";
+import { routeOf, type Route, type RequestContext } from "./pipeline.ts";
 import { isManifestDigest, type SignedManifest } from "../content/manifest.ts";
 import { writeImageRange } from "../content/chunk-reader.ts";
 import { parseRange, contentRange } from "../protocol/http-range.ts";
@@ -25,22 +25,23 @@ export type ContentServingOptions<A extends string, P> = {
    * The content a well-formed digest names, if the caller may have it; throws a SlipwayError
    * otherwise (NOT_FOUND, NOT_YOUR_RESOURCE, …).
    */
-  find(ctx: RequestContext<any, any, P>, digest: string): Promise<ServedContent>;
+  find(ctx: RequestContext<unknown, unknown, P>, digest: string): Promise<ServedContent>;
 };
 
 export function contentServingRoutes<A extends string, P>(opts: ContentServingOptions<A, P>): Route<A, P>[] {
-  const lookup = (ctx: RequestContext<any, any, P>): Promise<ServedContent> => {
+  const route = routeOf<A, P>();
+  const lookup = (ctx: RequestContext<unknown, unknown, P, { digest: string }>): Promise<ServedContent> => {
     const digest = ctx.params.digest;
     if (!isManifestDigest(digest)) throw new SlipwayError("BAD_REQUEST", 'Cannot find content: a content digest is "sha256:" and 64 lowercase hex digits');
     return opts.find(ctx, digest);
   };
   return [
-    {
+    route({
       method: "GET", path: "/mp/v1/content/:digest/manifest", access: opts.access, tag: "content",
       summary: "The signed manifest of an image the device's policy names",
       handler: async (ctx) => ({ body: (await lookup(ctx)).signed }),
-    },
-    {
+    }),
+    route({
       method: "GET", path: "/mp/v1/content/:digest/data", access: opts.access, tag: "content", head: true,
       summary: "An image's bytes (Range: bytes=N- or bytes=N-M for a part), for a device whose policy names it",
       handler: async (ctx) => {
@@ -63,6 +64,6 @@ export function contentServingRoutes<A extends string, P>(opts: ContentServingOp
           send: size === 0 ? async () => {} : (out) => writeImageRange(opts.blobs, signed.manifest, start, end, out),
         };
       },
-    },
+    }),
   ];
 }

@@ -15,12 +15,19 @@ import { countAuditedRefusals } from "../storage/audit-store.ts";
 
 export type HttpMethod = "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
 
-export type RequestContext<B = unknown, Q = Record<string, string>, P = unknown> = {
+/**
+ * What a handler sees of a request. A route made with `route()` gets it typed from its
+ * declaration: `body` and `query` are what its zod schemas produce (z.output: defaults
+ * applied, transforms run), `params` has one string per `:name` in its path.
+ */
+export type RequestContext<B = unknown, Q = unknown, P = unknown, Params = Record<never, string>> = {
   /** "HEAD" only for GET routes that allow it (`head: true`): answer with headers, no body. */
   method: HttpMethod | "HEAD";
   path: string;
-  params: Record<string, string>;
+  params: Params;
+  /** The query string as the route's `query` schema produced it; without one, every parameter as a string. */
   query: Q;
+  /** The JSON body as the route's `body` schema produced it; undefined for a route without one. */
   body: B;
   principal: P | null;
   ip: string;
@@ -36,28 +43,68 @@ export type RequestContext<B = unknown, Q = Record<string, string>, P = unknown>
  */
 export type Reply = { status?: number; body?: unknown; headers?: Record<string, string>; stream?: Readable; send?: (out: Writable) => Promise<void> };
 
-/** A route; `access` is "public" or a value the role's authorize hook understands. */
-export type Route<A extends string = string, P = unknown> = {
+/** What every route declares besides its schemas and handler. */
+type RouteInfo<A extends string> = {
   method: HttpMethod;
   path: string;
+  /** "public", or a value the role's authorize hook understands. */
   access: A | "public";
   summary: string;
   tag: string;
-  body?: z.ZodType;
-  query?: z.ZodType;
   /** Allowed while the administrator still has to change a one-time password. */
   allowWithPendingPasswordChange?: boolean;
   /** A GET route that also answers HEAD (the handler sees ctx.method "HEAD"; no body is sent). */
   head?: boolean;
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  handler: (ctx: RequestContext<any, any, P>) => Promise<Reply>;
 };
+
+/**
+ * A route in a route table, as the pipeline and the OpenAPI generator see it: its schemas and a
+ * handler of the request as validated. Made with `route()`, which types the handler from them.
+ */
+export type Route<A extends string = string, P = unknown> = RouteInfo<A> & {
+  body?: z.ZodType;
+  query?: z.ZodType;
+  handler: (ctx: RequestContext<unknown, unknown, P, Record<string, string>>) => Promise<Reply>;
+};
+
+/** The `:name` segments of a route path, e.g. "id" | "digest" for "/x/:id/y/:digest". */
+type ParamNames<S extends string> = S extends `${string}:${infer N}/${infer Rest}` ? N | ParamNames<`/${Rest}`>
+  : S extends `${string}:${infer N}` ? N : never;
+/** The path parameters of a route path: one string per `:name`. */
+export type PathParams<S extends string> = string extends S ? Record<string, string> : { [K in ParamNames<S>]: string };
+type BodyOf<B> = B extends z.ZodType ? z.output<B> : undefined;
+/** Without a query schema a handler sees the raw query string: any parameter, each maybe absent. */
+type QueryOf<Q> = Q extends z.ZodType ? z.output<Q> : Partial<Record<string, string>>;
+
+/** A route as written: the handler's ctx is typed from the path, the body and the query schema. */
+export type RouteDefinition<A extends string, P, Path extends string, B extends z.ZodType | undefined, Q extends z.ZodType | undefined> =
+  RouteInfo<A> & {
+    path: Path;
+    body?: B;
+    query?: Q;
+    handler: (ctx: RequestContext<BodyOf<B>, QueryOf<Q>, P, PathParams<Path>>) => Promise<Reply>;
+  };
+
+/**
+ * Defines a route of a role whose access values are A and principals P: `routeOf<A, P>()`
+ * gives the role's `route` function, which checks each handler against its own schemas.
+ */
+export function routeOf<A extends string, P>() {
+  return function route<const Path extends string, B extends z.ZodType | undefined = undefined, Q extends z.ZodType | undefined = undefined>(
+    def: RouteDefinition<A, P, Path, B, Q>,
+  ): Route<A, P> {
+    // The one place the types meet the pipeline's guarantee: it calls a handler only with
+    // params from this path, a query this `query` schema produced (or the raw one without it)
+    // and a body this `body` schema produced (or undefined without it) — see dispatch().
+    return { ...def, handler: def.handler as Route<A, P>["handler"] };
+  };
+}
 
 export const MAX_BODY_BYTES = 1024 * 1024;
 
-type Compiled = { route: Route<string, any>; re: RegExp; names: string[] };
+type Compiled<A extends string, P> = { route: Route<A, P>; re: RegExp; names: string[] };
 
-function compile(route: Route<string, any>): Compiled {
+function compile<A extends string, P>(route: Route<A, P>): Compiled<A, P> {
   const names: string[] = [];
   const pattern = route.path
     .split("/")
@@ -87,7 +134,7 @@ export type PipelineHooks<A extends string, P> = {
    * or "failure", to audit it. A one-time-password session's PASSWORD_CHANGE_REQUIRED is not
    * a refusal. `reason` is the error's message.
    */
-  onDenied(ctx: RequestContext<unknown, Record<string, string>, P>, code: string, reason?: string): Promise<void>;
+  onDenied(ctx: RequestContext<unknown, unknown, P, Record<string, string>>, code: string, reason?: string): Promise<void>;
   /** Counts malformed input, by code. */
   onRejected?(code: string): void;
   /** Turns known low-level errors (e.g. a constraint violation in a race) into catalogue errors. */
@@ -164,7 +211,7 @@ export function createPipeline<A extends string, P>(routes: readonly Route<A, P>
     pipeStreams(reply.stream!, res, failed);
   };
 
-  async function dispatch(req: IncomingMessage, res: ServerResponse, requestId: string, seen: { ctx?: RequestContext<unknown, Record<string, string>, P> }): Promise<void> {
+  async function dispatch(req: IncomingMessage, res: ServerResponse, requestId: string, seen: { ctx?: RequestContext<unknown, unknown, P, Record<string, string>> }): Promise<void> {
     let url: URL;
     try {
       url = new URL(req.url ?? "/", "https://site.invalid");
@@ -173,7 +220,7 @@ export function createPipeline<A extends string, P>(routes: readonly Route<A, P>
     }
     const path = url.pathname.length > 1 ? url.pathname.replace(/\/+$/, "") : url.pathname;
     const method = (req.method ?? "GET").toUpperCase();
-    let match: { c: Compiled; m: RegExpExecArray } | null = null;
+    let match: { c: Compiled<A, P>; m: RegExpExecArray } | null = null;
     let pathMatched = false;
     for (const c of compiled) {
       const m = c.re.exec(path);
@@ -195,7 +242,7 @@ export function createPipeline<A extends string, P>(routes: readonly Route<A, P>
     } catch {
       throw new SlipwayError("BAD_REQUEST", "The request path is malformed");
     }
-    const ctx: RequestContext<unknown, Record<string, string>, P> = {
+    const ctx: RequestContext<unknown, unknown, P, Record<string, string>> = {
       method: method as HttpMethod | "HEAD",
       path,
       params,
@@ -216,7 +263,7 @@ export function createPipeline<A extends string, P>(routes: readonly Route<A, P>
         req.resume();
         throw new SlipwayError("UNAUTHENTICATED");
       }
-      const refusal = hooks.authorize(route as Route<A, P>, ctx.principal);
+      const refusal = hooks.authorize(route, ctx.principal);
       if (refusal) {
         req.resume();
         throw refusal;
@@ -226,7 +273,7 @@ export function createPipeline<A extends string, P>(routes: readonly Route<A, P>
     if (route.query) {
       const q = route.query.safeParse(ctx.query);
       if (!q.success) throw new SlipwayError("VALIDATION", "The query string is not valid", zodDetails(q.error));
-      ctx.query = q.data as Record<string, string>;
+      ctx.query = q.data;
     }
 
     const raw = await readBody(req, MAX_BODY_BYTES);
@@ -265,7 +312,7 @@ export function createPipeline<A extends string, P>(routes: readonly Route<A, P>
     handle(req, res) {
       const requestId = randomUUID();
       const started = performance.now();
-      const seen: { ctx?: RequestContext<unknown, Record<string, string>, P> } = {};
+      const seen: { ctx?: RequestContext<unknown, unknown, P, Record<string, string>> } = {};
       const run = countAuditedRefusals(() => dispatch(req, res, requestId, seen));
       run.result
         .catch(async (caught: unknown) => {

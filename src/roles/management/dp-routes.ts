@@ -10,7 +10,7 @@
  */
 import fs from "node:fs";
 import { z } from "zod";
-import type { MpRoute } from "./routes.ts";
+import { mpRoute, type MpRoute } from "./routes.ts";
 import type { RequestContext } from "../pipeline.ts";
 import type { Site } from "../../site/site.ts";
 import type { DpPrincipal, MpPrincipal } from "./device-auth.ts";
@@ -25,7 +25,7 @@ import { policyNamesContent } from "./content-routes.ts";
 import { DpEnrollBody, DpRenewBody, enrollDistributionPoint, renewDistributionPoint } from "../../site/dp-enroll.ts";
 import { trustGeneration } from "../../storage/trust-generation.ts";
 
-type Ctx = RequestContext<any, any, MpPrincipal>;
+type Ctx = RequestContext<unknown, unknown, MpPrincipal>;
 
 const Digest = z.string().max(100).refine(isManifestDigest, 'a content digest is "sha256:" and 64 lowercase hex digits');
 const TOUCH_EVERY_MS = 60_000;
@@ -52,23 +52,23 @@ export function distributionPointRoutes(site: Site): MpRoute[] {
   }
 
   const routes: MpRoute[] = [
-    {
+    mpRoute({
       method: "POST", path: "/mp/v1/dp/enroll", access: "public", tag: "distribution-points", body: DpEnrollBody,
       summary: "Enroll a registered distribution point with its one-time secret: a client and a server certificate",
       handler: async (ctx) => {
         if (!enrollLimiter.hit(ctx.ip)) throw new SlipwayError("RATE_LIMITED", "Cannot enroll: too many attempts from this address; wait a minute");
         return { status: 201, body: await enrollDistributionPoint(site, ctx.body, ctx.ip) };
       },
-    },
-    {
+    }),
+    mpRoute({
       method: "POST", path: "/mp/v1/dp/renew", access: "dp", tag: "distribution-points", body: DpRenewBody,
       summary: "New client and server certificates for new keys, before the current ones expire",
       handler: async (ctx) => {
         const { dp, certificate } = dpOf(ctx);
         return { status: 201, body: await renewDistributionPoint(site, dp, certificate.serial, ctx.body, ctx.ip) };
       },
-    },
-    {
+    }),
+    mpRoute({
       method: "GET", path: "/mp/v1/dp/site", access: "dp", tag: "distribution-points",
       summary: "The site's public signing key (to verify manifests) and its CRL (to refuse revoked device certificates)",
       handler: async (ctx) => {
@@ -82,8 +82,8 @@ export function distributionPointRoutes(site: Site): MpRoute[] {
           },
         };
       },
-    },
-    {
+    }),
+    mpRoute({
       method: "GET", path: "/mp/v1/dp/assignments", access: "dp", tag: "distribution-points",
       summary: "The signed manifests assigned to the calling distribution point, with their last reported state",
       handler: async (ctx) => {
@@ -96,8 +96,8 @@ export function distributionPointRoutes(site: Site): MpRoute[] {
         }
         return { body: out };
       },
-    },
-    {
+    }),
+    mpRoute({
       method: "GET", path: "/mp/v1/dp/content/:digest/chunks/:sha256", access: "dp", tag: "distribution-points",
       summary: "One chunk of an assigned manifest, as stored on the site (the distribution point verifies it)",
       handler: async (ctx) => {
@@ -120,8 +120,8 @@ export function distributionPointRoutes(site: Site): MpRoute[] {
           stream: fs.createReadStream(file, { highWaterMark: 256 * 1024 }),
         };
       },
-    },
-    {
+    }),
+    mpRoute({
       method: "POST", path: "/mp/v1/dp/status", access: "dp", tag: "distribution-points",
       summary: "Report an assigned manifest's replication state: replicating, ready or failed (with why)",
       body: z.strictObject({ digest: Digest, state: z.enum(["replicating", "ready", "failed"]), message: z.string().max(2000).optional() }),
@@ -139,16 +139,16 @@ export function distributionPointRoutes(site: Site): MpRoute[] {
         });
         return {};
       },
-    },
-    {
+    }),
+    mpRoute({
       method: "GET", path: "/mp/v1/dp/trust", access: "dp", tag: "distribution-points",
       summary: "The site's trust generation: it changes with every block, revocation, device deletion and distribution point removal (a removed distribution point's certificate is refused here)",
       handler: async (ctx) => {
         dpOf(ctx);
         return { headers: { "cache-control": "no-store" }, body: { generation: await trustGeneration(site.db) } };
       },
-    },
-    {
+    }),
+    mpRoute({
       method: "POST", path: "/mp/v1/dp/authorize", access: "dp", tag: "distribution-points",
       summary: "Whether the device holding a certificate (by serial) may have a manifest: a current, unblocked device certificate of an approved device whose policy names it. A refusal names the error the management point itself would give; every answer carries the trust generation it was decided under",
       body: z.strictObject({ serial: z.string().regex(/^[0-9a-fA-F]{1,64}$/), fingerprint: z.string().regex(/^[0-9a-f]{64}$/).optional(), digest: Digest }),
@@ -183,7 +183,7 @@ export function distributionPointRoutes(site: Site): MpRoute[] {
         }
         return { body: { allowed: true, deviceId: device.id, generation } };
       },
-    },
+    }),
   ];
   return routes;
 }

@@ -5,7 +5,7 @@
  * have routes of their own under `/mp/v1/dp`, in dp-routes.ts.)
  */
 import { z } from "zod";
-import type { Route, RequestContext } from "../pipeline.ts";
+import { routeOf, type Route, type RequestContext } from "../pipeline.ts";
 import type { Site } from "../../site/site.ts";
 import { stores } from "../../storage/stores.ts";
 import { SlipwayError } from "../../errors.ts";
@@ -25,7 +25,10 @@ import { secretReferences, type TaskSequenceDocument } from "../../domain/task-s
 /** Which kind of client certificate a route takes: a device's, or a distribution point's. */
 export type MpAccess = "device" | "dp";
 export type MpRoute = Route<MpAccess, MpPrincipal>;
-type Ctx = RequestContext<any, any, MpPrincipal>;
+/** Defines a management point route; its handler is typed from its path and schemas (pipeline.ts). */
+export const mpRoute = routeOf<MpAccess, MpPrincipal>();
+/** A management point request, for helpers that need only who is calling (and the path parameters P). */
+type Ctx<P = Record<never, string>> = RequestContext<unknown, unknown, MpPrincipal, P>;
 
 const BootPath = z.enum(["pxe", "media"]);
 const MAX_LOG_BYTES = 8 * 1024;
@@ -108,15 +111,15 @@ export function managementRoutes(site: Site): MpRoute[] {
   }
 
   return [
-    {
+    mpRoute({
       method: "POST", path: "/mp/v1/enroll", access: "public", tag: "enrollment",
       summary: "Enroll with a boot token, media credential or pre-approval; returns a client certificate", body: EnrollBody,
       handler: async (ctx) => {
         if (!enrollLimiter.hit(ctx.ip)) throw new SlipwayError("RATE_LIMITED", "Cannot enroll: too many attempts from this address; wait a minute");
         return { status: 201, body: await enroll(site, ctx.body, ctx.ip) };
       },
-    },
-    {
+    }),
+    mpRoute({
       method: "POST", path: "/mp/v1/enroll/tpm-challenge", access: "public", tag: "enrollment",
       summary: "A TPM challenge for a machine with a boot token: a credential only the TPM holding its endorsement key recovers (null when that EK cannot help: another one is on record)",
       body: ChallengeBody,
@@ -124,12 +127,12 @@ export function managementRoutes(site: Site): MpRoute[] {
         if (!enrollLimiter.hit(ctx.ip)) throw new SlipwayError("RATE_LIMITED", "Cannot make a TPM challenge: too many attempts from this address; wait a minute");
         return { body: await tpmChallenge(site, ctx.body) };
       },
-    },
-    {
+    }),
+    mpRoute({
       method: "GET", path: "/mp/v1/crl", access: "public", tag: "enrollment", summary: "The site CA's certificate revocation list (PEM)",
       handler: async () => ({ body: { pem: await currentCrl(site) } }),
-    },
-    {
+    }),
+    mpRoute({
       method: "POST", path: "/mp/v1/renew", access: "device", tag: "enrollment", summary: "Renew the device certificate with a new key; the certificate presented is superseded (revoked, in the CRL)",
       body: z.strictObject({ csr: z.string().min(100).max(16 * 1024) }),
       handler: async (ctx) => {
@@ -170,13 +173,13 @@ export function managementRoutes(site: Site): MpRoute[] {
           : `certificate ${certificate.serial} is no longer active (renewed already, blocked or revoked)`}`));
         return { status: 201, body: { certificate: issued.certPem, serial: issued.serial, expiresAt: issued.notAfter.toISOString() } };
       },
-    },
-    {
+    }),
+    mpRoute({
       method: "GET", path: "/mp/v1/policy", access: "device", tag: "policy", summary: "The calling device's signed policy",
       query: z.object({ bootPath: BootPath.default("pxe") }),
       handler: async (ctx) => ({ body: await signedDevicePolicy(site, me(ctx).device, ctx.query.bootPath, me(ctx).certificate.assurance) }),
-    },
-    {
+    }),
+    mpRoute({
       method: "GET", path: "/mp/v1/devices/:id/policy", access: "device", tag: "policy", summary: "A device's signed policy (only its own)",
       query: z.object({ bootPath: BootPath.default("pxe") }),
       handler: async (ctx) => {
@@ -187,8 +190,8 @@ export function managementRoutes(site: Site): MpRoute[] {
         }
         return { body: await signedDevicePolicy(site, device, ctx.query.bootPath, me(ctx).certificate.assurance) };
       },
-    },
-    {
+    }),
+    mpRoute({
       method: "POST", path: "/mp/v1/runs", access: "device", tag: "runs", summary: "Start (or resume) a deployment from the device's policy",
       body: z.strictObject({ deployment: z.string().min(1).max(100), bootPath: BootPath }),
       handler: async (ctx) => {
@@ -235,8 +238,8 @@ export function managementRoutes(site: Site): MpRoute[] {
         }
         return "resumed" in outcome ? { body: outcome.resumed } : { status: 201, body: outcome.started };
       },
-    },
-    {
+    }),
+    mpRoute({
       method: "POST", path: "/mp/v1/runs/:id/events", access: "device", tag: "runs",
       summary: "Report a step's status (started, progress, succeeded, failed, skipped) or the run's end (step \"\")",
       body: z.strictObject({
@@ -278,8 +281,8 @@ export function managementRoutes(site: Site): MpRoute[] {
         if (!ev) throw new SlipwayError("CONFLICT", `Run ${run.id} has ended`);
         return { status: 201, body: ev };
       },
-    },
-    {
+    }),
+    mpRoute({
       method: "POST", path: "/mp/v1/runs/:id/secrets", access: "device", tag: "runs",
       summary: "Release a secret just in time to the running step that references it",
       body: z.strictObject({ step: z.string().max(100), name: z.string().max(128) }),
@@ -330,6 +333,6 @@ export function managementRoutes(site: Site): MpRoute[] {
         if (!released) throw await deny("the step is not the one the run reported started, or its secret was already released for this start");
         return { body: { name: ctx.body.name, value } };
       },
-    },
+    }),
   ];
 }

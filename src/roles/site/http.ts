@@ -18,8 +18,16 @@ export type Access = Permission | "public" | "authenticated";
 
 export type { Principal };
 
-export type RequestContext<B = unknown, Q = Record<string, string>> = pipeline.RequestContext<B, Q, Principal>;
+/** A site request; helpers that need path parameters say which, e.g. `RequestContext<unknown, unknown, { id: string }>`. */
+export type RequestContext<B = unknown, Q = unknown, Params = Record<never, string>> = pipeline.RequestContext<B, Q, Principal, Params>;
 export type Route = pipeline.Route<Access, Principal>;
+
+/**
+ * Defines a site route: `route({ method, path, access, tag, summary, body?, query?, handler })`.
+ * The handler's `ctx.body` and `ctx.query` are what the schemas produce and `ctx.params` has
+ * the path's `:name`s, so TypeScript checks every read against the declaration.
+ */
+export const route = pipeline.routeOf<Access, Principal>();
 
 export type SiteHooks = {
   log: Logger;

@@ -7,7 +7,7 @@
  * makes the change, behind one lock, so two requests cannot each pass a check the pair breaks.
  */
 import { z } from "zod";
-import type { Principal, Route } from "../http.ts";
+import { route, type Principal, type Route } from "../http.ts";
 import type { Site } from "../../../site/site.ts";
 import type { Sql } from "../../../storage/db.ts";
 import { stores } from "../../../storage/stores.ts";
@@ -68,19 +68,19 @@ export function adminRoutes(site: Site): Route[] {
   const locked = <T>(fn: (tx: Sql) => Promise<T>) => site.db.transaction(fn, { lockKey: ADMIN_LOCK });
   const view = async (a: AdminRecord) => adminView(a, await signInThrottledUntil(site, a.username));
   return [
-    {
+    route({
       method: "GET", path: "/api/v1/admins", access: "admin.read", tag: "admins", summary: "List administrators",
       handler: async () => ({ body: await Promise.all((await stores(site.db).admins.listAdmins()).map(view)) }),
-    },
-    {
+    }),
+    route({
       method: "GET", path: "/api/v1/admins/:id", access: "admin.read", tag: "admins", summary: "One administrator",
       handler: async (ctx) => {
         const a = await stores(site.db).admins.adminById(ctx.params.id) ?? await stores(site.db).admins.adminByUsername(ctx.params.id);
         if (!a) throw notFound("administrator", ctx.params.id);
         return { body: await view(a) };
       },
-    },
-    {
+    }),
+    route({
       method: "POST", path: "/api/v1/admins", access: "admin.write", tag: "admins",
       summary: "Create an administrator; a one-time password is returned once unless you give one",
       body: z.strictObject({
@@ -109,8 +109,8 @@ export function adminRoutes(site: Site): Route[] {
         });
         return { status: 201, body: { ...(await view(created)), ...(b.password === undefined ? { oneTimePassword: password } : {}) } };
       },
-    },
-    {
+    }),
+    route({
       method: "PATCH", path: "/api/v1/admins/:id", access: "admin.write", tag: "admins",
       summary: "Change an administrator's roles, scopes, name, or disable/enable and unlock it; disabling ends its sessions and API tokens",
       body: z.strictObject({
@@ -141,8 +141,8 @@ export function adminRoutes(site: Site): Route[] {
         });
         return { body: await view((await stores(site.db).admins.adminById(id))!) };
       },
-    },
-    {
+    }),
+    route({
       method: "POST", path: "/api/v1/admins/:id/reset-password", access: "admin.write", tag: "admins",
       summary: "Give an administrator a new one-time password (returned once) and end all their sessions and API tokens",
       handler: async (ctx) => {
@@ -164,8 +164,8 @@ export function adminRoutes(site: Site): Route[] {
         });
         return { body: { id, oneTimePassword: password } };
       },
-    },
-    {
+    }),
+    route({
       method: "DELETE", path: "/api/v1/admins/:id", access: "admin.write", tag: "admins", summary: "Delete an administrator, with its sessions and API tokens",
       handler: async (ctx) => {
         const p = principal(ctx);
@@ -182,14 +182,14 @@ export function adminRoutes(site: Site): Route[] {
         });
         return {};
       },
-    },
-    {
+    }),
+    route({
       method: "GET", path: "/api/v1/admins/:id/tokens", access: "admin.read", tag: "admins", summary: "An administrator's API tokens",
       handler: async (ctx) => ({
         body: (await stores(site.db).admins.listTokens(ctx.params.id)).map((t) => ({ id: t.id, name: t.name, role: t.roleId, createdAt: t.createdAt, expiresAt: t.expiresAt, lastUsedAt: t.lastUsedAt })),
       }),
-    },
-    {
+    }),
+    route({
       method: "DELETE", path: "/api/v1/admins/:id/tokens/:tokenId", access: "admin.write", tag: "admins", summary: "Revoke an administrator's API token",
       handler: async (ctx) => {
         const s = stores(site.db);
@@ -201,24 +201,24 @@ export function adminRoutes(site: Site): Route[] {
         });
         return {};
       },
-    },
-    {
+    }),
+    route({
       method: "GET", path: "/api/v1/permissions", access: "role.read", tag: "roles", summary: "Every permission a role can carry",
       handler: async () => ({ body: allPermissions }),
-    },
-    {
+    }),
+    route({
       method: "GET", path: "/api/v1/roles", access: "role.read", tag: "roles", summary: "List roles (built-in and custom)",
       handler: async () => ({ body: await stores(site.db).admins.listRoles() }),
-    },
-    {
+    }),
+    route({
       method: "GET", path: "/api/v1/roles/:id", access: "role.read", tag: "roles", summary: "One role",
       handler: async (ctx) => {
         const r = await stores(site.db).admins.roleById(ctx.params.id);
         if (!r) throw notFound("role", ctx.params.id);
         return { body: r };
       },
-    },
-    {
+    }),
+    route({
       method: "POST", path: "/api/v1/roles", access: "role.write", tag: "roles", summary: "Create a custom role from permissions you hold",
       body: z.strictObject({
         id: z.string().regex(/^[a-z][a-z0-9-]{1,63}$/, "lower-case letters, digits and -"), name: Name, description: Description.default(""),
@@ -237,8 +237,8 @@ export function adminRoutes(site: Site): Route[] {
         });
         return { status: 201, body: r };
       },
-    },
-    {
+    }),
+    route({
       method: "PATCH", path: "/api/v1/roles/:id", access: "role.write", tag: "roles",
       summary: "Change a custom role; you must hold every permission it carries before and after, and be able to grant each holder's resulting roles",
       body: z.strictObject({
@@ -267,8 +267,8 @@ export function adminRoutes(site: Site): Route[] {
         });
         return { body: await stores(site.db).admins.roleById(id) };
       },
-    },
-    {
+    }),
+    route({
       method: "DELETE", path: "/api/v1/roles/:id", access: "role.write", tag: "roles", summary: "Delete a custom role no one holds (you must hold every permission it carries)",
       handler: async (ctx) => {
         const p = principal(ctx);
@@ -285,6 +285,6 @@ export function adminRoutes(site: Site): Route[] {
         });
         return {};
       },
-    },
+    }),
   ];
 }

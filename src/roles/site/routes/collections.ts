@@ -1,6 +1,6 @@
 /** Collections: static members and a membership rule over device attributes. */
 import { z } from "zod";
-import type { Route } from "../http.ts";
+import { route, type Route } from "../http.ts";
 import type { Site } from "../../../site/site.ts";
 import { stores } from "../../../storage/stores.ts";
 import type { Collection } from "../../../storage/collection-store.ts";
@@ -44,22 +44,22 @@ export function collectionRoutes(site: Site): Route[] {
   }
 
   return [
-    {
+    route({
       method: "GET", path: "/api/v1/collections", access: "collection.read", tag: "collections", summary: "List collections with member counts",
       handler: async (ctx) => {
         const m = await computeMembership(stores(site.db));
         return { body: m.collections.filter((c) => collectionInScope(principal(ctx), c.id)).map((c) => view(c, m.members)) };
       },
-    },
-    {
+    }),
+    route({
       method: "GET", path: "/api/v1/collections/:id", access: "collection.read", tag: "collections", summary: "One collection (by id or name)",
       handler: async (ctx) => {
         const c = await load(ctx);
         const s = stores(site.db);
         return { body: view(c, (await computeMembership(s)).members, await s.collections.staticMembers(c.id)) };
       },
-    },
-    {
+    }),
+    route({
       method: "GET", path: "/api/v1/collections/:id/members", access: "collection.read", tag: "collections",
       summary: "The devices in a collection (static members and rule matches)",
       handler: async (ctx) => {
@@ -70,8 +70,8 @@ export function collectionRoutes(site: Site): Route[] {
         const ids = m.members.get(c.id) ?? new Set();
         return { body: (await s.devices.list()).filter((d) => ids.has(d.id)).map((d) => ({ id: d.id, name: d.name, state: d.state, static: statics.has(d.id) })) };
       },
-    },
-    {
+    }),
+    route({
       method: "POST", path: "/api/v1/collections", access: "collection.write", tag: "collections", summary: "Create a collection",
       body: z.strictObject({ name: Name, description: Description.default(""), rule: z.string().max(4096).nullable().default(null) }),
       handler: async (ctx) => {
@@ -86,8 +86,8 @@ export function collectionRoutes(site: Site): Route[] {
         });
         return { status: 201, body: view(c, (await computeMembership(s)).members) };
       },
-    },
-    {
+    }),
+    route({
       method: "PATCH", path: "/api/v1/collections/:id", access: "collection.write", tag: "collections", summary: "Rename a collection or change its rule",
       body: z.strictObject({ name: Name.optional(), description: Description.optional(), rule: z.string().max(4096).nullable().optional() }),
       handler: async (ctx) => {
@@ -108,8 +108,8 @@ export function collectionRoutes(site: Site): Route[] {
         });
         return { body: view((await s.collections.byId(c.id))!, (await computeMembership(s)).members) };
       },
-    },
-    {
+    }),
+    route({
       method: "DELETE", path: "/api/v1/collections/:id", access: "collection.write", tag: "collections", summary: "Delete a collection no deployment targets",
       handler: async (ctx) => {
         const c = await load(ctx);
@@ -123,8 +123,8 @@ export function collectionRoutes(site: Site): Route[] {
         });
         return {};
       },
-    },
-    {
+    }),
+    route({
       method: "POST", path: "/api/v1/collections/:id/members", access: "collection.write", tag: "collections", summary: "Add a device as a static member",
       body: z.strictObject({ device: z.string().min(1).max(200) }),
       handler: async (ctx) => {
@@ -145,8 +145,8 @@ export function collectionRoutes(site: Site): Route[] {
         });
         return { status: 201, body: { collection: c.id, device: d.id } };
       },
-    },
-    {
+    }),
+    route({
       method: "DELETE", path: "/api/v1/collections/:id/members/:device", access: "collection.write", tag: "collections", summary: "Remove a static member",
       handler: async (ctx) => {
         const c = await load(ctx);
@@ -162,6 +162,6 @@ export function collectionRoutes(site: Site): Route[] {
         if (!n) throw new SlipwayError("NOT_FOUND", `Device "${d.name}" is not a static member of "${c.name}"`);
         return {};
       },
-    },
+    }),
   ];
 }

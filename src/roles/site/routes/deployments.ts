@@ -1,6 +1,6 @@
 /** Deployments: a pinned task sequence version targeted at a collection. */
 import { z } from "zod";
-import type { Route, RequestContext } from "../http.ts";
+import { route, type Route, type RequestContext } from "../http.ts";
 import type { Site } from "../../../site/site.ts";
 import { stores } from "../../../storage/stores.ts";
 import { SlipwayError } from "../../../errors.ts";
@@ -38,7 +38,7 @@ export function deploymentRoutes(site: Site): Route[] {
       throw new SlipwayError("VALIDATION", "The deployment window ends before it starts", [{ path: "availableUntil", message: "must be after availableFrom" }]);
     }
   };
-  async function load(ctx: RequestContext) {
+  async function load(ctx: RequestContext<unknown, unknown, { id: string }>) {
     const d = await stores(site.db).deployments.byId(ctx.params.id);
     if (!d || !collectionInScope(principal(ctx), d.collectionId)) throw notFound("deployment", ctx.params.id);
     return d;
@@ -59,15 +59,15 @@ export function deploymentRoutes(site: Site): Route[] {
   }
 
   return [
-    {
+    route({
       method: "GET", path: "/api/v1/deployments", access: "deployment.read", tag: "deployments", summary: "List deployments",
       handler: async (ctx) => ({ body: (await stores(site.db).deployments.list()).filter((d) => collectionInScope(principal(ctx), d.collectionId)) }),
-    },
-    {
+    }),
+    route({
       method: "GET", path: "/api/v1/deployments/:id", access: "deployment.read", tag: "deployments", summary: "One deployment",
       handler: async (ctx) => ({ body: await load(ctx) }),
-    },
-    {
+    }),
+    route({
       method: "POST", path: "/api/v1/deployments", access: "deployment.write", tag: "deployments",
       summary: "Deploy a task sequence version to a collection",
       body: z.strictObject({
@@ -97,8 +97,8 @@ export function deploymentRoutes(site: Site): Route[] {
         });
         return { status: 201, body: d };
       },
-    },
-    {
+    }),
+    route({
       method: "PATCH", path: "/api/v1/deployments/:id", access: "deployment.write", tag: "deployments",
       summary: "Change a deployment's version, target, purpose, boot paths, window or enabled state",
       body: z.strictObject({
@@ -133,8 +133,8 @@ export function deploymentRoutes(site: Site): Route[] {
         });
         return { body: u };
       },
-    },
-    {
+    }),
+    route({
       method: "POST", path: "/api/v1/deployments/:id/rerun", access: "deployment.write", tag: "deployments",
       summary: "Let a device run a required deployment it already finished once more (its next boot deploys again)",
       body: z.strictObject({ device: z.string().min(1).max(200) }),
@@ -151,8 +151,8 @@ export function deploymentRoutes(site: Site): Route[] {
         if (marked === 0) throw new SlipwayError("CONFLICT", `Cannot allow a rerun of "${d.name}" on "${dev.name}": it has not succeeded there (nothing to rerun)`);
         return { body: { deployment: d.id, device: dev.id, runs: marked } };
       },
-    },
-    {
+    }),
+    route({
       method: "DELETE", path: "/api/v1/deployments/:id", access: "deployment.write", tag: "deployments", summary: "Delete a deployment",
       handler: async (ctx) => {
         const d = await load(ctx);
@@ -162,6 +162,6 @@ export function deploymentRoutes(site: Site): Route[] {
         });
         return {};
       },
-    },
+    }),
   ];
 }

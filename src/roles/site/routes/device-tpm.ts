@@ -12,7 +12,7 @@
  */
 import { createPublicKey, X509Certificate, type KeyObject } from "node:crypto";
 import { z } from "zod";
-import type { Route, RequestContext } from "../http.ts";
+import { route, type Route, type RequestContext } from "../http.ts";
 import type { Site } from "../../../site/site.ts";
 import { stores } from "../../../storage/stores.ts";
 import { SlipwayError } from "../../../errors.ts";
@@ -47,7 +47,7 @@ function importedKey(text: string): KeyObject {
 }
 
 export function deviceTpmRoutes(site: Site): Route[] {
-  async function load(ctx: RequestContext, action: string) {
+  async function load(ctx: RequestContext<unknown, unknown, { id: string }>, action: string) {
     const s = stores(site.db);
     const d = (await s.devices.byId(ctx.params.id)) ?? (await s.devices.byName(ctx.params.id));
     if (!d) throw notFound("device", ctx.params.id);
@@ -61,20 +61,20 @@ export function deviceTpmRoutes(site: Site): Route[] {
     t ? { ekFingerprint: t.fingerprint, source: t.source, recordedAt: t.recordedAt, recordedBy: t.recordedBy } : { ekFingerprint: null };
 
   return [
-    {
+    route({
       method: "GET", path: "/api/v1/devices/:id/tpm", access: "device.read", tag: "devices",
       summary: "The TPM endorsement key on record for a device (its fingerprint, how and when it was recorded)",
       handler: async (ctx) => {
         const d = await load(ctx, "device.tpm.read");
         return { body: view(await stores(site.db).deviceTpm.of(d.id)) };
       },
-    },
-    {
+    }),
+    route({
       method: "PUT", path: "/api/v1/devices/:id/tpm", access: "device.approve", tag: "devices", body: ImportBody,
       summary: "Import a device's TPM endorsement key (PEM public key or certificate, or the TPM public area in base64); its enrollments that prove it are then `tpm`",
       handler: async (ctx) => {
         const d = await load(ctx, "device.tpm.import");
-        const text = (ctx.body as z.infer<typeof ImportBody>).ek;
+        const text = ctx.body.ek;
         const key = importedKey(text);
         // A certificate is checked against the TPM manufacturer roots when there are any; a bare
         // public key is the administrator's own decision.
@@ -99,8 +99,8 @@ export function deviceTpmRoutes(site: Site): Route[] {
         });
         return { body: view(t) };
       },
-    },
-    {
+    }),
+    route({
       method: "DELETE", path: "/api/v1/devices/:id/tpm", access: "device.approve", tag: "devices",
       summary: "Forget a device's TPM endorsement key; its next enrollment above sniffable records the one it proves",
       handler: async (ctx) => {
@@ -114,6 +114,6 @@ export function deviceTpmRoutes(site: Site): Route[] {
         });
         return { status: 204 };
       },
-    },
+    }),
   ];
 }

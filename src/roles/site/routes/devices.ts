@@ -15,7 +15,7 @@
  * cannot pass for one a link saw.
  */
 import { z } from "zod";
-import type { Principal, Route } from "../http.ts";
+import { route, type Principal, type Route } from "../http.ts";
 import type { Site } from "../../../site/site.ts";
 import { stores } from "../../../storage/stores.ts";
 import { DeviceMac, isUnsetSmbiosUuid, normalizeMac, normalizeUuid, deviceStates, preApprovalOf, type Device } from "../../../domain/device.ts";
@@ -80,7 +80,7 @@ export function deviceRoutes(site: Site): Route[] {
       if (other && other.id !== self) throw new SlipwayError("CONFLICT", `SMBIOS UUID ${uuid} already belongs to ${await owner(other)}`);
     }
   }
-  const setState = (state: "approved" | "blocked" | "pending", action: string): Route => ({
+  const setState = (state: "approved" | "blocked" | "pending", action: string): Route => route({
     method: "POST", path: `/api/v1/devices/:id/${action}`, access: "device.approve", tag: "devices",
     summary: action === "approve"
       ? "Approve a device: the administrator's explicit approval, needed again after a block or a certificate revocation; arms one pre-approved enrollment when the device holds no live certificate"
@@ -100,7 +100,7 @@ export function deviceRoutes(site: Site): Route[] {
     },
   });
 
-  const bulk = (state: "approved" | "blocked", action: "approve" | "block"): Route => ({
+  const bulk = (state: "approved" | "blocked", action: "approve" | "block"): Route => route({
     method: "POST", path: `/api/v1/devices/${action}`, access: "device.approve", tag: "devices",
     summary: `${action === "approve" ? "Approve" : "Block"} in one transaction every pending device a filter names (link first seen on, since) within your scopes; answers the devices ${state}`,
     body: z.strictObject({
@@ -111,28 +111,28 @@ export function deviceRoutes(site: Site): Route[] {
   });
 
   return [
-    {
+    route({
       method: "GET", path: "/api/v1/devices", access: "device.read", tag: "devices",
       summary: "List devices (filter by state, MAC, name, the PXE link first seen on, and first recorded since a duration such as 10m or an ISO time)",
       query: z.object({ state: z.enum(deviceStates).optional(), mac: Mac.optional(), name: z.string().max(200).optional(), link: Link.optional(), since: Since.optional() }),
       handler: async (ctx) => {
         const s = stores(site.db);
-        const q = ctx.query as { state?: string; mac?: string; name?: string; link?: string; since?: string };
+        const q = ctx.query;
         const seen = resolveFilter(site, q);
         // No membership for an administrator without scopes: it sees every device.
         const list = (await devicesVisible(s, principal(ctx), await s.devices.list())).filter((d) => (!q.state || d.state === q.state)
           && (!q.mac || d.macs.includes(q.mac)) && (!q.name || d.name === q.name) && matchesSeen(d, seen));
         return { body: list.map((d) => deviceView(d)) };
       },
-    },
-    {
+    }),
+    route({
       method: "GET", path: "/api/v1/devices/:id", access: "device.read", tag: "devices", summary: "One device (by id or name) and its collections",
       handler: async (ctx) => {
         const { d } = await loadInScope(ctx, "device.read");
         return { body: await withEnrollment(d, await deviceCollections(stores(site.db), d)) };
       },
-    },
-    {
+    }),
+    route({
       method: "POST", path: "/api/v1/devices", access: "device.write", tag: "devices",
       summary: "Record a device; it is pending unless you hold device.approve and ask for another state",
       body: z.strictObject({
@@ -174,8 +174,8 @@ export function deviceRoutes(site: Site): Route[] {
         });
         return { status: 201, body: await withEnrollment(d, colls) };
       },
-    },
-    {
+    }),
+    route({
       method: "PATCH", path: "/api/v1/devices/:id", access: "device.write", tag: "devices", summary: "Change a device's name, identifiers or attributes",
       body: z.strictObject({
         name: Name.optional(), macs: z.array(Mac).max(16).optional(), smbiosUuid: Uuid.nullable().optional(),
@@ -201,8 +201,8 @@ export function deviceRoutes(site: Site): Route[] {
         });
         return { body: deviceView(u) };
       },
-    },
-    {
+    }),
+    route({
       method: "DELETE", path: "/api/v1/devices/:id", access: "device.write", tag: "devices", summary: "Delete a device and its device-scope variables; its certificates are revoked (in the CRL)",
       handler: async (ctx) => {
         const { d } = await loadInScope(ctx, "device.delete");
@@ -218,7 +218,7 @@ export function deviceRoutes(site: Site): Route[] {
         });
         return {};
       },
-    },
+    }),
     bulk("approved", "approve"),
     bulk("blocked", "block"),
     setState("approved", "approve"),

@@ -8,7 +8,7 @@
  * distribution point's (dp-names.ts); enrollment checks them again.
  */
 import { z } from "zod";
-import type { Route } from "../http.ts";
+import { route, type Route } from "../http.ts";
 import type { Site } from "../../../site/site.ts";
 import { stores } from "../../../storage/stores.ts";
 import type { Assignment, DistributionPoint } from "../../../storage/distribution-point-store.ts";
@@ -54,7 +54,7 @@ export function distributionPointRoutes(site: Site): Route[] {
   }
 
   return [
-    {
+    route({
       method: "GET", path: "/api/v1/distribution-points", access: "dp.read", tag: "distribution-points",
       summary: "Registered distribution points, whether they enrolled, when they were last seen, and how much of their content is ready",
       handler: async () => {
@@ -63,8 +63,8 @@ export function distributionPointRoutes(site: Site): Route[] {
         const now = site.now().toISOString();
         return { body: (await s.list()).map((d) => view(d, all.filter((a) => a.dpId === d.id), now)) };
       },
-    },
-    {
+    }),
+    route({
       method: "POST", path: "/api/v1/distribution-points", access: "dp.write", tag: "distribution-points",
       summary: "Register a distribution point by the https URL devices reach it at; returns its one-time enrollment secret (24 hours), shown once",
       body: z.strictObject({ name: DpName, url: z.string().max(300), aliases: z.array(z.string().max(253)).max(15).default([]) }),
@@ -99,8 +99,8 @@ export function distributionPointRoutes(site: Site): Route[] {
         });
         return { status: 201, body: { ...view(d, [], now), secret } };
       },
-    },
-    {
+    }),
+    route({
       method: "GET", path: "/api/v1/distribution-points/:id", access: "dp.read", tag: "distribution-points",
       summary: "A distribution point (by id or name) with each assigned manifest's replication state and its certificates",
       handler: async (ctx) => {
@@ -111,8 +111,8 @@ export function distributionPointRoutes(site: Site): Route[] {
             assignments: await contentView(d), certificates: (await s.certificates.list({ dpId: d.id })).map(certView) },
         };
       },
-    },
-    {
+    }),
+    route({
       method: "DELETE", path: "/api/v1/distribution-points/:id", access: "dp.write", tag: "distribution-points",
       summary: "Remove a distribution point: its certificates are revoked (listed in the CRL) and policies stop naming it",
       handler: async (ctx) => {
@@ -127,8 +127,8 @@ export function distributionPointRoutes(site: Site): Route[] {
         });
         return {};
       },
-    },
-    {
+    }),
+    route({
       method: "POST", path: "/api/v1/distribution-points/:id/secret", access: "dp.write", tag: "distribution-points",
       summary: "A new one-time enrollment secret (24 hours), e.g. after the distribution point lost its keys; enrolling with it revokes its earlier certificates",
       handler: async (ctx) => {
@@ -141,8 +141,8 @@ export function distributionPointRoutes(site: Site): Route[] {
         });
         return { status: 201, body: { id: d.id, name: d.name, secret, secretExpiresAt: expiresAt } };
       },
-    },
-    {
+    }),
+    route({
       method: "POST", path: "/api/v1/distribution-points/:id/content", access: "dp.write", tag: "distribution-points",
       summary: "Assign an image (its newest manifest by name, or a manifest by digest) to a distribution point to replicate",
       body: z.strictObject({ image: z.string().min(1).max(200) }),
@@ -159,8 +159,8 @@ export function distributionPointRoutes(site: Site): Route[] {
         const a = (await stores(site.db).distributionPoints.assignment(d.id, record.digest))!;
         return { status: added ? 201 : 200, body: { digest: a.digest, image: record.name, state: a.state, message: a.message, assignedAt: a.assignedAt } };
       },
-    },
-    {
+    }),
+    route({
       method: "DELETE", path: "/api/v1/distribution-points/:id/content/:image", access: "dp.write", tag: "distribution-points",
       summary: "Unassign content: a manifest by digest, or every assigned manifest of an image name; the distribution point deletes it at its next poll",
       handler: async (ctx) => {
@@ -178,6 +178,6 @@ export function distributionPointRoutes(site: Site): Route[] {
         });
         return {};
       },
-    },
+    }),
   ];
 }

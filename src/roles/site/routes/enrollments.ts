@@ -28,7 +28,7 @@
  *    the device blocked and an `enrollment.contested` alert written (src/roles/management/enroll.ts).
  */
 import { z } from "zod";
-import type { Principal, Route } from "../http.ts";
+import { route, type Principal, type Route } from "../http.ts";
 import type { Site } from "../../../site/site.ts";
 import { stores, type Stores } from "../../../storage/stores.ts";
 import { SlipwayError } from "../../../errors.ts";
@@ -110,20 +110,20 @@ async function pending(site: Site, s: Stores, p: Principal, f: Filter): Promise<
 
 export function enrollmentRoutes(site: Site): Route[] {
   return [
-    {
+    route({
       method: "GET", path: "/api/v1/enrollments/pending", access: "device.read", tag: "devices",
       summary: "Live sniffable enrollments awaiting an administrator's approval (link first seen on, MACs, UUID, the TPM endorsement key proven, when)",
       query: z.strictObject({ link: Link.optional(), since: Since.optional() }),
       handler: async (ctx) => {
-        const q = ctx.query as { link?: string; since?: string };
+        const q = ctx.query;
         return { body: (await pending(site, stores(site.db), principal(ctx), resolve(site, q))).mine };
       },
-    },
-    {
+    }),
+    route({
       method: "POST", path: "/api/v1/enrollments/approve", access: "device.approve", tag: "devices", body: ApproveBody,
       summary: "Approve, in one transaction, the live sniffable enrollments named (serials) or matching a filter (link, since) within your scopes: they become `approved` and get their secrets",
       handler: async (ctx) => {
-        const b = ctx.body as z.infer<typeof ApproveBody>;
+        const b = ctx.body;
         if (!b.serials && b.link === undefined && b.since === undefined && !b.all) {
           throw new SlipwayError("VALIDATION", "Cannot approve enrollments: name them (serials) or filter them (link, since), or say all");
         }
@@ -174,6 +174,6 @@ export function enrollmentRoutes(site: Site): Route[] {
         });
         return { body: { dryRun: b.dryRun ?? false, enrollments: result.mine, contested: result.skipped } };
       },
-    },
+    }),
   ];
 }

@@ -16,7 +16,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { X509Certificate } from "node:crypto";
 import { z } from "zod";
-import type { Route } from "../http.ts";
+import { route, type Route } from "../http.ts";
 import type { Site } from "../../../site/site.ts";
 import { stores } from "../../../storage/stores.ts";
 import type { CertificateRecord } from "../../../storage/certificate-store.ts";
@@ -49,7 +49,7 @@ export function identityRoutes(site: Site): Route[] {
     return { serial: c.serialNumber.toLowerCase(), kind: role, device: null, subject: c.subject, fingerprint256: fingerprintOf(c),
       notBefore: new Date(c.validFrom).toISOString(), expires: new Date(c.validTo).toISOString(), status: "active" };
   };
-  const setStatus = (action: "block" | "unblock" | "revoke"): Route => ({
+  const setStatus = (action: "block" | "unblock" | "revoke"): Route => route({
     method: "POST", path: `/api/v1/certificates/:serial/${action}`, access: "certificate.revoke", tag: "certificates",
     summary: action === "revoke" ? "Revoke a certificate for good; it appears in the CRL; a device certificate's device is blocked until an administrator approves it again" : action === "block" ? "Block a certificate: refused on its next request" : "Unblock a blocked certificate",
     body: z.strictObject({ reason: z.enum(["keyCompromise", "superseded", "cessationOfOperation", "unspecified"]).default("unspecified") }),
@@ -83,13 +83,13 @@ export function identityRoutes(site: Site): Route[] {
   });
 
   return [
-    {
+    route({
       method: "GET", path: "/api/v1/certificates", access: "certificate.read", tag: "certificates",
       summary: "Certificate inventory: the site's own and every device certificate (issued, expires, status, last used)",
       query: z.object({ device: z.string().max(200).optional(), status: z.enum(["active", "blocked", "revoked"]).optional() }),
       handler: async (ctx) => {
         const s = stores(site.db);
-        const q = ctx.query as { device?: string; status?: "active" | "blocked" | "revoked" };
+        const q = ctx.query;
         const p = principal(ctx);
         const m = p.scopes === null ? null : await computeMembership(s);
         const inScope = (deviceId: string | null) => m === null || (deviceId !== null && deviceInScope(p, m, deviceId));
@@ -114,23 +114,23 @@ export function identityRoutes(site: Site): Route[] {
         const certs = (await s.certificates.list({ deviceId, status: q.status })).filter((c) => m === null || (c.kind === "device" && inScope(c.deviceId)));
         return { body: [...own, ...certs.map((c) => certView(c, now))] };
       },
-    },
+    }),
     setStatus("block"),
     setStatus("unblock"),
     setStatus("revoke"),
-    {
+    route({
       method: "GET", path: "/api/v1/crl.pem", access: "public", tag: "certificates", summary: "The certificate revocation list (PEM, signed by the site CA)",
       handler: async () => ({ body: { pem: await currentCrl(site) } }),
-    },
-    {
+    }),
+    route({
       method: "GET", path: "/api/v1/enrollment-credentials", access: "certificate.read", tag: "enrollment",
       summary: "Enrollment credentials for boot media (never their secret)",
       handler: async () => ({
         body: (await stores(site.db).enrollment.list("media")).map((c) => ({ id: c.id, name: c.name, usesLeft: c.usesLeft, expiresAt: c.expiresAt,
           createdBy: c.createdBy, createdAt: c.createdAt, revokedAt: c.revokedAt, lastUsedAt: c.lastUsedAt })),
       }),
-    },
-    {
+    }),
+    route({
       method: "POST", path: "/api/v1/enrollment-credentials", access: "enrollment.write", tag: "enrollment",
       summary: "Create a media enrollment credential; the secret is shown once",
       body: z.strictObject({ name: Name, uses: z.int().min(1).max(10_000).default(1), expiresInHours: z.int().min(1).max(24 * 365).default(24 * 7) }),
@@ -142,8 +142,8 @@ export function identityRoutes(site: Site): Route[] {
         });
         return { status: 201, body: { id: c.id, name: c.name, usesLeft: c.usesLeft, expiresAt: c.expiresAt, secret: c.secret } };
       },
-    },
-    {
+    }),
+    route({
       method: "DELETE", path: "/api/v1/enrollment-credentials/:id", access: "enrollment.write", tag: "enrollment", summary: "Revoke a media enrollment credential",
       handler: async (ctx) => {
         const s = stores(site.db);
@@ -155,12 +155,12 @@ export function identityRoutes(site: Site): Route[] {
         });
         return {};
       },
-    },
-    {
+    }),
+    route({
       method: "GET", path: "/api/v1/pxe/password", access: "site.read", tag: "pxe", summary: "Whether a PXE password is set (never the password)",
       handler: async () => ({ body: { set: (await pxePasswordHash(site)) !== null } }),
-    },
-    {
+    }),
+    route({
       method: "PUT", path: "/api/v1/pxe/password", access: "site.write", tag: "pxe",
       summary: "Set the PXE password machines must give (inside TLS) to redeem a boot token",
       body: z.strictObject({ password: z.string().min(1).max(1024) }),
@@ -173,8 +173,8 @@ export function identityRoutes(site: Site): Route[] {
         });
         return {};
       },
-    },
-    {
+    }),
+    route({
       method: "DELETE", path: "/api/v1/pxe/password", access: "site.write", tag: "pxe", summary: "Remove the PXE password",
       handler: async (ctx) => {
         await site.db.transaction(async (tx) => {
@@ -183,21 +183,21 @@ export function identityRoutes(site: Site): Route[] {
         });
         return {};
       },
-    },
-    {
+    }),
+    route({
       method: "GET", path: "/api/v1/runs", access: "deployment.read", tag: "runs", summary: "Deployment runs (filter by device, deployment, state)",
       query: z.object({ device: z.string().max(200).optional(), deployment: z.string().max(100).optional(), state: z.enum(["running", "succeeded", "failed", "cancelled"]).optional() }),
       handler: async (ctx) => {
         const s = stores(site.db);
-        const q = ctx.query as { device?: string; deployment?: string; state?: "running" };
+        const q = ctx.query;
         let deviceId: string | undefined;
         if (q.device) deviceId = ((await s.devices.byId(q.device)) ?? (await s.devices.byName(q.device)))?.id ?? "-";
         const inScope = await scopeOf(s, principal(ctx));
         const runs = (await s.runs.list({ deviceId, deploymentId: q.deployment, state: q.state })).filter((r) => inScope(r.deviceId));
         return { body: runs };
       },
-    },
-    {
+    }),
+    route({
       method: "GET", path: "/api/v1/runs/:id", access: "deployment.read", tag: "runs", summary: "A run with every step event, in order",
       handler: async (ctx) => {
         const s = stores(site.db);
@@ -205,8 +205,8 @@ export function identityRoutes(site: Site): Route[] {
         if (!run || !(await deviceVisible(s, principal(ctx), run.deviceId))) throw notFound("run", ctx.params.id);
         return { body: { ...run, events: await s.runs.events(run.id) } };
       },
-    },
-    {
+    }),
+    route({
       method: "GET", path: "/api/v1/devices/:id/policy", access: "deployment.read", tag: "devices",
       summary: "What the device's policy holds now (unsigned preview; secrets by name only)",
       query: z.object({ bootPath: z.enum(["pxe", "media"]).default("pxe") }),
@@ -214,8 +214,8 @@ export function identityRoutes(site: Site): Route[] {
         const s = stores(site.db);
         const d = (await s.devices.byId(ctx.params.id)) ?? (await s.devices.byName(ctx.params.id));
         if (!d || !(await deviceVisible(s, principal(ctx), d))) throw notFound("device", ctx.params.id);
-        return { body: await devicePolicy(site, d, (ctx.query as { bootPath: "pxe" | "media" }).bootPath) };
+        return { body: await devicePolicy(site, d, ctx.query.bootPath) };
       },
-    },
+    }),
   ];
 }

@@ -2,7 +2,7 @@
  * Master key rotation while the site serves: a new master key is made, every secret's
  * data key is rewrapped under it (ciphertexts untouched), then the old key is destroyed.
  */
-import type { Route } from "../http.ts";
+import { route, type Route } from "../http.ts";
 import type { Site } from "../../../site/site.ts";
 import { stores } from "../../../storage/stores.ts";
 import type { Sealed } from "../../../security/envelope.ts";
@@ -36,14 +36,14 @@ export async function rotateMasterKey(site: Site, who: string): Promise<{ from: 
 
 export function keyRoutes(site: Site): Route[] {
   return [
-    {
+    route({
       method: "GET", path: "/api/v1/keys", access: "keys.rotate", tag: "keys", summary: "Master keys in use and how many secrets each wraps",
       handler: async () => ({ body: { current: site.keys.keyring.currentKid, secretsByKey: await stores(site.db).variables.countByKey() } }),
-    },
-    {
+    }),
+    route({
       method: "POST", path: "/api/v1/keys/rotate", access: "keys.rotate", tag: "keys",
       summary: "Make a new master key, rewrap every data key under it, destroy the old one",
       handler: async (ctx) => ({ body: await rotateMasterKey(site, actor(ctx)) }),
-    },
+    }),
   ];
 }

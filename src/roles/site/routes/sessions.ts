@@ -1,7 +1,7 @@
 /** Sign-in, sign-out, the caller's own account and API tokens. */
 import { z } from "zod";
 import { randomUUID } from "node:crypto";
-import type { Route } from "../http.ts";
+import { route, type Route } from "../http.ts";
 import type { Site } from "../../../site/site.ts";
 import { checkPassword, login, RateLimiter } from "../../../site/auth.ts";
 import { stores } from "../../../storage/stores.ts";
@@ -16,7 +16,7 @@ export function sessionRoutes(site: Site, opts: { loginLimiter?: RateLimiter } =
   // Per client address: 20 sign-in attempts a minute, on top of the per-account throttles in auth.ts.
   const limiter = opts.loginLimiter ?? new RateLimiter(20, 60_000, () => site.now().getTime());
   return [
-    {
+    route({
       method: "POST", path: "/api/v1/sessions", access: "public", tag: "sessions",
       summary: "Sign in with username and password; returns a bearer token",
       body: z.strictObject({ username: z.string().min(1).max(100), password: z.string().min(1).max(1024) }),
@@ -28,8 +28,8 @@ export function sessionRoutes(site: Site, opts: { loginLimiter?: RateLimiter } =
         const r = await login(site, ctx.body.username, ctx.body.password, ctx.ip);
         return { status: 201, body: { token: r.token, expiresAt: r.expiresAt, mustChangePassword: r.mustChangePassword } };
       },
-    },
-    {
+    }),
+    route({
       method: "DELETE", path: "/api/v1/sessions/current", access: "authenticated", tag: "sessions",
       summary: "Sign out (ends the session behind the bearer token)", allowWithPendingPasswordChange: true,
       handler: async (ctx) => {
@@ -39,8 +39,8 @@ export function sessionRoutes(site: Site, opts: { loginLimiter?: RateLimiter } =
         await site.audit.append({ actor: actor(ctx), action: "session.logout", object: `admin:${p.adminId}` });
         return {};
       },
-    },
-    {
+    }),
+    route({
       method: "GET", path: "/api/v1/me", access: "authenticated", tag: "sessions",
       summary: "The signed-in administrator, their roles, permissions and scopes", allowWithPendingPasswordChange: true,
       handler: async (ctx) => {
@@ -50,8 +50,8 @@ export function sessionRoutes(site: Site, opts: { loginLimiter?: RateLimiter } =
         return { body: { id: a.id, username: a.username, displayName: a.displayName, roles: a.roles, scopes: a.scopes,
           permissions: [...p.permissions].sort(), via: p.via, mustChangePassword: a.mustChangePassword } };
       },
-    },
-    {
+    }),
+    route({
       method: "POST", path: "/api/v1/me/password", access: "authenticated", tag: "sessions",
       summary: "Change your own password (required after a one-time password); ends your API tokens and other sessions", allowWithPendingPasswordChange: true,
       body: z.strictObject({ currentPassword: z.string().min(1).max(1024), newPassword: z.string().min(1).max(1024) }),
@@ -79,13 +79,13 @@ export function sessionRoutes(site: Site, opts: { loginLimiter?: RateLimiter } =
         });
         return {};
       },
-    },
-    {
+    }),
+    route({
       method: "GET", path: "/api/v1/me/tokens", access: "authenticated", tag: "sessions",
       summary: "Your API tokens (never their secret part)",
       handler: async (ctx) => ({ body: (await stores(site.db).admins.listTokens(principal(ctx).adminId)).map(tokenView) }),
-    },
-    {
+    }),
+    route({
       method: "POST", path: "/api/v1/me/tokens", access: "authenticated", tag: "sessions",
       summary: "Create an API token limited to one of your roles; the token is shown once",
       body: z.strictObject({ name: Name, role: Id, expiresInDays: z.int().min(1).max(365).default(30) }),
@@ -107,8 +107,8 @@ export function sessionRoutes(site: Site, opts: { loginLimiter?: RateLimiter } =
         });
         return { status: 201, body: { ...tokenView(rec), token } };
       },
-    },
-    {
+    }),
+    route({
       method: "DELETE", path: "/api/v1/me/tokens/:id", access: "authenticated", tag: "sessions",
       summary: "Delete one of your API tokens",
       handler: async (ctx) => {
@@ -122,6 +122,6 @@ export function sessionRoutes(site: Site, opts: { loginLimiter?: RateLimiter } =
         });
         return {};
       },
-    },
+    }),
   ];
 }

@@ -4,7 +4,7 @@
  */
 import { z } from "zod";
 import { createHash } from "node:crypto";
-import type { Route, RequestContext } from "../http.ts";
+import { route, type Route, type RequestContext } from "../http.ts";
 import type { Site } from "../../../site/site.ts";
 import { stores } from "../../../storage/stores.ts";
 import type { TaskSequence, TaskSequenceVersion } from "../../../storage/task-sequence-store.ts";
@@ -27,8 +27,8 @@ const tsView = (t: TaskSequence) => t;
 const versionView = (v: TaskSequenceVersion) => ({ ...(v.document as object), digest: v.digest, signature: v.signature });
 
 export function taskSequenceRoutes(site: Site): Route[] {
-  async function checked(ctx: RequestContext): Promise<TaskSequenceDocument> {
-    const b = ctx.body as z.infer<typeof Publish>;
+  /** The published document, validated and canonical (a Run As must name a secret that exists). */
+  async function checked(b: z.output<typeof Publish>): Promise<TaskSequenceDocument> {
     const r = typeof b.document === "string" ? parseTaskSequenceText(b.document, b.format) : validateTaskSequence(b.document);
     if (!r.ok) {
       throw new SlipwayError("TASK_SEQUENCE_INVALID", `The task sequence document has ${r.errors.length} error${r.errors.length === 1 ? "" : "s"}`, r.errors);
@@ -67,35 +67,35 @@ export function taskSequenceRoutes(site: Site): Route[] {
   }
 
   return [
-    {
+    route({
       method: "GET", path: "/api/v1/schemas/task-sequence.json", access: "public", tag: "task-sequences",
       summary: "The JSON Schema of task sequence documents",
       handler: async () => ({ body: taskSequenceJsonSchema() }),
-    },
-    {
+    }),
+    route({
       method: "POST", path: "/api/v1/task-sequences/validate", access: "ts.read", tag: "task-sequences",
       summary: "Validate a document without publishing it; reports every error with its step path",
       body: Publish,
       handler: async (ctx) => {
         try {
-          const doc = await checked(ctx);
+          const doc = await checked(ctx.body);
           return { body: { ok: true, errors: [], secrets: secretReferences(doc) } };
         } catch (err) {
           if (err instanceof SlipwayError && err.code === "TASK_SEQUENCE_INVALID") return { body: { ok: false, errors: err.details } };
           throw err;
         }
       },
-    },
-    {
+    }),
+    route({
       method: "GET", path: "/api/v1/task-sequences", access: "ts.read", tag: "task-sequences", summary: "List task sequences",
       handler: async () => ({ body: (await stores(site.db).taskSequences.list()).map(tsView) }),
-    },
-    {
+    }),
+    route({
       method: "POST", path: "/api/v1/task-sequences", access: "ts.write", tag: "task-sequences",
       summary: "Create a task sequence from a document (YAML or JSON) and publish it as version 1",
       body: Publish,
       handler: async (ctx) => {
-        const doc = await checked(ctx);
+        const doc = await checked(ctx.body);
         const s = stores(site.db);
         if (await s.taskSequences.byName(doc.name)) throw new SlipwayError("CONFLICT", `Cannot create task sequence "${doc.name}": the name is taken; publish a new version instead`);
         const out = await site.db.transaction(async (tx) => {
@@ -106,19 +106,19 @@ export function taskSequenceRoutes(site: Site): Route[] {
         });
         return { status: 201, body: { ...out.t, latestVersion: 1, version: versionView(out.v) } };
       },
-    },
-    {
+    }),
+    route({
       method: "GET", path: "/api/v1/task-sequences/:id", access: "ts.read", tag: "task-sequences", summary: "One task sequence (by id or name)",
       handler: async (ctx) => ({ body: tsView(await load(ctx.params.id)) }),
-    },
-    {
+    }),
+    route({
       method: "GET", path: "/api/v1/task-sequences/:id/versions", access: "ts.read", tag: "task-sequences", summary: "Its published versions",
       handler: async (ctx) => {
         const t = await load(ctx.params.id);
         return { body: (await stores(site.db).taskSequences.versions(t.id)).map((v) => ({ version: v.version, digest: v.digest, publishedBy: v.publishedBy, publishedAt: v.publishedAt })) };
       },
-    },
-    {
+    }),
+    route({
       method: "GET", path: "/api/v1/task-sequences/:id/versions/:version", access: "ts.read", tag: "task-sequences",
       summary: "A signed version: the envelope, its digest and the site's Ed25519 signature",
       handler: async (ctx) => {
@@ -129,14 +129,14 @@ export function taskSequenceRoutes(site: Site): Route[] {
         if (!v) throw notFound(`version of "${t.name}"`, String(n));
         return { body: versionView(v) };
       },
-    },
-    {
+    }),
+    route({
       method: "POST", path: "/api/v1/task-sequences/:id/versions", access: "ts.write", tag: "task-sequences",
       summary: "Publish a new immutable version; the document's name must match",
       body: Publish,
       handler: async (ctx) => {
         const t = await load(ctx.params.id);
-        const doc = await checked(ctx);
+        const doc = await checked(ctx.body);
         if (doc.name !== t.name) throw new SlipwayError("VALIDATION", `The document is named "${doc.name}", not "${t.name}"`, [{ path: "document.name", message: "must match the task sequence" }]);
         const v = await site.db.transaction(async (tx) => {
           const fresh = (await stores(tx).taskSequences.byId(t.id))!;
@@ -145,8 +145,8 @@ export function taskSequenceRoutes(site: Site): Route[] {
         });
         return { status: 201, body: versionView(v) };
       },
-    },
-    {
+    }),
+    route({
       method: "DELETE", path: "/api/v1/task-sequences/:id", access: "ts.write", tag: "task-sequences", summary: "Delete a task sequence no deployment uses",
       handler: async (ctx) => {
         const t = await load(ctx.params.id);
@@ -158,6 +158,6 @@ export function taskSequenceRoutes(site: Site): Route[] {
         });
         return {};
       },
-    },
+    }),
   ];
 }

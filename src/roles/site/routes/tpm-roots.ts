@@ -6,7 +6,7 @@
  * Changes are audited.
  */
 import { z } from "zod";
-import type { Route } from "../http.ts";
+import { route, type Route } from "../http.ts";
 import type { Site } from "../../../site/site.ts";
 import { SlipwayError } from "../../../errors.ts";
 import { certificateFingerprint, parseRoots } from "../../../security/ek-certificate.ts";
@@ -19,19 +19,19 @@ const view = (pem: string | null) => ({
 
 export function tpmRootRoutes(site: Site): Route[] {
   return [
-    {
+    route({
       method: "GET", path: "/api/v1/tpm/ek-roots", access: "site.read", tag: "site",
       summary: "The TPM manufacturer certificates EK certificates must chain to before an EK is recorded (none: no check)",
       handler: async () => ({ body: view(await stores(site.db).deviceTpm.roots()) }),
-    },
-    {
+    }),
+    route({
       method: "PUT", path: "/api/v1/tpm/ek-roots", access: "site.write", tag: "site",
       summary: "Set the TPM manufacturer certificates (a PEM bundle of roots and intermediates)",
       body: z.strictObject({ pem: z.string().min(50).max(512 * 1024) }),
       handler: async (ctx) => {
         let certs;
         try {
-          certs = parseRoots((ctx.body as { pem: string }).pem);
+          certs = parseRoots(ctx.body.pem);
         } catch (err) {
           throw new SlipwayError("VALIDATION", `Cannot set the TPM manufacturer roots: ${(err as Error).message}`);
         }
@@ -42,8 +42,8 @@ export function tpmRootRoutes(site: Site): Route[] {
         });
         return { body: view(pem) };
       },
-    },
-    {
+    }),
+    route({
       method: "DELETE", path: "/api/v1/tpm/ek-roots", access: "site.write", tag: "site",
       summary: "Remove the TPM manufacturer certificates: EKs are then recorded without an EK certificate check",
       handler: async (ctx) => {
@@ -53,6 +53,6 @@ export function tpmRootRoutes(site: Site): Route[] {
         });
         return { status: 204 };
       },
-    },
+    }),
   ];
 }

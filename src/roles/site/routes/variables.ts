@@ -4,7 +4,7 @@
  * only that it is set and when.
  */
 import { z } from "zod";
-import type { Route, RequestContext } from "../http.ts";
+import { route, type Route, type RequestContext } from "../http.ts";
 import type { Site } from "../../../site/site.ts";
 import { stores } from "../../../storage/stores.ts";
 import type { VariableRecord, VariableScope } from "../../../storage/variable-store.ts";
@@ -52,27 +52,27 @@ export function variableRoutes(site: Site): Route[] {
 
   const Scope = z.enum(["site", "collection", "device"]);
   return [
-    {
+    route({
       method: "GET", path: "/api/v1/variables", access: "variable.read", tag: "variables", summary: "List variables; secret ones show only that they are set",
       query: z.object({ scope: Scope.optional(), target: z.string().max(200).optional() }),
       handler: async (ctx) => {
-        const q = ctx.query as { scope?: VariableScope; target?: string };
+        const q = ctx.query;
         const scopeId = q.scope && q.target ? await resolveTarget(ctx, q.scope, q.target, false) : undefined;
         const all = await stores(site.db).variables.list({ scope: q.scope, scopeId });
         const out = [];
         for (const v of all) if (await visible(ctx, v)) out.push(variableView(v));
         return { body: out };
       },
-    },
-    {
+    }),
+    route({
       method: "GET", path: "/api/v1/variables/:id", access: "variable.read", tag: "variables", summary: "One variable (never a secret's value)",
       handler: async (ctx) => {
         const v = await stores(site.db).variables.byId(ctx.params.id);
         if (!v || !(await visible(ctx, v))) throw notFound("variable", ctx.params.id);
         return { body: variableView(v) };
       },
-    },
-    {
+    }),
+    route({
       method: "POST", path: "/api/v1/variables", access: "variable.write", tag: "variables",
       summary: "Set a variable (creates or replaces); with secret: true the value is write-only",
       body: z.strictObject({
@@ -81,7 +81,7 @@ export function variableRoutes(site: Site): Route[] {
         secret: z.boolean().default(false),
       }),
       handler: async (ctx) => {
-        const b = ctx.body as { scope: VariableScope; target?: string; name: string; value: string; secret: boolean };
+        const b = ctx.body;
         const scopeId = await resolveTarget(ctx, b.scope, b.target, true);
         const s = stores(site.db);
         const existing = await s.variables.byName(b.scope, scopeId, b.name);
@@ -97,8 +97,8 @@ export function variableRoutes(site: Site): Route[] {
         });
         return { status: existing ? 200 : 201, body: variableView(v) };
       },
-    },
-    {
+    }),
+    route({
       method: "DELETE", path: "/api/v1/variables/:id", access: "variable.write", tag: "variables", summary: "Delete a variable (a secret's envelope is destroyed with it)",
       handler: async (ctx) => {
         const s = stores(site.db);
@@ -111,6 +111,6 @@ export function variableRoutes(site: Site): Route[] {
         });
         return {};
       },
-    },
+    }),
   ];
 }
