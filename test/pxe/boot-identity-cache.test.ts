@@ -55,12 +55,17 @@ describe("boot identity cache", () => {
     assert.equal(await cache.get(MAC, UUID), undefined);
   });
 
-  it("finds a machine by SMBIOS UUID when its MAC is not on record", async () => {
+  it("finds a machine by SMBIOS UUID when its device records no MAC; a UUID held by a device with its own MAC names nobody", async () => {
     const cache = cacheFor(60_000);
-    await stores(site.db).devices.create({ name: "cached-2", macs: ["52:54:00:aa:00:02"], smbiosUuid: UUID, serial: null, state: "approved", attributes: {} }, site.now().toISOString());
+    await stores(site.db).devices.create({ name: "cached-2", macs: [], smbiosUuid: UUID, serial: null, state: "approved", attributes: {} }, site.now().toISOString());
     assert.equal((await cache.get("52:54:00:aa:00:99", UUID))?.name, "cached-2");
     assert.equal(cache.peek("52:54:00:aa:00:99", UUID)?.name, "cached-2");
     assert.equal(await cache.get("52:54:00:aa:00:99", undefined), undefined, "no UUID, no match");
+    // Two machines sharing one UUID (a firmware plague): the one on record by its MAC is not the other.
+    const shared = "0a0a0a0a-1111-4222-8333-444444444444";
+    await stores(site.db).devices.create({ name: "cached-2b", macs: ["52:54:00:aa:00:2b"], smbiosUuid: shared, serial: null, state: "approved", attributes: {} }, site.now().toISOString());
+    assert.equal(await cacheFor(60_000).get("52:54:00:aa:00:98", shared), undefined);
+    assert.equal((await cacheFor(60_000).get("52:54:00:aa:00:2b", shared))?.name, "cached-2b", "by its own MAC it is itself");
   });
 
   it("a change written by another process is seen once the entry expires", async () => {

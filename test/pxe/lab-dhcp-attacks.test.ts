@@ -185,7 +185,7 @@ describe("lab DHCP against an attacker on the link", () => {
     assert.ok(await offerTo(c.mac), "an offer nobody took does not hold its address for long");
   });
 
-  it("a device known only by its SMBIOS UUID cannot take the pool with random MACs; its own MAC still gets an address", async () => {
+  it("random MACs sending a device's SMBIOS UUID are unknown machines, not that device: no addresses from it; its own MAC still gets one", async () => {
     await start({}, pool(100, 103));
     const uuid = "6d6d6d6d-0000-4000-8000-000000000001";
     const victim = await machine({ uuid });
@@ -198,7 +198,8 @@ describe("lab DHCP against an attacker on the link", () => {
     }
     assert.ok(acked <= 1, `random MACs sending the victim's UUID got ${acked} addresses`);
     assert.ok(await dora(victim.mac, uuid), "the machine itself still gets an address");
-    assert.ok((await audit("dhcp.refused")).some((e) => e.object === `device:${victim.id}`), "the refusal is audited");
+    assert.ok((await audit("pxe.refused")).some((e) => String(e.object).startsWith("mac:02:66:")), "refused as unknown machines, audited");
+    assert.ok(!(await audit("dhcp.refused")).some((e) => e.object === `device:${victim.id}`), "nothing was done in the device's name");
   });
 
   it("machines awaiting approval hold at most half the pool; approved machines still get addresses", async () => {
