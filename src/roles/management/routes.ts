@@ -10,7 +10,7 @@ import type { Site } from "../../site/site.ts";
 import { stores } from "../../storage/stores.ts";
 import { SlipwayError } from "../../errors.ts";
 import { issueClientCertificate, CertificateRequestError } from "../../security/ca.ts";
-import { secretAad } from "../../site/secrets.ts";
+import { runSecretValue, runSecretValues } from "../../site/services/variables.ts";
 import type { Run } from "../../storage/run-store.ts";
 import { EnrollBody, enroll, DEVICE_CERT_DAYS } from "./enroll.ts";
 import { ChallengeBody, tpmChallenge } from "./tpm-enroll.ts";
@@ -84,32 +84,6 @@ export function managementRoutes(site: Site): MpRoute[] {
     const v = await stores(site.db).taskSequences.version(run.taskSequenceId, run.taskSequenceVersion);
     return (v!.document as { document: TaskSequenceDocument }).document;
   }
-  /** The scopes a run's variables come from, nearest first: device, the target collection, site. */
-  async function runScopes(run: Run): Promise<[("device" | "collection" | "site"), string][]> {
-    const dep = await stores(site.db).deployments.byId(run.deploymentId);
-    return [["device", run.deviceId], ["collection", dep?.collectionId ?? ""], ["site", ""]];
-  }
-  /** A secret's value as the device sees it: device scope over the target collection over site. */
-  async function secretValue(run: Run, name: string): Promise<string | null> {
-    const s = stores(site.db);
-    for (const [scope, id] of await runScopes(run)) {
-      const v = await s.variables.byName(scope, id, name);
-      if (v?.secret && v.sealed) return site.keys.keyring.open(v.sealed as never, secretAad(scope, id, name));
-    }
-    return null;
-  }
-  /** Every secret value visible to the run — what a status message must never carry. */
-  async function runSecretValues(run: Run): Promise<string[]> {
-    const s = stores(site.db);
-    const out: string[] = [];
-    for (const [scope, id] of await runScopes(run)) {
-      for (const v of await s.variables.list({ scope, scopeId: id })) {
-        if (v.secret && v.sealed) out.push(site.keys.keyring.open(v.sealed as never, secretAad(scope, id, v.name)));
-      }
-    }
-    return out;
-  }
-
   return [
     mpRoute({
       method: "POST", path: "/mp/v1/enroll", access: "public", tag: "enrollment",
@@ -255,7 +229,7 @@ export function managementRoutes(site: Site): MpRoute[] {
         // Mask any secret this run could have received, whatever the agent did or did not mask —
         // taken from the run's own scopes, so it holds even if the deployment left the policy.
         const doc = await runDocument(run);
-        const secrets = await runSecretValues(run);
+        const secrets = await runSecretValues(site, run);
         let message = b.message === undefined ? null : maskSecrets(b.message, secrets);
         if (message && Buffer.byteLength(message) > MAX_LOG_BYTES) message = message.slice(-MAX_LOG_BYTES);
         // The step's name comes from the device too: masked like the message (b.step is an index path).
@@ -321,7 +295,7 @@ export function managementRoutes(site: Site): MpRoute[] {
         }
         const step = stepAt(doc, ctx.body.step);
         if (!step || step.runAs?.secret !== ctx.body.name) throw await deny("that step does not reference that secret");
-        const value = await secretValue(run, ctx.body.name);
+        const value = await runSecretValue(site, run, ctx.body.name);
         if (value === null) throw await deny("no such secret is set for this device");
         // Once per start of the step the run reported started and has not finished.
         const released = await site.db.transaction(async (tx) => {
