@@ -14,7 +14,8 @@ import { allPermissions } from "../../src/domain/rbac.ts";
 import type { Principal } from "../../src/site/principal.ts";
 import type { Run } from "../../src/storage/run-store.ts";
 import { SlipwayError } from "../../src/errors.ts";
-import { deleteVariable, listVariables, runSecretValue, runSecretValues, setVariable } from "../../src/site/services/variables.ts";
+import { deleteVariable, listVariables, setVariable } from "../../src/site/services/variables.ts";
+import { runSecretValue, runSecretValues } from "../../src/site/services/runs.ts";
 
 const admin = (scopes: string[] | null, username = scopes ? "scoped" : "root"): Principal => ({
   adminId: `id-${username}`, username, permissions: new Set(allPermissions), scopes, via: "token", credentialId: `cred-${username}`, mustChangePassword: false,

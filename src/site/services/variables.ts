@@ -1,15 +1,13 @@
 /**
  * Variables at site, collection and device scope: which target a scope names and whether the
  * administrator may touch it, setting (a secret is sealed bound to its scope, target and name)
- * and deleting, each in one transaction with its audit entry; and opening a run's secrets for
- * the management point. Input is already validated (the route's zod schema); refusals are
- * SlipwayErrors.
+ * and deleting, each in one transaction with its audit entry. Input is already validated (the
+ * route's zod schema); refusals are SlipwayErrors. A run's secrets are opened in runs.ts.
  */
 import type { Site } from "../site.ts";
 import type { Principal } from "../principal.ts";
 import { stores } from "../../storage/stores.ts";
 import type { VariableRecord, VariableScope } from "../../storage/variable-store.ts";
-import type { Run } from "../../storage/run-store.ts";
 import { SlipwayError } from "../../errors.ts";
 import { secretAad } from "../secrets.ts";
 import { collectionInScope, deviceVisible } from "../membership.ts";
@@ -89,32 +87,4 @@ export async function deleteVariable(site: Site, p: Principal, id: string): Prom
     await stores(tx).variables.delete(v.id);
     await site.audit.append({ actor: adminActor(p), action: "variable.delete", object: `variable:${v.id}`, details: { scope: v.scope, name: v.name, secret: v.secret } }, tx);
   });
-}
-
-/** The scopes a run's variables come from, nearest first: device, the deployment's target collection, site. */
-async function runScopes(site: Site, run: Run): Promise<[VariableScope, string][]> {
-  const dep = await stores(site.db).deployments.byId(run.deploymentId);
-  return [["device", run.deviceId], ["collection", dep?.collectionId ?? ""], ["site", ""]];
-}
-
-/** A secret's value as the run's device sees it (device scope over the target collection over site), opened; null if none is set. */
-export async function runSecretValue(site: Site, run: Run, name: string): Promise<string | null> {
-  const s = stores(site.db);
-  for (const [scope, id] of await runScopes(site, run)) {
-    const v = await s.variables.byName(scope, id, name);
-    if (v?.secret && v.sealed) return site.keys.keyring.open(v.sealed as never, secretAad(scope, id, name));
-  }
-  return null;
-}
-
-/** Every secret value visible to the run, opened — what a status message must never carry. */
-export async function runSecretValues(site: Site, run: Run): Promise<string[]> {
-  const s = stores(site.db);
-  const out: string[] = [];
-  for (const [scope, id] of await runScopes(site, run)) {
-    for (const v of await s.variables.list({ scope, scopeId: id })) {
-      if (v.secret && v.sealed) out.push(site.keys.keyring.open(v.sealed as never, secretAad(scope, id, v.name)));
-    }
-  }
-  return out;
 }
