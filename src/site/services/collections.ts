@@ -13,10 +13,8 @@ import type { Collection } from "../../storage/collection-store.ts";
 import type { DeviceState } from "../../domain/device.ts";
 import { ExpressionError, formatExpression, parseExpression } from "../../domain/expression.ts";
 import { SlipwayError } from "../../errors.ts";
+import { adminActor, notFound } from "./common.ts";
 import { collectionInScope, computeMembership, deviceVisible, requireUnscoped } from "../membership.ts";
-
-const adminActor = (p: Principal) => `admin:${p.username}`;
-const notFound = (what: string, id: string) => new SlipwayError("NOT_FOUND", `Cannot find ${what} "${id}"`);
 
 /** A collection with how many devices are in it now, and (for one collection) its static members. */
 export type CollectionSummary = Collection & { memberCount: number; staticMembers?: string[] };

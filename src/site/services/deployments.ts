@@ -10,12 +10,10 @@ import type { Principal } from "../principal.ts";
 import { stores } from "../../storage/stores.ts";
 import type { Deployment } from "../../storage/deployment-store.ts";
 import { SlipwayError } from "../../errors.ts";
+import { adminActor, notFound } from "./common.ts";
 import { collectionInScope, deviceVisible, requireCollectionScope } from "../membership.ts";
 import { secretReferences, type TaskSequenceDocument } from "../../domain/task-sequence/validate.ts";
 import type { Assurance } from "../../domain/assurance.ts";
-
-const adminActor = (p: Principal) => `admin:${p.username}`;
-const notFound = (what: string, id: string) => new SlipwayError("NOT_FOUND", `Cannot find ${what} "${id}"`);
 
 type Version = number | "latest";
 

@@ -9,11 +9,9 @@ import type { Principal } from "../principal.ts";
 import { stores } from "../../storage/stores.ts";
 import type { VariableRecord, VariableScope } from "../../storage/variable-store.ts";
 import { SlipwayError } from "../../errors.ts";
+import { adminActor, notFound } from "./common.ts";
 import { secretAad } from "../secrets.ts";
 import { collectionInScope, deviceVisible } from "../membership.ts";
-
-const adminActor = (p: Principal) => `admin:${p.username}`;
-const notFound = (what: string, id: string) => new SlipwayError("NOT_FOUND", `Cannot find ${what} "${id}"`);
 
 /** Resolves `target` (id or name) for a scope to its id ("" for site) and checks the administrator may touch it. */
 async function resolveTarget(site: Site, p: Principal, scope: VariableScope, target: string | undefined, write: boolean): Promise<string> {
