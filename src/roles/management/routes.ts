@@ -10,7 +10,8 @@ import type { Site } from "../../site/site.ts";
 import { stores } from "../../storage/stores.ts";
 import { SlipwayError } from "../../errors.ts";
 import { issueClientCertificate, CertificateRequestError } from "../../security/ca.ts";
-import { secretAad } from "../../site/secrets.ts";
+import { releaseRunSecret, runDocument, runSecretValues } from "../../site/services/runs.ts";
+import { stepAt } from "../../domain/task-sequence/step-at.ts";
 import type { Run } from "../../storage/run-store.ts";
 import { EnrollBody, enroll, DEVICE_CERT_DAYS } from "./enroll.ts";
 import { ChallengeBody, tpmChallenge } from "./tpm-enroll.ts";
@@ -19,7 +20,7 @@ import type { DevicePrincipal, MpPrincipal } from "./device-auth.ts";
 import { currentCrl } from "../../site/crl.ts";
 import { RateLimiter } from "../../site/auth.ts";
 import { maskSecrets } from "../../domain/mask.ts";
-import { effectiveMinimum, mayReceiveSecrets, meetsAssurance } from "../../domain/assurance.ts";
+import { effectiveMinimum, meetsAssurance } from "../../domain/assurance.ts";
 import { secretReferences, type TaskSequenceDocument } from "../../domain/task-sequence/validate.ts";
 
 /** Which kind of client certificate a route takes: a device's, or a distribution point's. */
@@ -37,19 +38,6 @@ const MAX_LOG_BYTES = 8 * 1024;
 export function me(ctx: Ctx): DevicePrincipal {
   if (ctx.principal?.kind !== "device") throw new SlipwayError("CERTIFICATE_REQUIRED");
   return ctx.principal;
-}
-
-/** The step at an index path such as "3" or "1/0" (indices into nested `steps`). */
-export function stepAt(doc: TaskSequenceDocument, path: string): { type: string; runAs?: { secret: string } } | undefined {
-  if (!/^\d{1,4}(\/\d{1,4}){0,15}$/.test(path)) return undefined;
-  let steps: unknown[] = doc.steps;
-  let step: { type: string; steps?: unknown[]; runAs?: { secret: string } } | undefined;
-  for (const i of path.split("/").map(Number)) {
-    step = steps?.[i] as typeof step;
-    if (!step) return undefined;
-    steps = step.steps ?? [];
-  }
-  return step;
 }
 
 export function managementRoutes(site: Site): MpRoute[] {
@@ -80,36 +68,6 @@ export function managementRoutes(site: Site): MpRoute[] {
     }
     return run;
   }
-  async function runDocument(run: Run): Promise<TaskSequenceDocument> {
-    const v = await stores(site.db).taskSequences.version(run.taskSequenceId, run.taskSequenceVersion);
-    return (v!.document as { document: TaskSequenceDocument }).document;
-  }
-  /** The scopes a run's variables come from, nearest first: device, the target collection, site. */
-  async function runScopes(run: Run): Promise<[("device" | "collection" | "site"), string][]> {
-    const dep = await stores(site.db).deployments.byId(run.deploymentId);
-    return [["device", run.deviceId], ["collection", dep?.collectionId ?? ""], ["site", ""]];
-  }
-  /** A secret's value as the device sees it: device scope over the target collection over site. */
-  async function secretValue(run: Run, name: string): Promise<string | null> {
-    const s = stores(site.db);
-    for (const [scope, id] of await runScopes(run)) {
-      const v = await s.variables.byName(scope, id, name);
-      if (v?.secret && v.sealed) return site.keys.keyring.open(v.sealed as never, secretAad(scope, id, name));
-    }
-    return null;
-  }
-  /** Every secret value visible to the run — what a status message must never carry. */
-  async function runSecretValues(run: Run): Promise<string[]> {
-    const s = stores(site.db);
-    const out: string[] = [];
-    for (const [scope, id] of await runScopes(run)) {
-      for (const v of await s.variables.list({ scope, scopeId: id })) {
-        if (v.secret && v.sealed) out.push(site.keys.keyring.open(v.sealed as never, secretAad(scope, id, v.name)));
-      }
-    }
-    return out;
-  }
-
   return [
     mpRoute({
       method: "POST", path: "/mp/v1/enroll", access: "public", tag: "enrollment",
@@ -254,8 +212,8 @@ export function managementRoutes(site: Site): MpRoute[] {
         const b = ctx.body;
         // Mask any secret this run could have received, whatever the agent did or did not mask —
         // taken from the run's own scopes, so it holds even if the deployment left the policy.
-        const doc = await runDocument(run);
-        const secrets = await runSecretValues(run);
+        const doc = await runDocument(site, run);
+        const secrets = await runSecretValues(site, run);
         let message = b.message === undefined ? null : maskSecrets(b.message, secrets);
         if (message && Buffer.byteLength(message) > MAX_LOG_BYTES) message = message.slice(-MAX_LOG_BYTES);
         // The step's name comes from the device too: masked like the message (b.step is an index path).
@@ -289,49 +247,7 @@ export function managementRoutes(site: Site): MpRoute[] {
       handler: async (ctx) => {
         const run = await ownRun(ctx, ctx.params.id);
         const { device, certificate } = me(ctx);
-        const deny = async (reason: string, err?: SlipwayError) => {
-          await site.audit.append({ actor: `device:${device.id}`, action: "secret.release", outcome: "denied", object: `run:${run.id}`,
-            details: { step: ctx.body.step, name: ctx.body.name, reason, serial: certificate.serial, assurance: certificate.assurance } });
-          return err ?? new SlipwayError("FORBIDDEN", `Not allowed: ${reason}`);
-        };
-        // Whatever the deployment says: a MAC and UUID anyone on the link can sniff never earn a secret.
-        if (!mayReceiveSecrets(certificate.assurance)) {
-          throw await deny("the enrollment is sniffable (a boot token alone)", new SlipwayError("ASSURANCE_TOO_LOW",
-            "Cannot release a secret: this enrollment proved only a MAC and UUID (a boot token alone); enroll with the PXE password, an administrator's approval or media"));
-        }
-        if (run.enrollmentSerial === null || run.enrollmentSerial !== certificate.enrollmentSerial) {
-          throw await deny("the run belongs to another enrollment of this device", new SlipwayError("NOT_YOUR_RESOURCE",
-            `Not allowed: run ${run.id} was started by another enrollment of this device`));
-        }
-        if (run.state !== "running") throw await deny("the run is not running");
-        // The deployment must still target this device on the run's boot path, enabled and in its
-        // window: withdrawing it (disabling, removing the device from the collection, ending the
-        // window) stops its secrets at once, not only new runs.
-        const current = await devicePolicy(site, device, run.bootPath as "pxe" | "media");
-        if (!current.deployments.some((x) => x.id === run.deploymentId)) {
-          throw await deny("the deployment no longer targets this device (disabled, withdrawn, another boot path or outside its window)");
-        }
-        const doc = await runDocument(run);
-        // The deployment's minimum now (an administrator may have raised it since the run started).
-        const dep = await stores(site.db).deployments.byId(run.deploymentId);
-        const minimum = dep ? effectiveMinimum(dep, secretReferences(doc).length > 0) : "password";
-        if (!meetsAssurance(certificate.assurance, minimum)) {
-          throw await deny(`enrollment assurance ${certificate.assurance} is below the deployment's minimum ${minimum}`, new SlipwayError("ASSURANCE_TOO_LOW",
-            `Cannot release a secret: the deployment requires enrollment assurance ${minimum}`));
-        }
-        const step = stepAt(doc, ctx.body.step);
-        if (!step || step.runAs?.secret !== ctx.body.name) throw await deny("that step does not reference that secret");
-        const value = await secretValue(run, ctx.body.name);
-        if (value === null) throw await deny("no such secret is set for this device");
-        // Once per start of the step the run reported started and has not finished.
-        const released = await site.db.transaction(async (tx) => {
-          if (!(await stores(tx).runs.claimRelease(run.id, ctx.body.step))) return false;
-          await site.audit.append({ actor: `device:${device.id}`, action: "secret.release", object: `run:${run.id}`,
-            details: { step: ctx.body.step, name: ctx.body.name, serial: certificate.serial, assurance: certificate.assurance } }, tx);
-          return true;
-        });
-        if (!released) throw await deny("the step is not the one the run reported started, or its secret was already released for this start");
-        return { body: { name: ctx.body.name, value } };
+        return { body: { name: ctx.body.name, value: await releaseRunSecret(site, device, certificate, run, ctx.body) } };
       },
     }),
   ];
