@@ -50,6 +50,11 @@ describe("up --pxe-interface and the state of the link", () => {
     assert.equal(await exited(bad.child), 2, bad.output());
     assert.match(bad.output(), /Cannot serve PXE on br9: there is no such network interface \(this host has: [^)]*br0/);
     assert.match(bad.output(), /--pxe-optional/);
+    // A name holding a terminal escape is shown quoted and escaped, not sent to the terminal.
+    const escape = up(["--pxe-interface", "\u001b]0;PWNED\u0007"]);
+    assert.equal(await exited(escape.child), 2, escape.output());
+    assert.match(escape.output(), /Cannot serve PXE on "\\u001b\]0;PWNED\\u0007": there is no such network interface/);
+    assert.ok(!escape.output().includes("\u001b"), "no raw escape in the output");
     const optional = up(["--pxe-interface", "br9", "--pxe-optional"]);
     try {
       await waitForOutput(optional.child, /listening on https/, 60_000, "slipway up --pxe-optional");

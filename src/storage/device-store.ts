@@ -112,6 +112,15 @@ export class DeviceStore {
       `SELECT id, name, state FROM devices d WHERE smbios_uuid = ? AND NOT EXISTS (SELECT 1 FROM device_macs m WHERE m.device_id = d.id)`, [uuid]);
   }
 
+  /** How many devices are in a state (the PXE responder's cap on machines awaiting approval). */
+  async countInState(state: DeviceState): Promise<number> {
+    return Number((await this.#db.get<{ n: number }>(`SELECT COUNT(*) AS n FROM devices WHERE state = ?`, [state]))?.n ?? 0);
+  }
+  /** How many devices an unknown-machine policy recorded (`attributes.recorded`, e.g. "allow"). */
+  async countRecordedBy(policy: string): Promise<number> {
+    return Number((await this.#db.get<{ n: number }>(`SELECT COUNT(*) AS n FROM devices WHERE attributes LIKE ?`, [`%"recorded":${JSON.stringify(policy)}%`]))?.n ?? 0);
+  }
+
   async list(): Promise<Device[]> {
     return this.#withMacs(await this.#db.all<R>(`SELECT * FROM devices ORDER BY name`), true);
   }

@@ -43,6 +43,11 @@ export class VariableStore {
     const r = await this.#db.get<R>(`SELECT * FROM variables WHERE scope = ? AND scope_id = ? AND name = ?`, [scope, scopeId, name]);
     return r && v(r);
   }
+  /** Whether a variable of this name exists at any scope, and whether any of them is secret. */
+  async kindOf(name: string): Promise<{ exists: boolean; secret: boolean }> {
+    const rows = await this.#db.all<{ secret: number }>(`SELECT secret FROM variables WHERE name = ?`, [name]);
+    return { exists: rows.length > 0, secret: rows.some((x) => Number(x.secret) === 1) };
+  }
   async byId(id: string): Promise<VariableRecord | undefined> {
     const r = await this.#db.get<R>(`SELECT * FROM variables WHERE id = ?`, [id]);
     return r && v(r);

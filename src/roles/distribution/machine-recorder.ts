@@ -42,20 +42,18 @@ export class MachineRecorder {
     const perMinute = this.#o.perMinute ?? 30;
     if (now.getTime() - this.#window.start > 60_000) this.#window = { start: now.getTime(), count: 0 };
     if (this.#window.count >= perMinute) return { refused: `more than ${perMinute} unknown machines this minute; not recording more for now` };
-    const db = this.#o.db;
+    const devices = stores(this.#o.db).devices;
     if (state === "pending") {
-      const pending = (await db.get<{ n: number }>(`SELECT COUNT(*) AS n FROM devices WHERE state = 'pending'`))?.n ?? 0;
       const max = this.#o.maxPending ?? 1000;
-      if (Number(pending) >= max) return { refused: `${max} machines already wait for approval; not recording more` };
+      if ((await devices.countInState("pending")) >= max) return { refused: `${max} machines already wait for approval; not recording more` };
     } else {
       // Marked at creation (attributes.recorded), so the cap counts only what this policy let in.
-      const auto = (await db.get<{ n: number }>(`SELECT COUNT(*) AS n FROM devices WHERE attributes LIKE '%"recorded":"allow"%'`))?.n ?? 0;
       const max = this.#o.maxRecordedApproved ?? 100;
-      if (Number(auto) >= max) return { refused: `${max} machines were already approved automatically (--unknown allow); not recording more until an administrator deletes some` };
+      if ((await devices.countRecordedBy("allow")) >= max) return { refused: `${max} machines were already approved automatically (--unknown allow); not recording more until an administrator deletes some` };
     }
     this.#window.count++;
     const nowIso = now.toISOString();
-    return db.transaction(async (tx) => {
+    return this.#o.db.transaction(async (tx) => {
       const t = stores(tx);
       const known = await t.devices.byMac(m.mac);
       if (known) return known;

@@ -56,7 +56,9 @@ export async function waitForLinks(interfaces: string[], opts: { optional?: bool
     let state = linkState(name);
     if (!state.exists) {
       const known = interfaceNames().filter((n) => n !== "lo");
-      const why = `Cannot serve PXE on ${name}: there is no such network interface (this host has: ${known.join(", ") || "none"})`;
+      // The name as typed, unless it holds what a terminal would act on (escapes, controls): then quoted and escaped.
+      const shown = /^[\x21-\x7e]+$/.test(name) ? name : JSON.stringify(name);
+      const why = `Cannot serve PXE on ${shown}: there is no such network interface (this host has: ${known.join(", ") || "none"})`;
       if (!opts.optional) throw new NoSuchLinkError(why);
       opts.say(`${why}; not serving PXE there (--pxe-optional)`);
       continue;

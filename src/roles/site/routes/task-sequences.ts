@@ -36,9 +36,9 @@ export function taskSequenceRoutes(site: Site): Route[] {
     // A Run As reference must name a secret; naming a plain variable would put a credential in the clear.
     const problems = [];
     for (const name of secretReferences(r.document)) {
-      const rows = await site.db.all<{ secret: number }>(`SELECT secret FROM variables WHERE name = ?`, [name]);
-      if (!rows.some((x) => Number(x.secret) === 1)) {
-        problems.push({ path: "runAs.secret", pointer: "", message: rows.length
+      const kind = await stores(site.db).variables.kindOf(name);
+      if (!kind.secret) {
+        problems.push({ path: "runAs.secret", pointer: "", message: kind.exists
           ? `"${name}" is a plain variable; Run As credentials must be secret variables`
           : `no secret variable named "${name}" exists at any scope` });
       }
