@@ -3,6 +3,7 @@ import { z } from "zod";
 import type { Principal, RequestContext } from "../http.ts";
 import { SlipwayError } from "../../../errors.ts";
 import { nameProblem } from "../../../domain/name.ts";
+import { adminActor, notFound } from "../../../site/services/common.ts";
 
 /** A display name: no hidden or direction-changing characters (domain/name.ts), checked before trimming. */
 export const Name = z.string()
@@ -17,7 +18,7 @@ export const IsoTime = z.iso.datetime({ offset: true });
 export const VariableName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_.]{0,127}$/, "must start with a letter or _ and hold only letters, digits, _ and .");
 
 export function actor(ctx: RequestContext): string {
-  return ctx.principal ? `admin:${ctx.principal.username}` : "anonymous";
+  return ctx.principal ? adminActor(ctx.principal) : "anonymous";
 }
 
 export function principal(ctx: RequestContext): Principal {
@@ -25,6 +26,4 @@ export function principal(ctx: RequestContext): Principal {
   return ctx.principal;
 }
 
-export function notFound(what: string, id: string): SlipwayError {
-  return new SlipwayError("NOT_FOUND", `Cannot find ${what} "${id}"`);
-}
+export { notFound };
