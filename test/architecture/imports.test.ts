@@ -30,7 +30,7 @@ type Layer = {
 // Inner layers first. Everything a layer may import is further up this list, so the map
 // itself has no circle.
 const FOUNDATION = ["protocol", "domain", "errors", "log"];
-const BELOW_STORAGE = [...FOUNDATION, "security", "manifest", "content", "net"];
+const BELOW_STORAGE = [...FOUNDATION, "security", "manifest", "content", "state store", "net"];
 const BELOW_ROLES = [...BELOW_STORAGE, "storage", "site core", "pipeline", "content serving"];
 const ROLES = ["roles/site", "roles/management", "roles/distribution"];
 
@@ -49,6 +49,8 @@ const LAYERS: Layer[] = [
     what: "the signed content manifest format: pure, so the agent bundle carries it" },
   { name: "content", path: "content/", mayImport: ["protocol", "domain", "errors", "log", "security", "manifest"],
     what: "content addressed by SHA-256: the blob store (files under DATA/content), image import, reading an image's byte ranges" },
+  { name: "state store", path: "state/", mayImport: ["protocol", "domain", "errors", "log", "security", "manifest"],
+    what: "user state at rest on a state migration point: encrypted chunks per computer association (files under DATA/state), quotas, crash-safe writes" },
   { name: "net", path: "net/", mayImport: FOUNDATION,
     what: "sockets the Node.js API lacks: UDP/TCP bound to an interface, epoll, link state (koffi)" },
   { name: "storage", path: "storage/", mayImport: BELOW_STORAGE,
