@@ -103,6 +103,23 @@ export function parseChunkHeader(bytes: Uint8Array, position: number | null = nu
   const bad = (why: string) => new StateCipherError("malformed", position, `Cannot read ${where}: ${why}`);
   if (!(bytes instanceof Uint8Array)) throw bad("it is not bytes");
   if (bytes.length < MIN_SEALED_CHUNK_BYTES) throw bad(`${bytes.length} bytes is shorter than the ${MIN_SEALED_CHUNK_BYTES} of the smallest chunk`);
+  const header = readChunkHeader(bytes.subarray(0, CHUNK_HEADER_BYTES), position);
+  const expected = sealedLengthOf(header);
+  if (bytes.length !== expected) throw bad(`it is ${bytes.length} bytes, but its header says ${expected}`);
+  return header;
+}
+
+/** The length of the whole sealed chunk a header describes. */
+export function sealedLengthOf(header: ChunkHeader): number {
+  return CHUNK_HEADER_BYTES + header.plaintextLength + CHUNK_TAG_BYTES;
+}
+
+/** Reads the CHUNK_HEADER_BYTES at the start of a chunk (a store reads no more of a stored
+ *  file when it opens); the caller checks the chunk's length with `sealedLengthOf`. */
+export function readChunkHeader(bytes: Uint8Array, position: number | null = null): ChunkHeader {
+  const where = position === null ? "a user state chunk" : `user state chunk ${position}`;
+  const bad = (why: string) => new StateCipherError("malformed", position, `Cannot read ${where}: ${why}`);
+  if (bytes.length < CHUNK_HEADER_BYTES) throw bad(`${bytes.length} bytes is shorter than its ${CHUNK_HEADER_BYTES}-byte header`);
   const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
   if (!b.subarray(0, 4).equals(MAGIC)) throw bad("it does not start with the magic \"SWUS\"");
   const version = b[4];
@@ -113,8 +130,6 @@ export function parseChunkHeader(bytes: Uint8Array, position: number | null = nu
   const index = b.readUInt32BE(22);
   const plaintextLength = b.readUInt32BE(26);
   if (plaintextLength > CHUNK_SIZE) throw bad(`its plaintext length ${plaintextLength} exceeds the chunk size ${CHUNK_SIZE}`);
-  const expected = CHUNK_HEADER_BYTES + plaintextLength + CHUNK_TAG_BYTES;
-  if (b.length !== expected) throw bad(`it is ${b.length} bytes, but its header says ${expected}`);
   return { version, final: (flags & FLAG_FINAL) !== 0, streamId, index, plaintextLength };
 }
 
@@ -302,12 +317,7 @@ export async function* splitChunks(bytes: AsyncIterable<Uint8Array>): AsyncGener
     if (piece.length > 0) pending.push(Buffer.from(piece));
     while (pending.length >= need) {
       if (need === CHUNK_HEADER_BYTES) {
-        const header = pending.peek(CHUNK_HEADER_BYTES);
-        const length = header.readUInt32BE(26);
-        if (!header.subarray(0, 4).equals(MAGIC) || length > CHUNK_SIZE) {
-          throw new StateCipherError("malformed", position, `Cannot read user state chunk ${position}: its header is not a chunk header of this format`);
-        }
-        need = CHUNK_HEADER_BYTES + length + CHUNK_TAG_BYTES;
+        need = sealedLengthOf(readChunkHeader(pending.peek(CHUNK_HEADER_BYTES), position));
         continue;
       }
       yield pending.take(need);
