@@ -377,3 +377,23 @@ test("no plaintext reaches the store's disk: a canary in the user state is found
   for await (const p of openStream(chunks, { dataKey: KEY, associationId: A, streamId: sealed.streamId })) out.push(p);
   assert.ok(Buffer.concat(out).equals(plaintext));
 });
+
+test("damage no crash can cause is set aside, not served and not deleted", async (t) => {
+  const dir = tempDir(t);
+  const store = await ChunkStore.open(dir, ROOMY);
+  const s = newStreamId();
+  await store.beginStream(A, s);
+  const c = chunk(s, 0);
+  await store.put(A, s, 0, c, false);
+  fs.writeFileSync(path.join(dir, A, "stream"), "garbage");
+  // Something planted at an association's name is never written through.
+  const elsewhere = path.join(path.dirname(dir), "elsewhere");
+  fs.mkdirSync(elsewhere);
+  fs.symlinkSync(elsewhere, path.join(dir, B));
+  const reopened = await ChunkStore.open(dir, ROOMY);
+  assert.deepEqual(reopened.recovery.corrupt, [`${A}.corrupt/`]);
+  assert.equal(reopened.status(A), null);
+  assert.ok(fs.readFileSync(path.join(dir, `${A}.corrupt`, "0000000000.chunk")).equals(c));
+  await assert.rejects(reopened.beginStream(B, newStreamId()), /is not a folder/);
+  assert.deepEqual(fs.readdirSync(elsewhere), []);
+});

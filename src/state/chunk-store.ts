@@ -55,7 +55,8 @@ export type RecoveryReport = {
   discardedChunks: number;
   /** Association folders of destroys (or stream starts) a crash interrupted. */
   removedFolders: number;
-  /** Chunk files whose header disagrees with their name or size (disk damage): renamed to *.corrupt, not served. */
+  /** Chunk files whose header disagrees with their name or size, or an association folder whose
+   *  stream file is unreadable (disk damage): renamed to *.corrupt, never served. */
   corrupt: string[];
 };
 
@@ -181,6 +182,8 @@ export class ChunkStore {
         await fs.promises.mkdir(folder, { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
           if (err.code !== "EEXIST") throw err;
         });
+        // Never write through something planted at the association's name (a symlink elsewhere).
+        if (!(await fs.promises.lstat(folder)).isDirectory()) throw new Error(`Cannot start a capture for association ${associationId}: ${folder} is not a folder`);
         await fsyncDir(this.dir);
       }
       // The new stream id is durable before any old chunk goes: a crash in between leaves old
@@ -481,6 +484,13 @@ async function recoverAssociation(root: string, associationId: string, recovery:
     } else if (m && entry.isFile() && Number(m[1]) <= MAX_CHUNK_INDEX) {
       files.push({ name: entry.name, index: Number(m[1]) });
     }
+  }
+  if (streamId === null && files.length > 0) {
+    // Chunks without a stream id: no crash leaves this (the stream id is durable before any put),
+    // so it is damage; set aside for a person to look at, never served, never deleted.
+    await fs.promises.rename(folder, `${folder}.corrupt`);
+    recovery.corrupt.push(`${associationId}.corrupt/`);
+    return null;
   }
   if (streamId === null) {
     // A capture start that crashed before its stream id was durable: no put can have been
