@@ -1,0 +1,282 @@
+/**
+ * User-state restore: writes a capture (capture.ts) into a new system mounted read-write at
+ * `root`, mapping owners by name, and restoring nothing half-way.
+ *
+ * Owners: the archive carries the old system's numeric ids and, in its manifest, their names.
+ * GNU tar would look names up in the *running* system (the deploy environment, which lacks
+ * these users), so we map ids ourselves: a streaming rewriter (protocol/tar.ts) replaces each
+ * member's uid/gid and the qualifiers of its ACL records with the new system's ids for the same
+ * names, and GNU tar extracts with `--numeric-owner`. A name the new system lacks keeps its
+ * old id and is reported in `unmappedOwners`.
+ *
+ * All or nothing: GNU tar extracts into a staging folder on the target file system
+ * (`<root>/.slipway-restore-*`). Only when the whole stream ended cleanly (source done, the
+ * archive's end-of-archive marker read, tar finished) are entries moved into place by
+ * rename(2). If the source throws (a tampered chunk), the archive is truncated or tar fails as
+ * a whole, the staging folder is removed and no file of the archive appears in the real paths.
+ *
+ * Merging into what the new system already has (e.g. /home/alice made by the image): an entry
+ * that is not there is moved in; a directory that is there is merged entry by entry and then
+ * takes the archive's owner, mode, times, ACLs and xattrs; a file that is there is replaced by
+ * the user's own and reported in `conflicts`; an entry whose type differs from what is there
+ * (a file where the new system has a directory, or the other way round) is not restored and
+ * is reported in `notRestored`.
+ */
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { lstat, mkdtemp, readdir, rename, rm } from "node:fs/promises";
+import path from "node:path";
+import { TarRewriter, type TarMember } from "../../protocol/tar.ts";
+import { indexAccounts, mapAclText, readAccounts } from "./accounts.ts";
+import { DEFAULT_TAR, MANIFEST_FORMAT, MANIFEST_NAME, type UserStateManifest } from "./capture.ts";
+
+export interface RestoreOptions {
+  /** The new system's root file system, mounted read-write. */
+  root: string;
+  signal?: AbortSignal;
+  log?: (line: string) => void;
+  /** GNU tar (default /usr/bin/tar). */
+  tar?: string;
+}
+
+export interface RestoreSummary {
+  /** Members in the archive (files, directories, links), not counting the manifest. */
+  members: number;
+  /** Regular files and their bytes of data, as the archive holds them. */
+  files: number;
+  bytes: number;
+  /** Paths that could not be restored, with tar's (or the merge's) reason. */
+  notRestored: { path: string; reason: string }[];
+  /** Names the new system lacks: their files keep the old numeric id. */
+  unmappedOwners: { kind: "user" | "group"; name: string | null; id: number }[];
+  /** Files the new system already had that the user's own replaced. */
+  conflicts: { path: string; action: string }[];
+}
+
+const STAGING_PREFIX = ".slipway-restore-";
+
+/** Restores `source` (a capture's stream) into `root`; see the module comment. */
+export async function restoreUserState(source: AsyncIterable<Uint8Array>, opts: RestoreOptions): Promise<RestoreSummary> {
+  const log = opts.log ?? (() => {});
+  const root = path.resolve(opts.root);
+  const tarBin = opts.tar ?? DEFAULT_TAR;
+  opts.signal?.throwIfAborted();
+  const now = await readAccounts(root);
+  const newUsers = indexAccounts(now.users).byName;
+  const newGroups = indexAccounts(now.groups).byName;
+  const summary: RestoreSummary = { members: 0, files: 0, bytes: 0, notRestored: [], unmappedOwners: [], conflicts: [] };
+
+  let manifest: UserStateManifest | undefined;
+  let oldUsers = new Map<number, string>();
+  let oldGroups = new Map<number, string>();
+  const unmapped = new Map<string, RestoreSummary["unmappedOwners"][number]>();
+  const mapId = (kind: "user" | "group", id: number): number => {
+    const name = (kind === "user" ? oldUsers : oldGroups).get(id);
+    const mapped = name === undefined ? undefined : (kind === "user" ? newUsers : newGroups).get(name);
+    if (mapped !== undefined) return mapped;
+    if (id === 0) return 0; // root is root everywhere, named or not
+    const key = `${kind}:${id}`;
+    if (!unmapped.has(key)) unmapped.set(key, { kind, name: name ?? null, id });
+    return id;
+  };
+  const mapQualifier = (kind: "user" | "group") => (q: string) => {
+    if (!/^\d+$/.test(q)) throw new Error(`Cannot restore user state: an ACL names ${kind} "${q}" instead of a number; the archive was not made by capture`);
+    return String(mapId(kind, Number(q)));
+  };
+  /** Directories the archive holds, relative to the root ("home/alice"). */
+  const archiveDirs = new Set<string>();
+
+  const rewriter = new TarRewriter({
+    maxCollect: 16 * 1024 * 1024,
+    onMember: (m: TarMember) => {
+      if (!manifest) {
+        if (m.path !== MANIFEST_NAME || m.type !== "0") {
+          throw new Error(`Cannot restore user state: the archive does not start with its manifest (${MANIFEST_NAME}); it is not a user-state capture`);
+        }
+        return { drop: true, collect: true };
+      }
+      const rel = safeRelative(m.path) ?? failPath(m.path);
+      if ((m.type === "1") && safeRelative(m.linkpath) === undefined) failPath(m.linkpath);
+      summary.members++;
+      if (m.type === "0" || m.type === "7") {
+        summary.files++;
+        summary.bytes += m.size;
+      }
+      if (m.type === "5") archiveDirs.add(rel);
+      const pax = m.pax
+        // The raw ACL xattrs hold old numeric ids; the SCHILY.acl.* records carry the ACLs.
+        .filter(([k]) => !k.startsWith("SCHILY.xattr.system.posix_acl_"))
+        .map(([k, v]): [string, Buffer] =>
+          k === "SCHILY.acl.access" || k === "SCHILY.acl.default"
+            ? [k, Buffer.from(mapAclText(v.toString("utf8"), mapQualifier("user"), mapQualifier("group")))]
+            : [k, v],
+        );
+      return { uid: mapId("user", m.uid), gid: mapId("group", m.gid), pax };
+    },
+    onData: (_m, data) => {
+      let parsed: UserStateManifest;
+      try {
+        parsed = JSON.parse(data.toString("utf8")) as UserStateManifest;
+      } catch {
+        throw new Error("Cannot restore user state: its manifest is not JSON");
+      }
+      if (parsed?.format !== MANIFEST_FORMAT || !Array.isArray(parsed.users) || !Array.isArray(parsed.groups)) {
+        throw new Error(`Cannot restore user state: its manifest is not a ${MANIFEST_FORMAT} manifest`);
+      }
+      manifest = parsed;
+      oldUsers = indexAccounts(parsed.users.map((u) => ({ name: String(u.name), id: Number(u.uid) }))).byId;
+      oldGroups = indexAccounts(parsed.groups.map((g) => ({ name: String(g.name), id: Number(g.gid) }))).byId;
+    },
+  });
+
+  const staging = await mkdtemp(path.join(root, STAGING_PREFIX));
+  let moved = false;
+  try {
+    const tar = spawn(
+      tarBin,
+      [
+        "--extract", "--file=-", "--numeric-owner", "--same-owner", "--same-permissions",
+        "--xattrs", "--xattrs-include=*", "--acls", "--no-unquote", "--directory", staging,
+      ],
+      { stdio: ["pipe", "ignore", "pipe"], env: { ...process.env, LC_ALL: "C.UTF-8" } },
+    );
+    const exited = once(tar, "close") as Promise<[number | null, NodeJS.Signals | null]>;
+    let stderr = "";
+    tar.stderr.setEncoding("utf8");
+    tar.stderr.on("data", (d: string) => {
+      stderr = (stderr + d).slice(-1024 * 1024);
+    });
+    tar.stdin.on("error", () => {});
+    try {
+      await once(tar, "spawn");
+    } catch (e) {
+      throw new Error(`Cannot restore user state: GNU tar (${tarBin}) does not start: ${(e as Error).message}`);
+    }
+    try {
+      for await (const chunk of source) {
+        opts.signal?.throwIfAborted();
+        for (const out of rewriter.push(chunk)) {
+          if (!tar.stdin.write(out)) await Promise.race([once(tar.stdin, "drain"), exited]);
+          if (tar.exitCode !== null || tar.signalCode !== null) {
+            throw new Error(`Cannot restore user state: GNU tar stopped before the archive ended${tailOf(stderr)}`);
+          }
+        }
+      }
+      rewriter.end();
+      if (!manifest) throw new Error("Cannot restore user state: the archive has no manifest");
+      tar.stdin.end();
+    } catch (e) {
+      tar.kill("SIGKILL");
+      await exited.catch(() => {});
+      throw e instanceof Error && e.message.startsWith("Cannot") ? new Error(`${e.message}; nothing was restored`, { cause: e }) : new Error(`Cannot restore user state: ${(e as Error).message}; nothing was restored`, { cause: e });
+    }
+    const [code, sig] = await exited;
+    const failures = tarFailures(stderr);
+    if (sig || code === null || code > 2 || (code !== 0 && failures.length === 0) || failures.some((f) => /No space left on device/.test(f.reason))) {
+      throw new Error(`Cannot restore user state: GNU tar ${sig ? `was killed (${sig})` : `exited ${code}`}${tailOf(stderr)}; nothing was restored`);
+    }
+    summary.notRestored.push(...failures);
+    opts.signal?.throwIfAborted();
+
+    // From here on entries move into place; the archive was whole.
+    moved = true;
+    const mergedDirs: string[] = [];
+    await mergeInto(staging, root, "", archiveDirs, mergedDirs, summary);
+    if (mergedDirs.length > 0) await copyDirectoryAttributes(tarBin, staging, root, mergedDirs, summary);
+    summary.unmappedOwners = [...unmapped.values()];
+    log(`restored ${summary.files} files, ${summary.bytes} bytes; ${summary.notRestored.length} not restored, ${summary.conflicts.length} replaced, ${summary.unmappedOwners.length} owners unmapped`);
+    return summary;
+  } finally {
+    await rm(staging, { recursive: true, force: true }).catch((e) => {
+      log(`could not remove the staging folder ${staging}${moved ? "" : " (nothing of it was moved into place)"}: ${(e as Error).message}`);
+    });
+  }
+}
+
+/** `p` as a relative path with no "..", or undefined. */
+function safeRelative(p: string): string | undefined {
+  const parts = p.split("/").filter((x) => x !== "" && x !== ".");
+  if (p.startsWith("/") || parts.length === 0 || parts.includes("..") || p.includes("\0")) return undefined;
+  return parts.join("/");
+}
+
+function failPath(p: string): never {
+  throw new Error(`Cannot restore user state: the archive names "${p.slice(0, 200)}", which is not a path inside the new system`);
+}
+
+/** `tar: NAME: REASON` lines: the files tar could not write. */
+function tarFailures(stderr: string): { path: string; reason: string }[] {
+  const out: { path: string; reason: string }[] = [];
+  for (const line of stderr.split("\n")) {
+    if (!line.startsWith("tar: ") || /Exiting with failure status/.test(line)) continue;
+    const m = /^tar: (.*?): (.+)$/.exec(line);
+    out.push(m ? { path: m[1]!, reason: m[2]! } : { path: "", reason: line.slice(5) });
+  }
+  return out;
+}
+
+/**
+ * Moves the staged tree into the target, entry by entry (see the module comment). `rel` is
+ * the folder being merged, relative to both roots.
+ */
+async function mergeInto(staging: string, root: string, rel: string, archiveDirs: Set<string>, mergedDirs: string[], summary: RestoreSummary): Promise<void> {
+  for (const name of await readdir(path.join(staging, rel))) {
+    const r = rel ? `${rel}/${name}` : name;
+    const from = path.join(staging, r);
+    const to = path.join(root, r);
+    const src = await lstat(from);
+    let dst;
+    try {
+      dst = await lstat(to);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") {
+        summary.notRestored.push({ path: `/${r}`, reason: `cannot look at what the new system has there (${(e as NodeJS.ErrnoException).code})` });
+        continue;
+      }
+    }
+    try {
+      if (!dst) {
+        await rename(from, to);
+      } else if (src.isDirectory() && dst.isDirectory()) {
+        await mergeInto(staging, root, r, archiveDirs, mergedDirs, summary);
+        if (archiveDirs.has(r)) mergedDirs.push(r);
+      } else if (!src.isDirectory() && !dst.isDirectory()) {
+        await rename(from, to);
+        summary.conflicts.push({ path: `/${r}`, action: "the new system's file was replaced by the user's" });
+      } else {
+        summary.notRestored.push({
+          path: `/${r}`,
+          reason: `the new system has a ${dst.isDirectory() ? "directory" : dst.isSymbolicLink() ? "symbolic link" : "file"} there, the archive a ${src.isDirectory() ? "directory" : "file"}; the new system's was kept`,
+        });
+      }
+    } catch (e) {
+      summary.notRestored.push({ path: `/${r}`, reason: `cannot move it into place (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})` });
+    }
+  }
+}
+
+/**
+ * Directories that existed in the new system take the archive's owner, mode, times, ACLs and
+ * xattrs: GNU tar copies just those directory entries (no contents) from the staging folder.
+ */
+async function copyDirectoryAttributes(tarBin: string, staging: string, root: string, dirs: string[], summary: RestoreSummary): Promise<void> {
+  const common = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "--no-recursion"];
+  const create = spawn(tarBin, ["--create", "--file=-", "--format=posix", ...common, "--xattrs-exclude=system.posix_acl_*", "--null", "--verbatim-files-from", "--no-unquote", "--files-from=-", "--directory", staging], {
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  const extract = spawn(tarBin, ["--extract", "--file=-", ...common, "--same-owner", "--same-permissions", "--directory", root], { stdio: [create.stdout, "ignore", "pipe"] });
+  let err = "";
+  create.stderr.on("data", (d) => (err += d));
+  extract.stderr.on("data", (d) => (err += d));
+  // Deepest first does not matter: tar sets a directory's times after its (absent) contents.
+  create.stdin.end(Buffer.from(dirs.map((d) => `${d}\0`).join("")));
+  const [[c1], [c2]] = await Promise.all([once(create, "close"), once(extract, "close")]);
+  if (c1 !== 0 || c2 !== 0) {
+    for (const f of tarFailures(err)) summary.notRestored.push({ path: `/${f.path}`, reason: `its directory attributes: ${f.reason}` });
+  }
+}
+
+function tailOf(stderr: string): string {
+  const lines = stderr.trim().split("\n").filter(Boolean).slice(-3);
+  return lines.length ? `: ${lines.join(" | ")}` : "";
+}
