@@ -34,6 +34,7 @@ export const ErrorCodes = {
   CSR_INVALID: { status: 400, message: "The certificate request is not valid" },
   INTERNAL: { status: 500, message: "Internal error" },
   UNAVAILABLE: { status: 503, message: "Cannot answer now: a service this request needs is unreachable; try again later" },
+  QUOTA_EXCEEDED: { status: 507, message: "Cannot store it: a quota or the free space of the store would be exceeded" },
   DP_REMOVED: { status: 410, message: "This distribution point serves nothing: its site removed it or revoked its certificate; an administrator must enroll it again" },
 } as const;
 

@@ -15,6 +15,7 @@ import { adminCommand, roleCommand } from "./admin-commands.ts";
 import { auditCommand, keysCommand, siteCommand } from "./site-commands.ts";
 import { certificateCommand, credentialCommand, pxeCommand, runCommand } from "./identity-commands.ts";
 import { dpCommand } from "./dp-commands.ts";
+import { associationCommand } from "./association-commands.ts";
 
 export const clientCommands: Record<string, Command> = {
   ...accountCommands,
@@ -35,4 +36,5 @@ export const clientCommands: Record<string, Command> = {
   pxe: pxeCommand,
   run: runCommand,
   dp: dpCommand,
+  association: associationCommand,
 };

@@ -184,6 +184,20 @@ export async function apiRequest(conn: Connection, method: string, apiPath: stri
   }
 }
 
+/** A GET whose answer is bytes (a sealed chunk); ApiError or CliError like apiRequest. */
+export async function apiBytes(conn: Connection, apiPath: string): Promise<Buffer> {
+  const client = new PinnedHttpsClient({ url: conn.server, ca: conn.ca, peer: "the server", userAgent: USER_AGENT, timeoutMs: TIMEOUT_MS });
+  try {
+    return await client.getBytes(apiPath, { headers: conn.token ? { authorization: `Bearer ${conn.token}` } : {} });
+  } catch (err) {
+    if (!(err instanceof HttpsError)) throw err;
+    if (err.status === 0) throw transportError(err, conn);
+    throw new ApiError(err.status, err.code, err.message, err.details);
+  } finally {
+    client.close();
+  }
+}
+
 /** Builds an API path, encoding every interpolated value as one path segment. */
 export function apiPath(strings: TemplateStringsArray, ...values: (string | number)[]): string {
   return strings.reduce((out, s, i) => out + s + (i < values.length ? encodeURIComponent(String(values[i])) : ""), "");

@@ -29,6 +29,8 @@ export type RequestContext<B = unknown, Q = unknown, P = unknown, Params = Recor
   query: Q;
   /** The JSON body as the route's `body` schema produced it; undefined for a route without one. */
   body: B;
+  /** The raw body of a route that takes bytes (`bytes`), such as a sealed user-state chunk; undefined otherwise. */
+  bytes?: Buffer;
   principal: P | null;
   ip: string;
   requestId: string;
@@ -55,6 +57,11 @@ type RouteInfo<A extends string> = {
   allowWithPendingPasswordChange?: boolean;
   /** A GET route that also answers HEAD (the handler sees ctx.method "HEAD"; no body is sent). */
   head?: boolean;
+  /**
+   * The route takes raw bytes (application/octet-stream, at most maxBytes, read only after
+   * authorization) instead of a JSON body; the handler finds them in ctx.bytes.
+   */
+  bytes?: { maxBytes: number };
 };
 
 /**
@@ -276,8 +283,12 @@ export function createPipeline<A extends string, P>(routes: readonly Route<A, P>
       ctx.query = q.data;
     }
 
-    const raw = await readBody(req, MAX_BODY_BYTES);
-    if (route.body) {
+    const raw = await readBody(req, route.bytes?.maxBytes ?? MAX_BODY_BYTES);
+    if (route.bytes) {
+      const type = String(req.headers["content-type"] ?? "");
+      if (!/^application\/octet-stream\b/i.test(type)) throw new SlipwayError("UNSUPPORTED_MEDIA_TYPE", "The request body must be application/octet-stream");
+      ctx.bytes = raw;
+    } else if (route.body) {
       const type = String(req.headers["content-type"] ?? "");
       if (!/^application\/json\b/i.test(type)) throw new SlipwayError("UNSUPPORTED_MEDIA_TYPE");
       let text: string;

@@ -63,6 +63,8 @@ export type Query = Record<string, string | number | boolean | undefined>;
 export interface RequestOptions {
   /** Sent as JSON. */
   body?: unknown;
+  /** Sent as they are (application/octet-stream), instead of a JSON body. */
+  bytes?: Buffer;
   query?: Query;
   headers?: Record<string, string>;
   timeoutMs?: number;
@@ -143,10 +145,10 @@ export class PinnedHttpsClient {
   open(method: string, path: string, opts: RequestOptions = {}): Promise<IncomingMessage> {
     const url = new URL(path, this.url);
     for (const [k, v] of Object.entries(opts.query ?? {})) if (v !== undefined) url.searchParams.set(k, String(v));
-    const payload = opts.body === undefined ? undefined : Buffer.from(JSON.stringify(opts.body));
+    const payload = opts.bytes ?? (opts.body === undefined ? undefined : Buffer.from(JSON.stringify(opts.body)));
     const headers: Record<string, string> = { accept: "application/json" };
     if (this.#userAgent) headers["user-agent"] = this.#userAgent;
-    if (payload) Object.assign(headers, { "content-type": "application/json", "content-length": String(payload.length) });
+    if (payload) Object.assign(headers, { "content-type": opts.bytes ? "application/octet-stream" : "application/json", "content-length": String(payload.length) });
     Object.assign(headers, opts.headers);
     const timeoutMs = opts.timeoutMs ?? this.#timeoutMs;
     return new Promise((resolve, reject) => {
@@ -196,6 +198,28 @@ export class PinnedHttpsClient {
     } catch {
       throw new HttpsError(status, "NOT_JSON", `Cannot read the answer to ${method} ${withoutQuery(path)}: ${this.#peer} at ${this.url} answered with something that is not JSON`);
     }
+  }
+
+  /** Sends bytes (application/octet-stream) and reads a JSON answer, like json(). */
+  async putBytes<T = unknown>(method: string, path: string, bytes: Buffer, opts: Omit<RequestOptions, "body" | "bytes"> = {}): Promise<T> {
+    const mark = this.#identityMark();
+    const res = await this.open(method, path, { ...opts, bytes });
+    const text = await this.#text(res);
+    const status = res.statusCode ?? 0;
+    if (status < 200 || status > 299) throw this.#refusal(status, text, mark);
+    return (text ? JSON.parse(text) : undefined) as T;
+  }
+
+  /** A GET whose whole answer is bytes (small: a chunk), or an HttpsError. */
+  async getBytes(path: string, opts: Omit<RequestOptions, "body" | "bytes"> = {}): Promise<Buffer> {
+    const res = await this.stream(path, opts);
+    const chunks: Buffer[] = [];
+    try {
+      for await (const c of res) chunks.push(c as Buffer);
+    } catch (err) {
+      throw this.#unreachable(err as Error);
+    }
+    return Buffer.concat(chunks);
   }
 
   /** A GET whose answer is bytes: the open answer (2xx) to read from, or an HttpsError. */

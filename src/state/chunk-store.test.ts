@@ -180,7 +180,8 @@ test("a chunk over the association's quota is refused before a byte is written, 
   await store.put(A, s, 0, chunk(s, 0), false);
   await store.put(A, s, 1, chunk(s, 1), false);
   const err = await refused(store.put(A, s, 2, chunk(s, 2), false), "quota", new RegExp(`quota of ${2 * one + 10} bytes would be exceeded`));
-  assert.equal(err.code, "CONFLICT");
+  assert.equal(err.code, "QUOTA_EXCEEDED");
+  assert.equal(err.status, 507);
   assert.deepEqual(err.details, { reason: "quota", limit: 2 * one + 10, used: 2 * one, needed: one });
   assert.deepEqual(filesUnder(path.join(dir, A)), ["0000000000.chunk", "0000000001.chunk", "stream"]);
   assert.equal(store.usage(A), 2 * one);

@@ -64,8 +64,7 @@ export type StateStoreReason =
   | "invalid" | "not-found" | "no-stream" | "other-stream" | "different-chunk" | "after-final" | "already-complete"
   | "quota" | "capacity" | "disk-reserve";
 
-// Until the catalogue has a code for "insufficient storage" (HTTP 507), a store that is full
-// answers CONFLICT: the request is fine, the store's state does not allow it.
+// A store that is full answers QUOTA_EXCEEDED (HTTP 507): the request is fine, the store cannot take it.
 const CODES: Record<StateStoreReason, ErrorCode> = {
   "invalid": "VALIDATION",
   "not-found": "NOT_FOUND",
@@ -74,9 +73,9 @@ const CODES: Record<StateStoreReason, ErrorCode> = {
   "different-chunk": "CONFLICT",
   "after-final": "CONFLICT",
   "already-complete": "CONFLICT",
-  "quota": "CONFLICT",
-  "capacity": "CONFLICT",
-  "disk-reserve": "CONFLICT",
+  "quota": "QUOTA_EXCEEDED",
+  "capacity": "QUOTA_EXCEEDED",
+  "disk-reserve": "QUOTA_EXCEEDED",
 };
 
 /** A refused store operation; nothing was written. `details.reason` says which rule refused it. */

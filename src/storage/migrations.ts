@@ -269,6 +269,26 @@ export const migrations: Migration[] = [
       `CREATE INDEX collection_members_device ON collection_members(device_id)`,
     ],
   },
+  {
+    version: 14,
+    name: "computer associations: whose user state goes where, its sealed key, where its chunks are and when they are deleted",
+    statements: [
+      // kind: 'refresh' (source = destination) or 'replace'. state: pending → captured → restored
+      // → deleting → gone (src/domain/association.ts). sealed_key: the per-association data key
+      // sealed by the master key; NULL once shredded (deleting and gone). store: 'site' (the
+      // built-in state store under DATA/state) or a state migration point's id.
+      `CREATE TABLE associations (
+        id TEXT PRIMARY KEY, kind TEXT NOT NULL, source_device_id TEXT NOT NULL, destination_device_id TEXT NOT NULL,
+        state TEXT NOT NULL, store TEXT NOT NULL, sealed_key TEXT, stream_id TEXT,
+        chunks INTEGER NOT NULL, stored_bytes BIGINT NOT NULL, state_bytes BIGINT NOT NULL, files BIGINT NOT NULL,
+        quota_bytes BIGINT NOT NULL, delete_after_seconds INTEGER NOT NULL, expires_at TEXT NOT NULL, delete_at TEXT,
+        expiry_warned_at TEXT, capture_run_id TEXT, restore_run_id TEXT, created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL, captured_at TEXT, restored_at TEXT, deleted_at TEXT,
+        gone_reason TEXT)`,
+      `CREATE INDEX associations_source ON associations(source_device_id)`,
+      `CREATE INDEX associations_destination ON associations(destination_device_id)`,
+    ],
+  },
 ];
 
 /** Applies every migration newer than the database's version; returns the versions applied. */

@@ -14,12 +14,14 @@ import { LeaseStore } from "./lease-store.ts";
 import { ContentStore } from "./content-store.ts";
 import { DistributionPointStore } from "./distribution-point-store.ts";
 import { DeviceTpmStore } from "./device-tpm-store.ts";
+import { AssociationStore } from "./association-store.ts";
 
 export type Stores = {
   admins: AdminStore; devices: DeviceStore; collections: CollectionStore; variables: VariableStore;
   taskSequences: TaskSequenceStore; deployments: DeploymentStore; certificates: CertificateStore;
   enrollment: EnrollmentStore; runs: RunStore; bootImages: BootImageStore; leases: LeaseStore;
   content: ContentStore; distributionPoints: DistributionPointStore; deviceTpm: DeviceTpmStore;
+  associations: AssociationStore;
 };
 
 export function stores(sql: Sql): Stores {
@@ -29,5 +31,6 @@ export function stores(sql: Sql): Stores {
     certificates: new CertificateStore(sql), enrollment: new EnrollmentStore(sql), runs: new RunStore(sql),
     bootImages: new BootImageStore(sql), leases: new LeaseStore(sql), content: new ContentStore(sql),
     distributionPoints: new DistributionPointStore(sql), deviceTpm: new DeviceTpmStore(sql),
+    associations: new AssociationStore(sql),
   };
 }

@@ -13,6 +13,7 @@ import { SlipwayError } from "../../errors.ts";
 import { RateLimiter } from "../../site/auth.ts";
 import { principalFromRequest, type MpPrincipal } from "./device-auth.ts";
 import { managementRoutes, type MpAccess, type MpRoute } from "./routes.ts";
+import { userStateRoutes } from "./user-state-routes.ts";
 import { contentRoutes } from "./content-routes.ts";
 import { distributionPointRoutes } from "./dp-routes.ts";
 import { certificateHostNames, recordSiteHostNames } from "../../site/dp-names.ts";
@@ -24,7 +25,7 @@ export async function startManagementPoint(opts: { site: Site; host: string; por
   const { site } = opts;
   // The names this management point answers under are never a distribution point's.
   await recordSiteHostNames(site, [...certificateHostNames(opts.tls.certPem), os.hostname()]);
-  const routes = [...managementRoutes(site), ...contentRoutes(site), ...distributionPointRoutes(site)];
+  const routes = [...managementRoutes(site), ...userStateRoutes(site), ...contentRoutes(site), ...distributionPointRoutes(site)];
   const deniedAudit = new RateLimiter(60, 60_000, () => site.now().getTime());
   const pipeline = createPipeline<MpAccess, MpPrincipal>(routes, {
     log: site.log,

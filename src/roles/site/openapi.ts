@@ -31,6 +31,7 @@ export function openApiDocument(routes: readonly Route[], version: string): unkn
       ...(r.access === "public" ? { security: [] } : {}),
       ...(params.length ? { parameters: params } : {}),
       ...(r.body ? { requestBody: { required: true, content: { "application/json": { schema: schemaOf(r.body) } } } } : {}),
+      ...(r.bytes ? { requestBody: { required: true, content: { "application/octet-stream": { schema: { type: "string", format: "binary", maxLength: r.bytes.maxBytes } } } } } : {}),
       responses: {
         "200": { description: "Success" },
         default: { description: "Error", content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } } },

@@ -25,6 +25,9 @@ import { keyRoutes } from "./routes/keys.ts";
 import { identityRoutes } from "./routes/identity.ts";
 import { distributionPointRoutes } from "./routes/distribution-points.ts";
 import { siteInfoRoutes, VERSION } from "./routes/site-info.ts";
+import { associationRoutes } from "./routes/associations.ts";
+import { sweepAssociations } from "../../site/services/associations.ts";
+import { stateChunksOf } from "../../site/state-store.ts";
 
 export function siteRoutes(site: Site, opts: { loginLimiter?: RateLimiter } = {}): Route[] {
   const routes: Route[] = [];
@@ -44,6 +47,7 @@ export function siteRoutes(site: Site, opts: { loginLimiter?: RateLimiter } = {}
     ...keyRoutes(site),
     ...identityRoutes(site),
     ...distributionPointRoutes(site),
+    ...associationRoutes(site),
   );
   return routes;
 }
@@ -91,12 +95,18 @@ export async function startSiteServer(opts: {
     stores(site.db).admins.deleteExpiredSessions(site.now().toISOString()).catch((err) => site.log.warn("session sweep failed", { err }));
   }, 10 * 60_000);
   sweep.unref();
+  // User state is deleted on schedule (after its restore, or never restored by its expiry).
+  const stateSweep = setInterval(() => {
+    sweepAssociations(site, stateChunksOf(site)).catch((err) => site.log.warn("user-state retention sweep failed", { err }));
+  }, 60_000);
+  stateSweep.unref();
   const l = await listenHttps(server, opts.host, opts.port, { log: site.log });
   site.log.info("site server listening", { url: l.url, database: site.db.description });
   return {
     url: l.url, port: l.port, host: l.host, routes, rejected,
     close: () => {
       clearInterval(sweep);
+      clearInterval(stateSweep);
       return l.close();
     },
   };
