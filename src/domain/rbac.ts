@@ -42,6 +42,8 @@ export const permissions = {
   "certificate.issue": "Issue certificates",
   "certificate.revoke": "Block and revoke certificates",
   "enrollment.write": "Create and revoke enrollment and media credentials",
+  "association.read": "See computer associations (whose user state goes where, sizes, states, deadlines; never the state itself)",
+  "association.write": "Create and delete computer associations and change how long their user state is kept",
   "recovery.read": "Read recovery information (user-state keys, disk-encryption recovery keys)",
 } as const;
 
@@ -56,14 +58,24 @@ export const FULL_ADMINISTRATOR = "full-administrator";
 
 export type BuiltinRole = { id: string; name: string; description: string; permissions: Permission[] };
 
-const reads = allPermissions.filter((p) => p.endsWith(".read") && p !== "recovery.read");
+/**
+ * Reading recovery information (user state, disk-encryption recovery keys) is no part of
+ * administering the site: no Full Administrator holds it by default, it is only in the built-in
+ * Recovery Agent role, and only a Full Administrator assigns that role (audited like every grant).
+ */
+export const RECOVERY_PERMISSION = "recovery.read";
+export const RECOVERY_AGENT = "recovery-agent";
+/** Every permission but recovery.read: what a Full Administrator holds. */
+export const administrativePermissions: Permission[] = allPermissions.filter((p) => p !== RECOVERY_PERMISSION);
+
+const reads = allPermissions.filter((p) => p.endsWith(".read") && p !== RECOVERY_PERMISSION);
 
 export const builtinRoles: BuiltinRole[] = [
   {
     id: FULL_ADMINISTRATOR,
     name: "Full Administrator",
-    description: "Every permission",
-    permissions: allPermissions,
+    description: "Every permission but reading recovery information (that is the Recovery Agent role's, which a Full Administrator may assign)",
+    permissions: administrativePermissions,
   },
   {
     id: "infrastructure-administrator",
@@ -78,6 +90,7 @@ export const builtinRoles: BuiltinRole[] = [
     permissions: [
       "site.read", "device.read", "device.write", "collection.read", "collection.write",
       "variable.read", "variable.write", "ts.read", "ts.write", "deployment.read", "deployment.write", "dp.read",
+      "association.read", "association.write",
     ],
   },
   {
@@ -91,10 +104,10 @@ export const builtinRoles: BuiltinRole[] = [
     ],
   },
   {
-    id: "recovery-agent",
+    id: RECOVERY_AGENT,
     name: "Recovery Agent",
     description: "Reads recovery information; every read is audited",
-    permissions: ["device.read", "recovery.read"],
+    permissions: ["device.read", "association.read", "recovery.read"],
   },
   {
     id: "read-only-analyst",
@@ -111,10 +124,10 @@ export function permissionsOf(roles: readonly { permissions: readonly string[] }
   return out;
 }
 
-/** True when a set of permissions is everything there is (a Full Administrator's power). */
+/** True when a set of permissions is a Full Administrator's power: every permission but recovery.read. */
 export function isEverything(perms: Iterable<string>): boolean {
   const have = new Set(perms);
-  return allPermissions.every((p) => have.has(p));
+  return administrativePermissions.every((p) => have.has(p));
 }
 
 /** A role as the grant rules see it. */
@@ -122,7 +135,14 @@ export type GrantableRole = { id: string; builtin: boolean; permissions: readonl
 
 /** Built-in roles other than Full Administrator: the ones admin.grant-any may assign. */
 function assignableByGrantAny(r: GrantableRole): boolean {
-  return r.builtin && r.id !== FULL_ADMINISTRATOR && builtinRoles.some((b) => b.id === r.id);
+  return r.builtin && r.id !== FULL_ADMINISTRATOR && r.id !== RECOVERY_AGENT && builtinRoles.some((b) => b.id === r.id);
+}
+
+/** Why a custom role may not carry these permissions, or null: recovery.read is only in the Recovery Agent role. */
+export function customRoleRefusal(perms: Iterable<string>): string | null {
+  return [...perms].includes(RECOVERY_PERMISSION)
+    ? `${RECOVERY_PERMISSION} is only in the built-in Recovery Agent role, which a Full Administrator assigns`
+    : null;
 }
 
 /** Which of `perms` the holder of `held` lacks (for creating, editing or deleting a custom role). */
@@ -141,6 +161,14 @@ export function grantRefusals(granter: ReadonlySet<Permission>, roles: readonly 
   const out: string[] = [];
   const grantAny = granter.has("admin.grant-any");
   for (const r of roles) {
+    if (r.builtin && r.id === RECOVERY_AGENT) {
+      if (!isEverything(granter)) out.push(`role "${RECOVERY_AGENT}" reads recovery information; only a Full Administrator assigns it`);
+      continue;
+    }
+    if (r.permissions.includes(RECOVERY_PERMISSION) && !isEverything(granter)) {
+      out.push(`role "${r.id}" carries ${RECOVERY_PERMISSION}, which only a Full Administrator grants`);
+      continue;
+    }
     if (grantAny && assignableByGrantAny(r)) continue;
     const missing = lacking(granter, r.permissions);
     if (missing.length) out.push(`role "${r.id}" carries ${missing.join(", ")}, which you do not hold`);

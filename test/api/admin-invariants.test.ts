@@ -9,10 +9,12 @@ import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { startTestSite, adminWithRoles, adminPassword, type TestSite } from "../support/site.ts";
-import { allPermissions, builtinRoles } from "../../src/domain/rbac.ts";
+import { administrativePermissions, allPermissions, builtinRoles } from "../../src/domain/rbac.ts";
 
 const FULL = "full-administrator";
-const everything = (s: ReadonlySet<string>) => allPermissions.every((p) => s.has(p));
+const RECOVERY = "recovery-agent";
+/** A Full Administrator's power: every permission but recovery.read (the Recovery Agent role's alone). */
+const everything = (s: ReadonlySet<string>) => administrativePermissions.every((p) => s.has(p));
 const allBut = (...except: string[]) => allPermissions.filter((p) => !except.includes(p));
 
 describe("the escalation from issue #10: a Security Administrator builds a Full Administrator", () => {
@@ -28,13 +30,13 @@ describe("the escalation from issue #10: a Security Administrator builds a Full 
 
   it("each step of the attack is refused and changes nothing", async () => {
     // 1. A custom role carrying permissions the Security Administrator lacks: refused.
-    const almost = await as(sec, "POST", "/api/v1/roles", { id: "almost-full", name: "Almost full", permissions: allBut("recovery.read") });
+    const almost = await as(sec, "POST", "/api/v1/roles", { id: "almost-full", name: "Almost full", permissions: allBut("recovery.read", "deployment.write") });
     assert.equal(almost.status, 403, almost.text);
     assert.equal(almost.body.code, "SLIPWAY_FORBIDDEN");
     assert.equal((await as(t.adminToken, "GET", "/api/v1/roles/almost-full")).status, 404, "the refused role was created anyway");
 
     // 2. The same role made by a Full Administrator still cannot be handed out by the Security Administrator.
-    assert.equal((await as(t.adminToken, "POST", "/api/v1/roles", { id: "almost-full", name: "Almost full", permissions: allBut("recovery.read") })).status, 201);
+    assert.equal((await as(t.adminToken, "POST", "/api/v1/roles", { id: "almost-full", name: "Almost full", permissions: allBut("recovery.read", "deployment.write") })).status, 201);
     const harmless = await as(sec, "POST", "/api/v1/roles", { id: "harmless", name: "Harmless", permissions: ["device.read"] });
     assert.equal(harmless.status, 201, harmless.text);
     const eve = await as(sec, "POST", "/api/v1/admins", { username: "eve", roles: ["almost-full", "harmless"], password: "Strong-Passphrase-0123456789" });
@@ -44,15 +46,15 @@ describe("the escalation from issue #10: a Security Administrator builds a Full 
     // 3. Eve made by a Full Administrator; the Security Administrator widens a role she holds: refused.
     const made = await as(t.adminToken, "POST", "/api/v1/admins", { username: "eve", roles: ["almost-full", "harmless"], password: "Strong-Passphrase-0123456789" });
     assert.equal(made.status, 201, made.text);
-    const widen = await as(sec, "PATCH", "/api/v1/roles/harmless", { permissions: ["device.read", "recovery.read"] });
+    const widen = await as(sec, "PATCH", "/api/v1/roles/harmless", { permissions: ["device.read", "deployment.write"] });
     assert.equal(widen.status, 403, widen.text);
     assert.deepEqual((await as(t.adminToken, "GET", "/api/v1/roles/harmless")).body.permissions, ["device.read"]);
 
-    // 4. An editor who holds recovery.read but not everything cannot complete Eve either:
+    // 4. An editor who holds deployment.write but not everything cannot complete Eve either:
     //    editing a role re-checks every holder's resulting permissions.
-    assert.equal((await as(t.adminToken, "POST", "/api/v1/roles", { id: "nearly", name: "Nearly", permissions: allBut("keys.rotate") })).status, 201);
+    assert.equal((await as(t.adminToken, "POST", "/api/v1/roles", { id: "nearly", name: "Nearly", permissions: allBut("keys.rotate", "recovery.read") })).status, 201);
     const nearly = await adminWithRoles(t, "nearly.admin", ["nearly"]);
-    const complete = await as(nearly, "PATCH", "/api/v1/roles/harmless", { permissions: ["device.read", "recovery.read"] });
+    const complete = await as(nearly, "PATCH", "/api/v1/roles/harmless", { permissions: ["device.read", "deployment.write"] });
     assert.equal(complete.status, 403, complete.text);
     assert.deepEqual((await as(t.adminToken, "GET", "/api/v1/roles/harmless")).body.permissions, ["device.read"]);
 
@@ -75,18 +77,33 @@ describe("the escalation from issue #10: a Security Administrator builds a Full 
     const builtinButFull = builtinRoles.filter((r) => r.id !== FULL).map((r) => r.id);
     const r = await as(sec, "POST", "/api/v1/admins", { username: "all.builtins", roles: builtinButFull, password: "All-Builtins-0123456789" });
     assert.equal(r.status, 403, r.text);
-    const one = await as(sec, "POST", "/api/v1/admins", { username: "recovery.one", roles: ["recovery-agent"], password: "Recovery-One-0123456789" });
-    assert.equal(one.status, 201, "a built-in role other than Full Administrator is the Security Administrator's to assign");
+    const one = await as(sec, "POST", "/api/v1/admins", { username: "deploy.one", roles: ["deployment-administrator"], password: "Deploy-One-0123456789" });
+    assert.equal(one.status, 201, "a built-in role other than Full Administrator and Recovery Agent is the Security Administrator's to assign");
+  });
+
+  it("recovery.read: a Full Administrator lacks it, only a Full Administrator assigns the Recovery Agent role (audited), no custom role carries it", async () => {
+    const me = await as(t.adminToken, "GET", "/api/v1/me");
+    assert.ok(!me.body.permissions.includes("recovery.read"), "a Full Administrator holds recovery.read by default");
+    const bySec = await as(sec, "POST", "/api/v1/admins", { username: "recovery.sec", roles: [RECOVERY], password: "Recovery-Sec-0123456789" });
+    assert.equal(bySec.status, 403, bySec.text);
+    assert.match(bySec.body.message, /only a Full Administrator assigns it/);
+    const custom = await as(t.adminToken, "POST", "/api/v1/roles", { id: "own-recovery", name: "Own recovery", permissions: ["device.read", "recovery.read"] });
+    assert.equal(custom.status, 403, custom.text);
+    assert.equal((await as(t.adminToken, "GET", "/api/v1/roles/own-recovery")).status, 404);
+    const byFull = await as(t.adminToken, "POST", "/api/v1/admins", { username: "recovery.one", roles: [RECOVERY], password: "Recovery-One-0123456789" });
+    assert.equal(byFull.status, 201, byFull.text);
+    const audit = await as(t.adminToken, "GET", "/api/v1/audit?action=admin.create");
+    assert.ok(JSON.stringify(audit.body).includes("recovery.one"), "the grant of the Recovery Agent role is not in the audit log");
   });
 
   it("creating, editing and deleting a custom role needs every permission in it; admin.grant-any does not lift that", async () => {
-    assert.equal((await as(t.adminToken, "POST", "/api/v1/roles", { id: "with-recovery", name: "With recovery", permissions: ["device.read", "recovery.read"] })).status, 201);
-    assert.equal((await as(sec, "PATCH", "/api/v1/roles/with-recovery", { name: "Renamed" })).status, 403);
-    assert.equal((await as(sec, "PATCH", "/api/v1/roles/with-recovery", { permissions: ["device.read"] })).status, 403);
-    assert.equal((await as(sec, "DELETE", "/api/v1/roles/with-recovery")).status, 403);
-    const r = await as(t.adminToken, "GET", "/api/v1/roles/with-recovery");
-    assert.equal(r.body.name, "With recovery");
-    assert.deepEqual(r.body.permissions, ["device.read", "recovery.read"]);
+    assert.equal((await as(t.adminToken, "POST", "/api/v1/roles", { id: "with-deploy", name: "With deploy", permissions: ["device.read", "deployment.write"] })).status, 201);
+    assert.equal((await as(sec, "PATCH", "/api/v1/roles/with-deploy", { name: "Renamed" })).status, 403);
+    assert.equal((await as(sec, "PATCH", "/api/v1/roles/with-deploy", { permissions: ["device.read"] })).status, 403);
+    assert.equal((await as(sec, "DELETE", "/api/v1/roles/with-deploy")).status, 403);
+    const r = await as(t.adminToken, "GET", "/api/v1/roles/with-deploy");
+    assert.equal(r.body.name, "With deploy");
+    assert.deepEqual(r.body.permissions, ["device.read", "deployment.write"]);
     assert.equal((await as(sec, "POST", "/api/v1/roles", { id: "site-writer", name: "Site writer", permissions: ["site.write"] })).status, 403);
   });
 
@@ -118,8 +135,8 @@ const ACTORS = ["full", "sec", "lead", "nearly", "secrec", "secrec.token"] as co
 const SLOTS = 3;
 const BUILTINS = builtinRoles.map((r) => r.id);
 
-const LEAD_PERMS = ["admin.read", "admin.write", "role.read", "role.write", "device.read", "device.write", "recovery.read"];
-const NEARLY_PERMS = allBut("keys.rotate");
+const LEAD_PERMS = ["admin.read", "admin.write", "role.read", "role.write", "device.read", "device.write", "deployment.write"];
+const NEARLY_PERMS = allBut("keys.rotate", "recovery.read");
 const SEC_PERMS = builtinRoles.find((r) => r.id === "security-administrator")!.permissions as string[];
 // Permission sets: random ones, and ones an actor holds (whole, or but one), so that role
 // changes succeed often enough to matter and role sets often add up to nearly everything.
@@ -162,17 +179,17 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
 /** Issue #10's attack and two variants, always tried first: each must trip the invariant on the old code. */
 const EVE: Op[][] = [
   [
-    { kind: "createRole", actor: "sec", slot: 0, perms: allBut("recovery.read") },
+    { kind: "createRole", actor: "sec", slot: 0, perms: allBut("recovery.read", "deployment.write") },
     { kind: "createRole", actor: "sec", slot: 1, perms: ["device.read"] },
     { kind: "createAdmin", actor: "sec", target: 0, roles: [{ slot: 0 }, { slot: 1 }] },
-    { kind: "editRole", actor: "sec", slot: 1, perms: ["device.read", "recovery.read"] },
+    { kind: "editRole", actor: "sec", slot: 1, perms: ["device.read", "deployment.write"] },
   ],
   [
-    { kind: "createRole", actor: "full", slot: 0, perms: allBut("recovery.read") },
+    { kind: "createRole", actor: "full", slot: 0, perms: allBut("recovery.read", "deployment.write") },
     { kind: "createRole", actor: "full", slot: 1, perms: ["device.read"] },
     { kind: "createAdmin", actor: "full", target: 0, roles: [{ slot: 0 }, { slot: 1 }] },
-    { kind: "editRole", actor: "sec", slot: 1, perms: ["device.read", "recovery.read"] },
-    { kind: "editRole", actor: "nearly", slot: 1, perms: ["device.read", "recovery.read"] },
+    { kind: "editRole", actor: "sec", slot: 1, perms: ["device.read", "deployment.write"] },
+    { kind: "editRole", actor: "nearly", slot: 1, perms: ["device.read", "deployment.write"] },
   ],
   [
     { kind: "createAdmin", actor: "full", target: 0, roles: [{ builtin: "read-only-analyst" }] },
@@ -220,13 +237,14 @@ describe("administrators, roles and tokens: a model-based property over HTTPS", 
       const r = await t.request("POST", "/api/v1/roles", { token: t.adminToken, body: { id, name: id, permissions } });
       assert.equal(r.status, 201, r.text);
     };
-    // A team lead with admin.write and role.write but not admin.grant-any, and recovery.read
-    // that the Security Administrator lacks; a "nearly everything" administrator lacking only keys.rotate.
+    // A team lead with admin.write and role.write but not admin.grant-any, and deployment.write
+    // that the Security Administrator lacks, who is also a Recovery Agent; a "nearly everything"
+    // administrator lacking only keys.rotate (and recovery.read, like every Full Administrator).
     await mk("actor-lead", LEAD_PERMS);
     await mk("actor-nearly", NEARLY_PERMS);
     actors.set("full", { token: t.adminToken, username: "admin" });
     actors.set("sec", { token: await adminWithRoles(t, "actor.sec", ["security-administrator"]), username: "actor.sec" });
-    actors.set("lead", { token: await adminWithRoles(t, "actor.lead", ["actor-lead"]), username: "actor.lead" });
+    actors.set("lead", { token: await adminWithRoles(t, "actor.lead", ["actor-lead", RECOVERY]), username: "actor.lead" });
     actors.set("nearly", { token: await adminWithRoles(t, "actor.nearly", ["actor-nearly"]), username: "actor.nearly" });
     const secrec = await adminWithRoles(t, "actor.secrec", ["security-administrator", "recovery-agent"]);
     actors.set("secrec", { token: secrec, username: "actor.secrec" });
@@ -411,7 +429,9 @@ describe("administrators, roles and tokens: a model-based property over HTTPS", 
         const grantAny = actorPerms.has("admin.grant-any");
         const mayGive = (roles: string[]) => {
           const out = new Set(actorPerms);
-          if (grantAny) for (const r of builtinRoles) if (r.id !== FULL && roles.includes(r.id)) for (const p of r.permissions) out.add(p);
+          if (grantAny) for (const r of builtinRoles) if (r.id !== FULL && r.id !== RECOVERY && roles.includes(r.id)) for (const p of r.permissions) out.add(p);
+          // A Full Administrator assigns the Recovery Agent role (recovery.read), which it does not hold itself.
+          if (everything(actorPerms) && roles.includes(RECOVERY)) out.add("recovery.read");
           return out;
         };
         // An account (or token) whose permissions this step changed must have held, and must
