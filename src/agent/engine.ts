@@ -33,6 +33,23 @@ export interface ContentSource {
   chunks(manifest: Manifest, digest: string, opts: { signal: AbortSignal; onProgress(bytes: number): void }): AsyncIterable<Buffer>;
 }
 
+/** What the management point releases to a running user-state step (src/site/services/user-state.ts). */
+export type UserStateGrant = {
+  association: string; kind: "refresh" | "replace"; action: "capture" | "restore"; dataKey: string;
+  streamId: string | null; chunks: number; quotaBytes: number; stateBytes: number; files: number;
+};
+
+/** The management point's user-state calls, for the running step. */
+export interface UserStateClient {
+  /** The association's data key for this step; a capture also gets a new stream id. `estimateBytes` lets the site refuse early. */
+  grant(action: "capture" | "restore", opts?: { estimateBytes?: number }): Promise<UserStateGrant>;
+  /** Stores one sealed chunk; resolves when it is durable on the store. */
+  putChunk(association: string, index: number, bytes: Buffer): Promise<void>;
+  captured(association: string, summary: { files: number; stateBytes: number }): Promise<{ chunks: number; storedBytes: number }>;
+  chunk(association: string, index: number): Promise<Buffer>;
+  restored(association: string, summary: { files: number; notRestored: number }): Promise<{ deleteAt: string }>;
+}
+
 export type StepContext = {
   /** The step's index path, such as "2/0". */
   path: string;
@@ -43,6 +60,8 @@ export type StepContext = {
   content: ContentSource;
   /** Asks the management point for a secret the step references (Run As); kept in memory only. */
   secret(name: string): Promise<string>;
+  /** The management point's user-state calls for this step. */
+  userState(): UserStateClient;
   /** Replaces ${Name} with the variable's value; unknown names are an error. */
   expand(text: string): string;
   progress(percent: number, message?: string): Promise<void>;
@@ -81,6 +100,8 @@ export type EngineOptions = {
   content: ContentSource;
   report(event: StepEvent): Promise<void>;
   secret(path: string, name: string): Promise<string>;
+  /** The user-state calls for the step at `path` (absent where no management point is reachable). */
+  userState?: (path: string) => UserStateClient;
   /** Values never to print (secrets handed out so far). */
   masks: Set<string>;
   /** Default per-step timeout when the step sets none. */
@@ -177,6 +198,10 @@ async function runOne(step: AnyStep, path: string, opts: EngineOptions): Promise
       const v = await opts.secret(path, name);
       opts.masks.add(v);
       return v;
+    },
+    userState: () => {
+      if (!opts.userState) throw new Error("Cannot move user state: this agent has no management point to keep it");
+      return opts.userState(path);
     },
     expand: (text) => expandVariables(text, opts.vars),
     progress: (percent, message) => opts.report({ step: path, name: step.name, state: "progress", progress: Math.max(0, Math.min(100, Math.round(percent))), message: message && mask(message, opts.masks) }),

@@ -19,6 +19,7 @@ import { HttpsError } from "../security/pinned-https.ts";
 import { MpClient } from "./mp-client.ts";
 import { askHidden, askLine, say } from "./console.ts";
 import { runSequence, type AnyStep, type StepEvent } from "./engine.ts";
+import { userStateClient } from "./user-state-client.ts";
 import { maskSecrets } from "../domain/mask.ts";
 import { stepModules } from "./steps/index.ts";
 import { DistributionPointContent, type PolicyContent } from "./content.ts";
@@ -173,6 +174,7 @@ export async function main(opts: { configDir: string; cmdline: string; reboot: b
       content: new DistributionPointContent(client, cfg.signingKey, d.content as PolicyContent[], (line) => say(`content ${line}`)),
       report,
       secret: async (path, name) => (await client.jsonRetry<{ value: string }>("POST", `/mp/v1/runs/${run.id}/secrets`, { step: path, name })).value,
+      userState: (path) => userStateClient(client, run.id, path),
     });
     const ok = outcome.status !== "failed";
     await report({ step: "", state: ok ? "succeeded" : "failed", message: ok ? (outcome.status === "reboot" ? "restarting into the new system" : "all steps done") : `step ${outcome.failedStep} failed: ${outcome.message ?? ""}` });

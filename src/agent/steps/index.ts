@@ -8,7 +8,9 @@ import { partitionDisk } from "./partition-disk.ts";
 import { reboot } from "./reboot.ts";
 import { runCommand } from "./run-command.ts";
 import { setVariable } from "./set-variable.ts";
+import { captureUserStateStep } from "./capture-user-state.ts";
+import { restoreUserStateStep } from "./restore-user-state.ts";
 
 export const stepModules: Map<string, StepModule> = new Map(
-  [partitionDisk, format, applyImage, installBootloader, configureOs, setVariable, runCommand, reboot].map((m) => [m.type, m]),
+  [partitionDisk, format, applyImage, installBootloader, configureOs, setVariable, runCommand, reboot, captureUserStateStep, restoreUserStateStep].map((m) => [m.type, m]),
 );

@@ -60,6 +60,7 @@ export const imageReference = z.string().regex(IMAGE_REFERENCE, {
 /** A disk or partition as the agent names it: an index ("0", "0:2") or a device path. */
 const device = line(256);
 const path = line(4096);
+const absolutePath = line(4096).regex(/^\/(?!.*(^|\/)\.\.?(\/|$))/, "Must be an absolute path without . or .. segments");
 
 /**
  * A Debian package, optionally with =version, /release or :arch. Never starts with "-", so a
@@ -100,10 +101,22 @@ export const stepTypes = {
     image: imageReference,
     partition: device.optional(),
   }),
+  /**
+   * Reads users' files from the old system (read-only) before the disk is wiped: every home
+   * directory and /root by default, plus `include`, minus `exclude` and (unless turned off) the
+   * default cache rules. `from` is the old system's root partition; without it the agent finds
+   * the one partition holding a Linux system.
+   */
   "capture-user-state": z.strictObject({
-    paths: z.array(path).min(1).max(1000),
+    from: device.optional(),
+    include: z.array(absolutePath).max(1000).optional(),
+    exclude: z.array(line(4096)).max(1000).optional(),
+    defaultExcludes: z.boolean().optional(),
   }),
-  "restore-user-state": z.strictObject({}),
+  /** Writes them back into the applied system (or the partition `to`), owners mapped by name. */
+  "restore-user-state": z.strictObject({
+    to: device.optional(),
+  }),
   "run-command": z.strictObject({
     command: z.string().min(1).max(32_768),
     successCodes: z.array(z.int().min(-2_147_483_648).max(4_294_967_295)).min(1).max(64).optional(),

@@ -304,7 +304,9 @@ test("every step type accepts its documented parameters", () => {
     { type: "format", with: { partition: "0:1", filesystem: "vfat", label: "EFI" } },
     { type: "format", with: { partition: "0:2", filesystem: "xfs" } },
     { type: "apply-image", with: { image: "debian-12_base.v2" } },
-    { type: "capture-user-state", with: { paths: ["/home"] } },
+    { type: "capture-user-state", with: { from: "0:2", include: ["/srv/projects"], exclude: ["*.iso"], defaultExcludes: true } },
+    { type: "capture-user-state" },
+    { type: "restore-user-state", with: { to: "0:2" } },
     { type: "restore-user-state" },
     { type: "run-command", with: { command: "true", successCodes: [0], workingDirectory: "/tmp" } },
     { type: "set-variable", with: { name: "OSDStage", value: "" } },
@@ -324,7 +326,7 @@ test("parameters that would be misread by the agent are refused", () => {
     validateTaskSequence(
       doc([
         { name: "P", type: "install-packages", with: { packages: ["-oAPT::Update::Pre-Invoke::=evil", "vim"] } },
-        { name: "C", type: "capture-user-state", with: { paths: [] } },
+        { name: "C", type: "capture-user-state", with: { include: ["home/../etc"] } },
         { name: "R", type: "run-command", with: { command: "x", successCodes: [0.5] } },
         { name: "I", type: "apply-image", with: { image: `sha256:${"AB".repeat(32)}` } },
       ]),
@@ -332,7 +334,7 @@ test("parameters that would be misread by the agent are refused", () => {
   );
   assert.deepEqual(errors.map((e) => [e.path, e.message.slice(0, 30)]), [
     ['steps[0] "P" > with.packages[0]', "Must be a package name: starts"],
-    ['steps[1] "C" > with.paths', "Must list at least one item"],
+    ['steps[1] "C" > with.include[0]', "Must be an absolute path witho"],
     ['steps[2] "R" > with.successCodes[0]', "Expected a whole number, got a"],
     ['steps[3] "I" > with.image', "Must be an image name (letters"],
   ]);
