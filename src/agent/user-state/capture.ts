@@ -127,7 +127,7 @@ async function* run(opts: CaptureOptions): AsyncGenerator<Buffer, CaptureSummary
     skipped: [],
     skippedCount: 0,
     users: old.users.filter((u) => included.some((i) => i.user === u.name)).map((u) => ({ name: u.name, uid: u.id, gid: u.gid, home: u.home })),
-    included: homes,
+    included: [],
   };
   const skip = (p: string, reason: string) => {
     summary.skippedCount++;
@@ -135,6 +135,7 @@ async function* run(opts: CaptureOptions): AsyncGenerator<Buffer, CaptureSummary
   };
   for (const i of included) if (i.missing) skip(i.path, i.missing);
   const existing = included.filter((i) => !i.missing).map((i) => i.path);
+  summary.included = existing;
 
   const manifest: UserStateManifest = {
     format: MANIFEST_FORMAT,
@@ -174,10 +175,11 @@ async function* run(opts: CaptureOptions): AsyncGenerator<Buffer, CaptureSummary
     [
       "--create", "--file=-", "--format=posix", "--numeric-owner",
       "--xattrs", "--xattrs-include=*", "--xattrs-exclude=system.posix_acl_*", "--acls",
-      "--no-recursion", "--null", "--verbatim-files-from", "--no-unquote", "--files-from=-",
+      // --directory first: it is positional and affects only the names after it.
       "--directory", root,
+      "--no-recursion", "--null", "--verbatim-files-from", "--no-unquote", "--files-from=-",
     ],
-    { stdio: ["pipe", "pipe", "pipe"], env: { ...process.env, LC_ALL: "C.UTF-8" } },
+    { stdio: ["pipe", "pipe", "pipe"], argv0: "tar", env: { ...process.env, LC_ALL: "C.UTF-8" } },
   );
   const exited = once(tar, "close") as Promise<[number | null, NodeJS.Signals | null]>;
   const spawned = once(tar, "spawn");
@@ -208,8 +210,8 @@ async function* run(opts: CaptureOptions): AsyncGenerator<Buffer, CaptureSummary
     opts.signal?.throwIfAborted();
     if (walkError) throw walkError;
     for (const line of stderr.split("\n")) {
-      const m = /^tar: (.*?): ([^:]+(?::[^:]+)?)$/.exec(line);
-      if (m && !/Removing leading/.test(line)) skip(m[1]!, `tar: ${m[2]}`);
+      const m = /^(?:\S*\/)?tar: (.*?): ([^:]+(?::[^:]+)?)$/.exec(line);
+      if (m && !/Removing leading/.test(line)) skip(`/${m[1]!}`, `tar: ${m[2]}`);
     }
     // 0: all captured; 1: a file changed while read; 2: some files could not be read (listed above).
     if (sig || code === null || code > 2 || !rewriter.ended) {
