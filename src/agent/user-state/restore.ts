@@ -155,7 +155,7 @@ export async function restoreUserState(source: AsyncIterable<Uint8Array>, opts: 
     try {
       for await (const chunk of source) {
         opts.signal?.throwIfAborted();
-        for (const out of rewriter.push(chunk)) {
+        for (const out of coalesce(rewriter.push(chunk))) {
           if (!tar.stdin.write(out)) await Promise.race([once(tar.stdin, "drain"), exited]);
           if (tar.exitCode !== null || tar.signalCode !== null) {
             throw new Error(`Cannot restore user state: GNU tar stopped before the archive ended${tailOf(stderr)}`);
@@ -195,6 +195,33 @@ export async function restoreUserState(source: AsyncIterable<Uint8Array>, opts: 
       log(`could not remove the staging folder ${staging}${moved ? "" : " (nothing of it was moved into place)"}: ${(e as Error).message}`);
     });
   }
+}
+
+/**
+ * Joins runs of small pieces (headers, small files' data) so tar gets a few large writes
+ * rather than one per 512-byte header; large pieces pass as they are, uncopied.
+ */
+function coalesce(pieces: Buffer[]): Buffer[] {
+  const out: Buffer[] = [];
+  let run: Buffer[] = [];
+  let runLen = 0;
+  const flush = () => {
+    if (run.length > 0) out.push(run.length === 1 ? run[0]! : Buffer.concat(run, runLen));
+    run = [];
+    runLen = 0;
+  };
+  for (const p of pieces) {
+    if (p.length >= 65536) {
+      flush();
+      out.push(p);
+      continue;
+    }
+    run.push(p);
+    runLen += p.length;
+    if (runLen >= 65536) flush();
+  }
+  flush();
+  return out;
 }
 
 /** `p` as a relative path with no "..", or undefined. */
