@@ -56,7 +56,7 @@ export const DEPLOY_MODULES = [
 ];
 
 /** Host programs in the image: where they go, where they come from, and their package. */
-const TOOLS: { target: string; sources: string[]; package: string }[] = [
+export const TOOLS: { target: string; sources: string[]; package: string }[] = [
   { target: "/usr/sbin/sfdisk", sources: ["/usr/sbin/sfdisk", "/sbin/sfdisk"], package: "fdisk" },
   { target: "/usr/sbin/mkfs.ext4", sources: ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"], package: "e2fsprogs" },
   { target: "/usr/sbin/e2fsck", sources: ["/usr/sbin/e2fsck", "/sbin/e2fsck"], package: "e2fsprogs" },
@@ -67,6 +67,10 @@ const TOOLS: { target: string; sources: string[]; package: string }[] = [
   { target: "/usr/bin/extlinux", sources: ["/usr/bin/extlinux"], package: "extlinux" },
   { target: "/usr/bin/zstd", sources: ["/usr/bin/zstd"], package: "zstd" },
   { target: "/usr/bin/efibootmgr", sources: ["/usr/bin/efibootmgr", "/bin/efibootmgr"], package: "efibootmgr" },
+  // GNU tar for user state (POSIX ACLs, xattrs, pax, --numeric-owner), which busybox's tar
+  // lacks. It shadows busybox's /bin/tar on PATH; its libacl and libselinux (and their
+  // libraries) come along through host-files.ts.
+  { target: "/usr/bin/tar", sources: ["/usr/bin/tar", "/bin/tar"], package: "tar" },
 ];
 
 const BOOTLOADER_DIR = "/usr/lib/slipway/bootloader";

@@ -104,6 +104,7 @@ export class TarRewriter {
   #dataLeft = 0;
   #dataMode: "pass" | "drop" | "collect" = "pass";
   #collected: Buffer[] = [];
+  #dropping = false;
   #member: TarMember | undefined;
   #zeroBlocks = 0;
   /** Members seen so far. */
@@ -133,8 +134,8 @@ export class TarRewriter {
       if (this.#state === "data") {
         const n = Math.min(this.#dataLeft, buf.length);
         const part = buf.subarray(0, n);
-        if (this.#dataMode === "pass") out.push(part);
-        else if (this.#dataMode === "collect") this.#collected.push(part);
+        if (this.#dataMode === "pass" || (this.#dataMode === "collect" && !this.#dropping)) out.push(part);
+        if (this.#dataMode === "collect") this.#collected.push(part);
         this.#dataLeft -= n;
         this.#offset += n;
         buf = buf.subarray(n);
@@ -251,11 +252,13 @@ export class TarRewriter {
     this.members++;
     this.#member = member;
     this.#dataLeft = padded(member.size);
-    this.#dataMode = edit.drop ? "drop" : edit.collect ? "collect" : "pass";
-    if (edit.collect && !edit.drop && member.size > (this.#opts.maxCollect ?? 1024 * 1024)) {
+    // Collected data is handed to onData; it is written out only when not dropped.
+    this.#dataMode = edit.collect ? "collect" : edit.drop ? "drop" : "pass";
+    if (edit.collect && member.size > (this.#opts.maxCollect ?? 1024 * 1024)) {
       throw new DecodeError(`Cannot read the tar archive: "${member.path}" is ${member.size} bytes, more than can be collected`, start);
     }
     this.#collected = [];
+    this.#dropping = edit.drop === true;
     this.#state = "data";
     const out: Buffer[] = [];
     if (!edit.drop) out.push(...encodeEdited(h, exts, member, edit));

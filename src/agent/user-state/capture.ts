@@ -19,7 +19,8 @@
  */
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { lstat, opendir } from "node:fs/promises";
+import { lstatSync, opendirSync, type Dir } from "node:fs";
+import { lstat } from "node:fs/promises";
 import path from "node:path";
 import type { Writable } from "node:stream";
 import { encodeTarHeader, END_OF_ARCHIVE, padBlock, TarRewriter } from "../../protocol/tar.ts";
@@ -127,7 +128,7 @@ async function* run(opts: CaptureOptions): AsyncGenerator<Buffer, CaptureSummary
     skipped: [],
     skippedCount: 0,
     users: old.users.filter((u) => included.some((i) => i.user === u.name)).map((u) => ({ name: u.name, uid: u.id, gid: u.gid, home: u.home })),
-    included: homes,
+    included: [],
   };
   const skip = (p: string, reason: string) => {
     summary.skippedCount++;
@@ -135,6 +136,7 @@ async function* run(opts: CaptureOptions): AsyncGenerator<Buffer, CaptureSummary
   };
   for (const i of included) if (i.missing) skip(i.path, i.missing);
   const existing = included.filter((i) => !i.missing).map((i) => i.path);
+  summary.included = existing;
 
   const manifest: UserStateManifest = {
     format: MANIFEST_FORMAT,
@@ -172,12 +174,13 @@ async function* run(opts: CaptureOptions): AsyncGenerator<Buffer, CaptureSummary
   const tar = spawn(
     opts.tar ?? DEFAULT_TAR,
     [
-      "--create", "--file=-", "--format=posix", "--numeric-owner",
+      "--create", "--file=-", "--format=posix", "--numeric-owner", "--blocking-factor=128",
       "--xattrs", "--xattrs-include=*", "--xattrs-exclude=system.posix_acl_*", "--acls",
-      "--no-recursion", "--null", "--verbatim-files-from", "--no-unquote", "--files-from=-",
+      // --directory first: it is positional and affects only the names after it.
       "--directory", root,
+      "--no-recursion", "--null", "--verbatim-files-from", "--no-unquote", "--files-from=-",
     ],
-    { stdio: ["pipe", "pipe", "pipe"], env: { ...process.env, LC_ALL: "C.UTF-8" } },
+    { stdio: ["pipe", "pipe", "pipe"], argv0: "tar", env: { ...process.env, LC_ALL: "C.UTF-8" } },
   );
   const exited = once(tar, "close") as Promise<[number | null, NodeJS.Signals | null]>;
   const spawned = once(tar, "spawn");
@@ -201,15 +204,17 @@ async function* run(opts: CaptureOptions): AsyncGenerator<Buffer, CaptureSummary
       throw new Error(`Cannot capture user state: GNU tar (${opts.tar ?? DEFAULT_TAR}) does not start: ${(e as Error).message}`);
     });
     for await (const chunk of tar.stdout as AsyncIterable<Buffer>) {
-      for (const out of rewriter.push(chunk)) yield out;
+      // One piece per read of tar's output (at most 64 KiB), not one per header and slice.
+      const outs = rewriter.push(chunk);
+      if (outs.length > 0) yield outs.length === 1 ? outs[0]! : Buffer.concat(outs);
     }
     await walking;
     const [code, sig] = await exited;
     opts.signal?.throwIfAborted();
     if (walkError) throw walkError;
     for (const line of stderr.split("\n")) {
-      const m = /^tar: (.*?): ([^:]+(?::[^:]+)?)$/.exec(line);
-      if (m && !/Removing leading/.test(line)) skip(m[1]!, `tar: ${m[2]}`);
+      const m = /^(?:\S*\/)?tar: (.*?): ([^:]+(?::[^:]+)?)$/.exec(line);
+      if (m && !/Removing leading/.test(line)) skip(`/${m[1]!}`, `tar: ${m[2]}`);
     }
     // 0: all captured; 1: a file changed while read; 2: some files could not be read (listed above).
     if (sig || code === null || code > 2 || !rewriter.ended) {
@@ -268,7 +273,12 @@ async function chooseIncludes(root: string, old: Accounts, extra: string[]): Pro
   return out;
 }
 
-/** Writes the NUL-terminated names to capture (relative to root) into tar's standard input. */
+/**
+ * Writes the NUL-terminated names to capture (relative to root) into tar's standard input,
+ * depth first. The file system calls are synchronous, in slices of WALK_SLICE entries between
+ * turns of the event loop: a thread-pool round trip per lstat made capture wait on the walk
+ * (4,000 small files: 1.7 s against 0.4 s). One open directory handle per level of depth.
+ */
 async function walk(
   root: string,
   includes: string[],
@@ -277,37 +287,54 @@ async function walk(
   out: Writable,
   signal: AbortSignal | undefined,
 ): Promise<void> {
-  const write = async (abs: string) => {
-    if (!out.write(Buffer.from(`${abs.slice(1)}\0`))) await once(out, "drain");
-  };
+  let sinceTurn = 0;
+  const stack: { abs: string; dir: Dir }[] = [];
   const visit = async (abs: string, dev: number): Promise<void> => {
-    signal?.throwIfAborted();
+    if (++sinceTurn >= WALK_SLICE) {
+      sinceTurn = 0;
+      await new Promise((r) => setImmediate(r));
+      signal?.throwIfAborted();
+    }
     const rule = excluded(abs);
     if (rule) return skip(abs, rule.why);
     let st;
     try {
-      st = await lstat(path.join(root, abs));
+      st = lstatSync(path.join(root, abs));
     } catch (e) {
       return skip(abs, `cannot be read (${(e as NodeJS.ErrnoException).code})`);
     }
     if (st.isSocket()) return skip(abs, "is a socket");
     if (st.dev !== dev) return skip(abs, "is a mount point of another file system");
-    await write(abs);
+    if (!out.write(Buffer.from(`${abs.slice(1)}\0`))) await once(out, "drain");
     if (!st.isDirectory()) return;
-    let dir;
     try {
-      dir = await opendir(path.join(root, abs));
+      stack.push({ abs, dir: opendirSync(path.join(root, abs), { bufferSize: 128 }) });
     } catch (e) {
-      return skip(abs, `its entries cannot be listed (${(e as NodeJS.ErrnoException).code})`);
+      skip(abs, `its entries cannot be listed (${(e as NodeJS.ErrnoException).code})`);
     }
-    for await (const entry of dir) await visit(`${abs === "/" ? "" : abs}/${entry.name}`, dev);
   };
-  for (const inc of includes) {
-    const st = await lstat(path.join(root, inc));
-    await visit(inc, st.dev);
+  try {
+    for (const inc of includes) {
+      const dev = lstatSync(path.join(root, inc)).dev;
+      await visit(inc, dev);
+      while (stack.length > 0) {
+        const top = stack[stack.length - 1]!;
+        const entry = top.dir.readSync();
+        if (!entry) {
+          top.dir.closeSync();
+          stack.pop();
+          continue;
+        }
+        await visit(`${top.abs === "/" ? "" : top.abs}/${entry.name}`, dev);
+      }
+    }
+  } finally {
+    for (const s of stack) s.dir.closeSync();
   }
   out.end();
 }
+
+const WALK_SLICE = 256;
 
 function tail(stderr: string): string {
   const lines = stderr.trim().split("\n").filter(Boolean).slice(-3);

@@ -138,7 +138,7 @@ export async function restoreUserState(source: AsyncIterable<Uint8Array>, opts: 
         "--extract", "--file=-", "--numeric-owner", "--same-owner", "--same-permissions",
         "--xattrs", "--xattrs-include=*", "--acls", "--no-unquote", "--directory", staging,
       ],
-      { stdio: ["pipe", "ignore", "pipe"], env: { ...process.env, LC_ALL: "C.UTF-8" } },
+      { stdio: ["pipe", "ignore", "pipe"], argv0: "tar", env: { ...process.env, LC_ALL: "C.UTF-8" } },
     );
     const exited = once(tar, "close") as Promise<[number | null, NodeJS.Signals | null]>;
     let stderr = "";
@@ -155,7 +155,7 @@ export async function restoreUserState(source: AsyncIterable<Uint8Array>, opts: 
     try {
       for await (const chunk of source) {
         opts.signal?.throwIfAborted();
-        for (const out of rewriter.push(chunk)) {
+        for (const out of coalesce(rewriter.push(chunk))) {
           if (!tar.stdin.write(out)) await Promise.race([once(tar.stdin, "drain"), exited]);
           if (tar.exitCode !== null || tar.signalCode !== null) {
             throw new Error(`Cannot restore user state: GNU tar stopped before the archive ended${tailOf(stderr)}`);
@@ -180,9 +180,13 @@ export async function restoreUserState(source: AsyncIterable<Uint8Array>, opts: 
 
     // From here on entries move into place; the archive was whole.
     moved = true;
+    // Directories the new system already has take the archive's attributes; they are read
+    // from the staging folder before moving its entries out changes their times.
     const mergedDirs: string[] = [];
-    await mergeInto(staging, root, "", archiveDirs, mergedDirs, summary);
-    if (mergedDirs.length > 0) await copyDirectoryAttributes(tarBin, staging, root, mergedDirs, summary);
+    await findMergedDirs(staging, root, "", archiveDirs, mergedDirs);
+    const dirAttributes = mergedDirs.length > 0 ? await archiveDirectories(tarBin, staging, mergedDirs) : undefined;
+    await mergeInto(staging, root, "", summary);
+    if (dirAttributes) await applyDirectories(tarBin, root, dirAttributes, summary);
     summary.unmappedOwners = [...unmapped.values()];
     log(`restored ${summary.files} files, ${summary.bytes} bytes; ${summary.notRestored.length} not restored, ${summary.conflicts.length} replaced, ${summary.unmappedOwners.length} owners unmapped`);
     return summary;
@@ -191,6 +195,33 @@ export async function restoreUserState(source: AsyncIterable<Uint8Array>, opts: 
       log(`could not remove the staging folder ${staging}${moved ? "" : " (nothing of it was moved into place)"}: ${(e as Error).message}`);
     });
   }
+}
+
+/**
+ * Joins runs of small pieces (headers, small files' data) so tar gets a few large writes
+ * rather than one per 512-byte header; large pieces pass as they are, uncopied.
+ */
+function coalesce(pieces: Buffer[]): Buffer[] {
+  const out: Buffer[] = [];
+  let run: Buffer[] = [];
+  let runLen = 0;
+  const flush = () => {
+    if (run.length > 0) out.push(run.length === 1 ? run[0]! : Buffer.concat(run, runLen));
+    run = [];
+    runLen = 0;
+  };
+  for (const p of pieces) {
+    if (p.length >= 65536) {
+      flush();
+      out.push(p);
+      continue;
+    }
+    run.push(p);
+    runLen += p.length;
+    if (runLen >= 65536) flush();
+  }
+  flush();
+  return out;
 }
 
 /** `p` as a relative path with no "..", or undefined. */
@@ -208,9 +239,10 @@ function failPath(p: string): never {
 function tarFailures(stderr: string): { path: string; reason: string }[] {
   const out: { path: string; reason: string }[] = [];
   for (const line of stderr.split("\n")) {
-    if (!line.startsWith("tar: ") || /Exiting with failure status/.test(line)) continue;
-    const m = /^tar: (.*?): (.+)$/.exec(line);
-    out.push(m ? { path: m[1]!, reason: m[2]! } : { path: "", reason: line.slice(5) });
+    const t = /^(?:\S*\/)?tar: (.*)$/.exec(line);
+    if (!t || /Exiting with failure status/.test(line)) continue;
+    const m = /^(.*?): (.+)$/.exec(t[1]!);
+    out.push(m ? { path: `/${m[1]!}`, reason: m[2]! } : { path: "", reason: t[1]! });
   }
   return out;
 }
@@ -219,7 +251,7 @@ function tarFailures(stderr: string): { path: string; reason: string }[] {
  * Moves the staged tree into the target, entry by entry (see the module comment). `rel` is
  * the folder being merged, relative to both roots.
  */
-async function mergeInto(staging: string, root: string, rel: string, archiveDirs: Set<string>, mergedDirs: string[], summary: RestoreSummary): Promise<void> {
+async function mergeInto(staging: string, root: string, rel: string, summary: RestoreSummary): Promise<void> {
   for (const name of await readdir(path.join(staging, rel))) {
     const r = rel ? `${rel}/${name}` : name;
     const from = path.join(staging, r);
@@ -238,8 +270,7 @@ async function mergeInto(staging: string, root: string, rel: string, archiveDirs
       if (!dst) {
         await rename(from, to);
       } else if (src.isDirectory() && dst.isDirectory()) {
-        await mergeInto(staging, root, r, archiveDirs, mergedDirs, summary);
-        if (archiveDirs.has(r)) mergedDirs.push(r);
+        await mergeInto(staging, root, r, summary);
       } else if (!src.isDirectory() && !dst.isDirectory()) {
         await rename(from, to);
         summary.conflicts.push({ path: `/${r}`, action: "the new system's file was replaced by the user's" });
@@ -255,26 +286,55 @@ async function mergeInto(staging: string, root: string, rel: string, archiveDirs
   }
 }
 
-/**
- * Directories that existed in the new system take the archive's owner, mode, times, ACLs and
- * xattrs: GNU tar copies just those directory entries (no contents) from the staging folder.
- */
-async function copyDirectoryAttributes(tarBin: string, staging: string, root: string, dirs: string[], summary: RestoreSummary): Promise<void> {
-  const common = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "--no-recursion"];
-  const create = spawn(tarBin, ["--create", "--file=-", "--format=posix", ...common, "--xattrs-exclude=system.posix_acl_*", "--null", "--verbatim-files-from", "--no-unquote", "--files-from=-", "--directory", staging], {
-    stdio: ["pipe", "pipe", "pipe"],
-  });
-  const extract = spawn(tarBin, ["--extract", "--file=-", ...common, "--same-owner", "--same-permissions", "--directory", root], { stdio: [create.stdout, "ignore", "pipe"] });
-  let err = "";
-  create.stderr.on("data", (d) => (err += d));
-  extract.stderr.on("data", (d) => (err += d));
-  // Deepest first does not matter: tar sets a directory's times after its (absent) contents.
-  create.stdin.end(Buffer.from(dirs.map((d) => `${d}\0`).join("")));
-  const [[c1], [c2]] = await Promise.all([once(create, "close"), once(extract, "close")]);
-  if (c1 !== 0 || c2 !== 0) {
-    for (const f of tarFailures(err)) summary.notRestored.push({ path: `/${f.path}`, reason: `its directory attributes: ${f.reason}` });
+/** The archive's directories (relative paths) that the new system already has, parents first. */
+async function findMergedDirs(staging: string, root: string, rel: string, archiveDirs: Set<string>, out: string[]): Promise<void> {
+  for (const name of await readdir(path.join(staging, rel))) {
+    const r = rel ? `${rel}/${name}` : name;
+    if (!(await lstat(path.join(staging, r))).isDirectory()) continue;
+    const dst = await lstat(path.join(root, r)).catch(() => undefined);
+    if (!dst?.isDirectory()) continue;
+    if (archiveDirs.has(r)) out.push(r);
+    await findMergedDirs(staging, root, r, archiveDirs, out);
   }
 }
+
+/** A tar archive of just these directory entries (owner, mode, times, ACLs, xattrs; no contents). */
+async function archiveDirectories(tarBin: string, staging: string, dirs: string[]): Promise<Buffer> {
+  const create = spawn(tarBin, ["--create", "--file=-", "--format=posix", ...DIR_ATTRIBUTE_OPTIONS, "--xattrs-exclude=system.posix_acl_*", "--directory", staging, "--null", "--verbatim-files-from", "--no-unquote", "--files-from=-"], {
+    stdio: ["pipe", "pipe", "pipe"],
+    argv0: "tar",
+  });
+  const closed = once(create, "close");
+  const chunks: Buffer[] = [];
+  let err = "";
+  create.stdout.on("data", (d: Buffer) => chunks.push(d));
+  create.stderr.on("data", (d) => (err += d));
+  create.stdin.end(Buffer.from(dirs.map((d) => `${d}\0`).join("")));
+  const [code] = await closed;
+  if (code !== 0) throw new Error(`Cannot restore user state: GNU tar cannot read the staged directories' attributes (exit ${code})${tailOf(err)}`);
+  return Buffer.concat(chunks);
+}
+
+/** Extracts `archiveDirectories` output over the directories in the new system. */
+async function applyDirectories(tarBin: string, root: string, archive: Buffer, summary: RestoreSummary): Promise<void> {
+  const extract = spawn(tarBin, ["--extract", "--file=-", ...DIR_ATTRIBUTE_OPTIONS, "--same-owner", "--same-permissions", "--directory", root], {
+    stdio: ["pipe", "ignore", "pipe"],
+    argv0: "tar",
+  });
+  const closed = once(extract, "close");
+  let err = "";
+  extract.stderr.on("data", (d) => (err += d));
+  extract.stdin.on("error", () => {});
+  extract.stdin.end(archive);
+  const [code] = await closed;
+  if (code !== 0) {
+    const failures = tarFailures(err);
+    if (failures.length === 0) failures.push({ path: "", reason: `GNU tar exited ${code}${tailOf(err)}` });
+    for (const f of failures) summary.notRestored.push({ path: f.path, reason: `its directory attributes: ${f.reason}` });
+  }
+}
+
+const DIR_ATTRIBUTE_OPTIONS = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "--no-recursion"];
 
 function tailOf(stderr: string): string {
   const lines = stderr.trim().split("\n").filter(Boolean).slice(-3);
