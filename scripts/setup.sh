@@ -17,8 +17,8 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 apt_packages=()
 if [ "$want_test" = 1 ]; then
   command -v pg_ctlcluster >/dev/null 2>&1 && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || apt_packages+=(postgresql)
-  # Real network clients and software TPMs.
-  for pkg in dnsmasq-base tshark curl atftp ethtool swtpm swtpm-tools tpm2-tools; do
+  # Real network clients and software TPMs; setfacl/setfattr to give test users' files ACLs and xattrs.
+  for pkg in dnsmasq-base tshark curl atftp ethtool swtpm swtpm-tools tpm2-tools acl attr; do
     dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null | grep -qx installed || apt_packages+=("$pkg")
   done
 fi

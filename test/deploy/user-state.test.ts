@@ -1,0 +1,262 @@
+/**
+ * User state migration end to end, in a network namespace this test makes: a BIOS machine whose
+ * disk holds an installed system with two users (files with owners, modes, nanosecond times, a
+ * symlink, a hard link, an extended attribute, a POSIX ACL naming the other user, a set-group-id
+ * folder, a name with a space and non-ASCII letters, a cache folder) PXE-boots into the deploy
+ * environment and is refreshed in place by one task sequence: capture-user-state (the old
+ * system read-only), partition, format, apply the test OS, a command that gives the new system
+ * the same users with other ids, restore-user-state. The disk is then read on the host: every
+ * file is back, identical, owned by the same *names*; the cache was skipped; the association
+ * is restored with its delete-after deadline; and a canary from a user's file is found nowhere
+ * in the site's data folder (state store, database) or the server's log.
+ */
+import { describe, it, before, after } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
+import { randomBytes } from "node:crypto";
+import type { ChildProcess } from "node:child_process";
+import { createLab, run, waitForOutput, type Lab, type Link } from "../lab/netns.ts";
+import { startVm } from "../lab/qemu.ts";
+import { ensureTestOsImages } from "../lab/test-os.ts";
+import { httpsRequest, tempDir } from "../support/site.ts";
+
+if (process.getuid?.() !== 0) throw new Error("the user-state deployment test needs root (network namespaces, loop devices): run scripts/test.sh as root");
+
+const root = path.resolve(import.meta.dirname, "../..");
+const bin = path.join(root, "bin/slipway");
+const PASSWORD = "User-State-End-To-End-Passphrase-1";
+const DEPLOY_TIMEOUT_MS = 900_000;
+const BIOS_BOOT = "21686148-6449-6E6F-744E-656564454649";
+const LINUX = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
+
+// The new system gets the same names with other ids: alice and bob swap uids, and the
+// projects group moves.
+const NEW_PASSWD = "root:x:0:0:root:/root:/bin/sh\\nbob:x:1000:1000::/home/bob:/bin/sh\\nalice:x:1001:1001::/home/alice:/bin/sh\\n";
+const NEW_GROUP = "root:x:0:\\nbob:x:1000:\\nalice:x:1001:\\nprojects:x:3000:alice\\n";
+
+const TASK_SEQUENCE = `
+name: Refresh with user state
+steps:
+  - name: Capture user state
+    type: capture-user-state
+  - name: Partition
+    type: partition-disk
+    with: { disk: "0", scheme: gpt-bios }
+  - name: Format root
+    type: format
+    with: { partition: "0:2", filesystem: ext4, label: root }
+  - name: Apply the test OS
+    type: apply-image
+    with: { image: test-os }
+  - name: The new system's users
+    type: run-command
+    with: { command: "mkdir -p $SLIPWAY_TARGET/etc && printf '${NEW_PASSWD}' > $SLIPWAY_TARGET/etc/passwd && printf '${NEW_GROUP}' > $SLIPWAY_TARGET/etc/group" }
+  - name: Restore user state
+    type: restore-user-state
+`;
+
+/** Partitions a disk image like partition-disk's gpt-bios and makes an ext4 root on partition 2; returns its loop device. */
+async function attach(disk: string): Promise<{ dev: string; part: string; detach(): Promise<void> }> {
+  const dev = (await run("losetup", ["--find", "--show", "--partscan", disk])).stdout.trim();
+  const part = `${dev}p2`;
+  for (let i = 0; i < 50 && !fs.existsSync(part); i++) await new Promise((r) => setTimeout(r, 100));
+  return { dev, part, detach: async () => void (await run("losetup", ["-d", dev])) };
+}
+
+async function withMounted<T>(disk: string, fn: (dir: string) => Promise<T>): Promise<T> {
+  const loop = await attach(disk);
+  const dir = fs.mkdtempSync("/tmp/slipway-us-mnt-");
+  try {
+    await run("mount", [loop.part, dir]);
+    try {
+      return await fn(dir);
+    } finally {
+      await run("umount", [dir]);
+    }
+  } finally {
+    fs.rmdirSync(dir);
+    await loop.detach();
+  }
+}
+
+/** The old machine's disk: an installed system with two users and their files. */
+async function makeOldSystem(disk: string, canary: string): Promise<void> {
+  fs.writeFileSync(disk, "");
+  fs.truncateSync(disk, 1024 ** 3);
+  await run("sfdisk", ["--quiet", disk], { input: `label: gpt\n,1MiB,${BIOS_BOOT}\n,,${LINUX}\n` });
+  const loop = await attach(disk);
+  try {
+    await run("mkfs.ext4", ["-q", "-F", "-L", "oldroot", loop.part]);
+  } finally {
+    await loop.detach();
+  }
+  await withMounted(disk, async (r) => {
+    const w = (p: string, text: string, mode = 0o644) => {
+      fs.mkdirSync(path.dirname(path.join(r, p)), { recursive: true });
+      fs.writeFileSync(path.join(r, p), text, { mode });
+      fs.chmodSync(path.join(r, p), mode);
+    };
+    w("etc/os-release", 'NAME="Old system"\nID=old\n');
+    w("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\nbob:x:1001:1001::/home/bob:/bin/sh\n");
+    w("etc/group", "root:x:0:\nalice:x:1000:\nbob:x:1001:\nprojects:x:2000:alice\n");
+    w("home/alice/notes.txt", `${canary}\nalice's notes\n`, 0o640);
+    w("home/alice/My Documents/résumé final.txt", "curriculum vitae\n", 0o600);
+    w("home/alice/.cache/thumbnails/big.bin", "junk".repeat(1000));
+    w("home/bob/todo.txt", "bob's list\n", 0o600);
+    fs.symlinkSync("notes.txt", path.join(r, "home/alice/link to notes"));
+    fs.linkSync(path.join(r, "home/alice/notes.txt"), path.join(r, "home/alice/notes-hardlink.txt"));
+    fs.mkdirSync(path.join(r, "home/alice/shared"));
+    w("home/alice/shared/plan.txt", "plan\n", 0o660);
+    await run("chown", ["-R", "1000:1000", path.join(r, "home/alice")]);
+    await run("chown", ["-R", "1001:1001", path.join(r, "home/bob")]);
+    await run("chown", ["1000:2000", path.join(r, "home/alice/shared"), path.join(r, "home/alice/shared/plan.txt")]);
+    fs.chmodSync(path.join(r, "home/alice/shared"), 0o2770);
+    fs.chmodSync(path.join(r, "home/alice"), 0o750);
+    fs.chmodSync(path.join(r, "home/bob"), 0o700);
+    await run("setfattr", ["-n", "user.color", "-v", "blue", path.join(r, "home/alice/notes.txt")]);
+    await run("setfacl", ["-m", "u:1001:r", path.join(r, "home/alice/notes.txt")]);
+    await run("touch", ["-h", "-d", "2021-03-04 05:06:07.123456789 UTC", path.join(r, "home/alice/notes.txt")]);
+  });
+}
+
+/** What a user would compare: per path, type, mode, owner and group by name, size, mtime (ns), content digest, link target, xattrs, ACL. */
+async function describeTree(r: string, names: { users: Map<number, string>; groups: Map<number, string> }, rel: string[]): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const p of rel) {
+    const full = path.join(r, p);
+    const st = fs.lstatSync(full, { bigint: true });
+    const kind = st.isSymbolicLink() ? `link→${fs.readlinkSync(full)}` : st.isDirectory() ? "dir" : `file:${fs.readFileSync(full).toString("base64").slice(0, 40)}:${st.size}`;
+    const mode = (Number(st.mode) & 0o7777).toString(8);
+    const owner = `${names.users.get(Number(st.uid)) ?? st.uid}:${names.groups.get(Number(st.gid)) ?? st.gid}`;
+    let extra = "";
+    if (!st.isSymbolicLink()) {
+      const xattr = (await run("getfattr", ["--absolute-names", "-d", "-m", "^user\\.", full])).stdout.split("\n").filter((l) => l && !l.startsWith("#")).join(",");
+      // Numeric, then named through the disk's own accounts (the host's would not know these users).
+      const acl = (await run("getfacl", ["--absolute-names", "--omit-header", "--numeric", full])).stdout.trim().split("\n")
+        .map((l) => l.replace(/^(user|group):(\d+):/, (_, kind: string, id: string) => `${kind}:${(kind === "user" ? names.users : names.groups).get(Number(id)) ?? id}:`))
+        .join(",");
+      extra = ` xattr=${xattr} acl=${acl}`;
+    }
+    out.set(p, `${kind} mode=${mode} owner=${owner} mtime=${st.isSymbolicLink() ? "-" : st.mtimeNs}${extra}`);
+  }
+  return out;
+}
+
+function accounts(r: string): { users: Map<number, string>; groups: Map<number, string> } {
+  const parse = (f: string) => new Map(fs.readFileSync(path.join(r, f), "utf8").split("\n").filter(Boolean).map((l) => l.split(":")).map((x) => [Number(x[2]), x[0]] as [number, string]));
+  return { users: parse("etc/passwd"), groups: parse("etc/group") };
+}
+
+const PATHS = [
+  "home/alice", "home/alice/notes.txt", "home/alice/notes-hardlink.txt", "home/alice/link to notes", "home/alice/My Documents",
+  "home/alice/My Documents/résumé final.txt", "home/alice/shared", "home/alice/shared/plan.txt", "home/bob", "home/bob/todo.txt",
+];
+
+describe("user state: a machine refreshed in place keeps its users' files", () => {
+  let srv: Lab;
+  let br0: Link;
+  let server: ChildProcess;
+  let dataDir = "";
+  let api = "";
+  let ca = "";
+  let token = "";
+  let serverLog = "";
+  const adminNet = `10.83.${randomBytes(1)[0] % 250}`;
+  const admin = (method: string, p: string, body?: unknown) => httpsRequest(api, ca, method, p, { token, body });
+
+  before(async () => {
+    const images = await ensureTestOsImages();
+    srv = await createLab({ name: "userstate" });
+    br0 = await srv.addLink("br0", { cidr: "10.84.0.1/24" });
+    await srv.startRouterAdvertisements(br0);
+    const up = `slus${randomBytes(3).toString("hex")}`;
+    await run("ip", ["link", "add", up, "type", "veth", "peer", "name", "adm0", "netns", srv.name]);
+    await run("ip", ["addr", "add", `${adminNet}.1/30`, "dev", up]);
+    await run("ip", ["link", "set", up, "up"]);
+    await srv.exec("ip", ["addr", "add", `${adminNet}.2/30`, "dev", "adm0"]);
+    await srv.exec("ip", ["link", "set", "adm0", "up"]);
+
+    dataDir = tempDir("slipway-userstate-");
+    const env = { ...process.env, SLIPWAY_ADMIN_PASSWORD: PASSWORD, SLIPWAY_DATABASE_URL: "", SLIPWAY_CACHE_DIR: path.join(root, ".cache/lab") };
+    await run(bin, ["init", "--data", dataDir], { env });
+    await run(bin, ["bootimage", "build", "--data", dataDir, "--name", "deploy", "--default"], { env, timeoutMs: 900_000 });
+    await run(bin, ["image", "import", images.tarGz, "--name", "test-os", "--data", dataDir], { env, timeoutMs: 300_000 });
+    server = srv.spawn(bin, ["up", "--data", dataDir, "--listen", `${adminNet}.2:8443`, "--mp-listen", "0.0.0.0:8444",
+      "--pxe-interface", "br0", "--pxe-mode", "dhcp", "--dhcp-range", "10.84.0.100-10.84.0.150", "--unknown", "deny"], { env });
+    server.stdout?.on("data", (d) => (serverLog += d));
+    server.stderr?.on("data", (d) => (serverLog += d));
+    await waitForOutput(server, /PXE \(dhcp/, 60_000, "slipway up");
+    api = `https://${adminNet}.2:8443`;
+    ca = fs.readFileSync(path.join(dataDir, "keys/ca.crt"), "utf8");
+    let r = await httpsRequest(api, ca, "POST", "/api/v1/sessions", { body: { username: "admin", password: PASSWORD } });
+    token = r.body.token;
+    r = await admin("POST", "/api/v1/me/password", { currentPassword: PASSWORD, newPassword: PASSWORD + "-2" });
+    assert.equal(r.status, 204, r.text);
+    assert.equal((await admin("POST", "/api/v1/collections", { name: "Lab" })).status, 201);
+    r = await admin("POST", "/api/v1/task-sequences", { document: TASK_SEQUENCE, format: "yaml" });
+    assert.equal(r.status, 201, r.text);
+    r = await admin("POST", "/api/v1/deployments", { name: "Refresh", taskSequence: "Refresh with user state", collection: "Lab", purpose: "required", bootPaths: ["pxe"] });
+    assert.equal(r.status, 201, r.text);
+  });
+
+  after(async () => {
+    if (server) await srv.stop(server);
+    await srv?.close();
+    if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it("captures, re-images and restores: the files come back identical, owned by the same names", { timeout: DEPLOY_TIMEOUT_MS + 120_000 }, async (t) => {
+    const m = { name: "refresh-pc", mac: "52:54:00:84:00:01", uuid: "5f1c0d3e-8a4b-4c2d-9e1f-000000840001" };
+    const r = await admin("POST", "/api/v1/devices", { name: m.name, macs: [m.mac], smbiosUuid: m.uuid, state: "approved", collections: ["Lab"] });
+    assert.equal(r.status, 201, r.text);
+    const canary = `canary-${randomBytes(16).toString("hex")}`;
+    const disk = path.join(srv.dir, `${m.name}.disk`);
+    await makeOldSystem(disk, canary);
+    const before = await withMounted(disk, async (dir) => describeTree(dir, accounts(dir), PATHS));
+
+    const tap = await br0.addTap("tapus");
+    const vm = await startVm(srv, { tap, mac: m.mac, uuid: m.uuid, firmware: "bios", disk, memoryMiB: 1536, name: m.name });
+    try {
+      const done = await vm.waitForSerial(/SLIPWAY-AGENT run \S+ (succeeded|failed)/, { timeoutMs: DEPLOY_TIMEOUT_MS });
+      assert.equal(done[1], "succeeded", vm.serial().slice(-6000));
+      t.diagnostic(`refreshed in ${Math.round(vm.elapsedMs() / 1000)} s`);
+    } finally {
+      await vm.kill();
+    }
+
+    const after = await withMounted(disk, async (dir) => {
+      assert.ok(!fs.existsSync(path.join(dir, "home/alice/.cache/thumbnails/big.bin")), "the cache folder was restored");
+      assert.ok(fs.existsSync(path.join(dir, "etc/os-release")) && !fs.readFileSync(path.join(dir, "etc/os-release"), "utf8").includes("Old system"), "the disk still holds the old system");
+      const leftovers = fs.readdirSync(dir).filter((n) => n.startsWith(".slipway-restore-"));
+      assert.deepEqual(leftovers, [], "the restore left its staging folder");
+      const st = fs.statSync(path.join(dir, "home/alice/notes.txt"));
+      assert.equal(st.uid, 1001, "alice's file keeps uid 1000 instead of alice's new 1001");
+      assert.equal(fs.statSync(path.join(dir, "home/alice/notes.txt")).ino, fs.statSync(path.join(dir, "home/alice/notes-hardlink.txt")).ino, "the hard link became a copy");
+      return describeTree(dir, accounts(dir), PATHS);
+    });
+    for (const p of PATHS) assert.equal(after.get(p), before.get(p), `${p} differs after the restore`);
+    // The ACL named bob by uid 1001 on the old system; on the new one bob is 1000.
+    assert.match(after.get("home/alice/notes.txt")!, /acl=.*user:bob:r--/);
+
+    const runs = await admin("GET", `/api/v1/runs?device=${(await admin("GET", `/api/v1/devices/${m.name}`)).body.id}`);
+    const history = await admin("GET", `/api/v1/runs/${runs.body[0].id}`);
+    const capture = history.body.events.find((e: any) => e.step.startsWith("0 ") && e.state === "succeeded");
+    assert.match(capture?.message ?? "", /captured \d+ files/, JSON.stringify(history.body.events.map((e: any) => `${e.step} ${e.state} ${e.message ?? ""}`)));
+    assert.ok(!JSON.stringify(history.body).includes(canary), "the run's history holds a user's file content");
+    const assoc = await admin("GET", `/api/v1/associations?device=${m.name}`);
+    assert.equal(assoc.body.length, 1, assoc.text);
+    assert.equal(assoc.body[0].kind, "refresh");
+    assert.equal(assoc.body[0].state, "restored");
+    assert.equal(Date.parse(assoc.body[0].deleteAt) - Date.parse(assoc.body[0].restoredAt), 24 * 3600_000);
+
+    const needles = [canary, Buffer.from(canary).toString("hex"), Buffer.from(canary).toString("base64").slice(0, 32)];
+    const files = fs.readdirSync(dataDir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => path.join(e.parentPath, e.name));
+    assert.ok(files.some((f) => f.includes(`${path.sep}state${path.sep}`)), "nothing was stored in DATA/state");
+    for (const f of files) {
+      const text = fs.readFileSync(f).toString("latin1");
+      for (const n of needles) assert.ok(!text.includes(n), `${f} holds the canary`);
+    }
+    for (const n of needles) assert.ok(!serverLog.includes(n), "the server's log holds the canary");
+  });
+});
