@@ -28,6 +28,8 @@ import { collectionInScope, deviceCollections, deviceVisible, devicesVisible, sc
 import type { Assurance } from "../../domain/assurance.ts";
 import { SlipwayError } from "../../errors.ts";
 import { adminActor, notFound } from "./common.ts";
+import { devicePolicy } from "../policy.ts";
+import type { Policy } from "../../domain/policy.ts";
 
 /** A device with its pre-approval ("armed", "spent" or "none"), when it last enrolled and how surely, and (for one device) its collections. */
 export type DeviceDetail = Device & { collections?: string[]; preApproval: PreApproval; enrolledAt: string | null; enrollmentAssurance: Assurance | null };
@@ -117,6 +119,14 @@ export async function listDevices(site: Site, p: Principal, q: DeviceQuery): Pro
 export async function getDevice(site: Site, p: Principal, ref: string): Promise<DeviceDetail> {
   const d = await deviceInScope(site, p, ref, "device.read");
   return withEnrollment(site, d, await deviceCollections(stores(site.db), d));
+}
+
+/** What a device's policy would hold now (unsigned; secrets by name only), for a device the administrator sees. */
+export async function previewPolicy(site: Site, p: Principal, ref: string, bootPath: "pxe" | "media"): Promise<Policy> {
+  const s = stores(site.db);
+  const d = (await s.devices.byId(ref)) ?? (await s.devices.byName(ref));
+  if (!d || !(await deviceVisible(s, p, d))) throw notFound("device", ref);
+  return devicePolicy(site, d, bootPath);
 }
 
 export type NewDevice = {
