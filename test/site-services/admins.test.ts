@@ -10,6 +10,7 @@ import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { openSiteCore, type SiteCore } from "../support/site-core.ts";
 import { databasesUnderTest } from "../support/postgres.ts";
+import { refused } from "../support/services.ts";
 import { stores } from "../../src/storage/stores.ts";
 import { builtinRoles, FULL_ADMINISTRATOR, type Permission } from "../../src/domain/rbac.ts";
 import type { Principal } from "../../src/site/principal.ts";
@@ -18,7 +19,6 @@ import { RateLimiter } from "../../src/site/auth.ts";
 import { createAdmin, deleteAdmin, listAdminTokens, resetAdminPassword, updateAdmin } from "../../src/site/services/admins.ts";
 import { changeOwnPassword, createOwnToken, signIn } from "../../src/site/services/sessions.ts";
 
-const refused = (code: string, message: RegExp) => (e: unknown) => e instanceof SlipwayError && e.code === code && message.test(e.message);
 const PASSWORD = "Correct-Horse-Battery-Staple-9";
 
 for (const database of databasesUnderTest()) {

@@ -11,17 +11,11 @@ import assert from "node:assert/strict";
 import { generateKeyPairSync } from "node:crypto";
 import { openSiteCore, type SiteCore } from "../support/site-core.ts";
 import { databasesUnderTest } from "../support/postgres.ts";
+import { adminPrincipal as admin, refused } from "../support/services.ts";
 import { stores } from "../../src/storage/stores.ts";
-import { allPermissions } from "../../src/domain/rbac.ts";
-import type { Principal } from "../../src/site/principal.ts";
-import { SlipwayError } from "../../src/errors.ts";
 import { createDevice, decideDevice, decidePending, getDevice, listDevices, updateDevice } from "../../src/site/services/devices.ts";
 import { clearDeviceTpm, deviceTpmOf, importDeviceTpm } from "../../src/site/services/device-tpm.ts";
 
-const admin = (scopes: string[] | null, username = scopes ? "scoped" : "root"): Principal => ({
-  adminId: `id-${username}`, username, permissions: new Set(allPermissions), scopes, via: "token", credentialId: `cred-${username}`, mustChangePassword: false,
-});
-const refused = (code: string, message: RegExp) => (e: unknown) => e instanceof SlipwayError && e.code === code && message.test(e.message);
 const ek = () => generateKeyPairSync("rsa", { modulusLength: 2048 }).publicKey.export({ type: "spki", format: "pem" }).toString();
 
 for (const database of databasesUnderTest()) {

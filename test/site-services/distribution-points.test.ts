@@ -10,14 +10,11 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { openSiteCore, type SiteCore } from "../support/site-core.ts";
 import { databasesUnderTest } from "../support/postgres.ts";
+import { adminPrincipal, refused } from "../support/services.ts";
 import { stores } from "../../src/storage/stores.ts";
-import { allPermissions } from "../../src/domain/rbac.ts";
-import type { Principal } from "../../src/site/principal.ts";
-import { SlipwayError } from "../../src/errors.ts";
 import { getDistributionPoint, registerDistributionPoint, removeDistributionPoint } from "../../src/site/services/distribution-points.ts";
 
-const admin: Principal = { adminId: "id-infra", username: "infra", permissions: new Set(allPermissions), scopes: null, via: "token", credentialId: "cred-infra", mustChangePassword: false };
-const refused = (code: string, message: RegExp) => (e: unknown) => e instanceof SlipwayError && e.code === code && message.test(e.message);
+const admin = adminPrincipal(null, "infra");
 
 for (const database of databasesUnderTest()) {
   describe(`distribution points service on ${database}`, () => {

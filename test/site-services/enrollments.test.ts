@@ -11,15 +11,11 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { openSiteCore, type SiteCore } from "../support/site-core.ts";
 import { databasesUnderTest } from "../support/postgres.ts";
+import { adminPrincipal as admin } from "../support/services.ts";
 import { stores } from "../../src/storage/stores.ts";
-import { allPermissions } from "../../src/domain/rbac.ts";
-import type { Principal } from "../../src/site/principal.ts";
 import { SlipwayError } from "../../src/errors.ts";
 import { approveEnrollments, pendingEnrollments } from "../../src/site/services/enrollments.ts";
 
-const admin = (scopes: string[] | null, username = scopes ? "scoped" : "root"): Principal => ({
-  adminId: `id-${username}`, username, permissions: new Set(allPermissions), scopes, via: "token", credentialId: `cred-${username}`, mustChangePassword: false,
-});
 
 for (const database of databasesUnderTest()) {
   describe(`enrollments service on ${database}`, () => {

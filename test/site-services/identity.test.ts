@@ -10,16 +10,10 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { openSiteCore, type SiteCore } from "../support/site-core.ts";
 import { databasesUnderTest } from "../support/postgres.ts";
+import { adminPrincipal as admin, refused } from "../support/services.ts";
 import { stores } from "../../src/storage/stores.ts";
-import { allPermissions } from "../../src/domain/rbac.ts";
-import type { Principal } from "../../src/site/principal.ts";
-import { SlipwayError } from "../../src/errors.ts";
 import { changePxePassword, listCertificates, pxePasswordIsSet, setCertificateStatus } from "../../src/site/services/identity.ts";
 
-const admin = (scopes: string[] | null, username = scopes ? "scoped" : "root"): Principal => ({
-  adminId: `id-${username}`, username, permissions: new Set(allPermissions), scopes, via: "token", credentialId: `cred-${username}`, mustChangePassword: false,
-});
-const refused = (code: string, message: RegExp) => (e: unknown) => e instanceof SlipwayError && e.code === code && message.test(e.message);
 
 for (const database of databasesUnderTest()) {
   describe(`identity service on ${database}`, () => {

@@ -10,14 +10,13 @@ import assert from "node:assert/strict";
 import { createPublicKey } from "node:crypto";
 import { openSiteCore, type SiteCore } from "../support/site-core.ts";
 import { databasesUnderTest } from "../support/postgres.ts";
+import { adminPrincipal } from "../support/services.ts";
 import { stores } from "../../src/storage/stores.ts";
-import { allPermissions } from "../../src/domain/rbac.ts";
-import type { Principal } from "../../src/site/principal.ts";
 import { SlipwayError } from "../../src/errors.ts";
 import { verifyValue } from "../../src/security/signing.ts";
 import { createTaskSequence, getVersion, publishVersion, validateDocument } from "../../src/site/services/task-sequences.ts";
 
-const admin: Principal = { adminId: "id-root", username: "root", permissions: new Set(allPermissions), scopes: null, via: "token", credentialId: "cred-root", mustChangePassword: false };
+const admin = adminPrincipal(null, "root");
 const doc = (name: string, runAs?: string) =>
   ({ document: { name, steps: [{ name: "Join", type: "run-command", with: { command: "true" }, ...(runAs ? { runAs: { secret: runAs } } : {}) }] } });
 
