@@ -17,7 +17,7 @@ import { SlipwayError } from "../../errors.ts";
 import { ekFingerprint, parseEkPublic, TpmProofError } from "../../security/tpm-credential.ts";
 import { ekCertificateProblem, parseRoots } from "../../security/ek-certificate.ts";
 import { adminActor } from "./common.ts";
-import { deviceInScope } from "./devices.ts";
+import { visibleDevice } from "./devices.ts";
 
 const CERTIFICATE_LABEL = /-----BEGIN [A-Z0-9 ]*CERTIFICATE-----/;
 /** Any certificate label (CERTIFICATE, X509 CERTIFICATE, TRUSTED CERTIFICATE…) as plain CERTIFICATE. */
@@ -46,13 +46,13 @@ function importedKey(text: string): KeyObject {
 
 /** The EK on record for a device (id or name) the administrator sees, or null. */
 export async function deviceTpmOf(site: Site, p: Principal, ref: string): Promise<DeviceTpm | null> {
-  const d = await deviceInScope(site, p, ref, "device.tpm.read");
+  const d = await visibleDevice(site, p, ref, "device.tpm.read");
   return stores(site.db).deviceTpm.of(d.id);
 }
 
 /** Imports a device's EK (replacing any on record); refused when another device holds it. Audited device.tpm.import. */
 export async function importDeviceTpm(site: Site, p: Principal, ref: string, text: string): Promise<DeviceTpm> {
-  const d = await deviceInScope(site, p, ref, "device.tpm.import");
+  const d = await visibleDevice(site, p, ref, "device.tpm.import");
   const key = importedKey(text);
   const roots = await stores(site.db).deviceTpm.roots();
   if (roots && CERTIFICATE_LABEL.test(text)) {
@@ -76,7 +76,7 @@ export async function importDeviceTpm(site: Site, p: Principal, ref: string, tex
 
 /** Forgets a device's EK; NOT_FOUND when none is on record. Audited device.tpm.clear. */
 export async function clearDeviceTpm(site: Site, p: Principal, ref: string): Promise<void> {
-  const d = await deviceInScope(site, p, ref, "device.tpm.clear");
+  const d = await visibleDevice(site, p, ref, "device.tpm.clear");
   await site.db.transaction(async (tx) => {
     const s = stores(tx);
     const before = await s.deviceTpm.of(d.id);

@@ -45,7 +45,7 @@ async function withEnrollment(site: Site, d: Device, collections?: string[]): Pr
  * A device (id or name) the administrator sees. One outside its scopes reads as missing, and
  * the refusal is audited as `action` denied.
  */
-export async function deviceInScope(site: Site, p: Principal, ref: string, action: string): Promise<Device> {
+export async function visibleDevice(site: Site, p: Principal, ref: string, action: string): Promise<Device> {
   const s = stores(site.db);
   const d = (await s.devices.byId(ref)) ?? (await s.devices.byName(ref));
   if (!d) throw notFound("device", ref);
@@ -117,7 +117,7 @@ export async function listDevices(site: Site, p: Principal, q: DeviceQuery): Pro
 
 /** One device (id or name) the administrator sees, with its collections and enrollment. */
 export async function getDevice(site: Site, p: Principal, ref: string): Promise<DeviceDetail> {
-  const d = await deviceInScope(site, p, ref, "device.read");
+  const d = await visibleDevice(site, p, ref, "device.read");
   return withEnrollment(site, d, await deviceCollections(stores(site.db), d));
 }
 
@@ -180,7 +180,7 @@ export type DeviceChange = { name?: string; macs?: string[]; smbiosUuid?: string
  * device.update with the keys given.
  */
 export async function updateDevice(site: Site, p: Principal, ref: string, b: DeviceChange): Promise<Device> {
-  const d = await deviceInScope(site, p, ref, "device.update");
+  const d = await visibleDevice(site, p, ref, "device.update");
   assertNoRecordedLink(b.attributes, d.attributes);
   if ((b.macs || b.smbiosUuid !== undefined) && d.state !== "pending" && !p.permissions.has("device.approve")) {
     throw new SlipwayError("FORBIDDEN", "Not allowed: changing the MAC or UUID of an approved or blocked device needs device.approve");
@@ -198,7 +198,7 @@ export async function updateDevice(site: Site, p: Principal, ref: string, b: Dev
 
 /** Deletes a device and its device-scope variables; its certificates are revoked (into the CRL). Audited device.delete. */
 export async function deleteDevice(site: Site, p: Principal, ref: string): Promise<void> {
-  const d = await deviceInScope(site, p, ref, "device.delete");
+  const d = await visibleDevice(site, p, ref, "device.delete");
   await site.db.transaction(async (tx) => {
     const t = stores(tx);
     await t.variables.deleteScope("device", d.id);
@@ -214,7 +214,7 @@ export async function deleteDevice(site: Site, p: Principal, ref: string): Promi
 /** The administrator's decision on one device: approve, block or unapprove (back to pending); pre-approval settled in the same transaction. */
 export async function decideDevice(site: Site, p: Principal, ref: string, verb: "approve" | "block" | "unapprove"): Promise<DeviceDetail> {
   const state = ({ approve: "approved", block: "blocked", unapprove: "pending" } as const)[verb];
-  const d = await deviceInScope(site, p, ref, `device.${verb}`);
+  const d = await visibleDevice(site, p, ref, `device.${verb}`);
   const now = site.now().toISOString();
   const updated = await site.db.transaction(async (tx) => {
     const t = stores(tx);
