@@ -107,19 +107,18 @@ export async function createMediaCredential(site: Site, opts: { name: string; us
 }
 
 export async function pxePasswordHash(site: Site): Promise<string | null> {
-  const r = await site.db.get<{ value: string }>(`SELECT value FROM site_settings WHERE key = ?`, [PXE_PASSWORD_SETTING]);
-  return r?.value ?? null;
+  return stores(site.db).settings.get(PXE_PASSWORD_SETTING);
 }
 
 /** Sets (or with null, clears) the PXE password; only its Argon2id verifier is kept. */
 export async function setPxePassword(site: Site, password: string | null, tx?: Sql): Promise<void> {
   const db = tx ?? site.db;
   if (password === null) {
-    await db.run(`DELETE FROM site_settings WHERE key = ?`, [PXE_PASSWORD_SETTING]);
+    await stores(db).settings.delete(PXE_PASSWORD_SETTING);
     return;
   }
   const hash = await hashPassword(password, site.passwordCost);
-  await db.run(`INSERT INTO site_settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, [PXE_PASSWORD_SETTING, hash]);
+  await stores(db).settings.set(PXE_PASSWORD_SETTING, hash);
 }
 
 /** What one enrollment's PXE password check decided; `reason` is for the audit log (never the password). */

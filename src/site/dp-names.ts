@@ -51,7 +51,7 @@ export async function recordSiteHostNames(site: Site, names: Iterable<string>): 
   for (const text of names) {
     const n = canonicalHost(text);
     if (!n) continue;
-    await site.db.run(`INSERT INTO site_settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING`, [SETTING + n, at]);
+    await stores(site.db).settings.setIfAbsent(SETTING + n, at);
   }
 }
 
@@ -78,7 +78,7 @@ export async function heldByDistributionPoint(site: Site, names: Iterable<string
 /** Every name the site and its management points hold, canonical. */
 export async function siteHostNames(site: Site, db: Sql = site.db): Promise<Set<string>> {
   const out = new Set<string>();
-  const rows = await db.all<{ key: string }>(`SELECT key FROM site_settings WHERE key LIKE ?`, [`${SETTING}%`]);
+  const rows = await stores(db).settings.withPrefix(SETTING);
   for (const r of rows) out.add(String(r.key).slice(SETTING.length));
   try {
     for (const n of certificateHostNames(fs.readFileSync(path.join(site.keys.dir, "server.crt"), "utf8"))) out.add(n);

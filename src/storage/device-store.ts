@@ -190,6 +190,14 @@ export class DeviceStore {
       [q.now, q.assurance, q.now, q.now, id, q.seen])).changes === 1;
   }
 
+  /**
+   * Raises the device's last enrollment from `sniffable` to `approved` (an administrator approved
+   * it); answers whether it was sniffable. Any other assurance is left as it is.
+   */
+  async approveSniffableEnrollment(id: string, now: string): Promise<boolean> {
+    return (await this.#db.run(`UPDATE devices SET enrolled_assurance = 'approved', updated_at = ? WHERE id = ? AND enrolled_assurance = 'sniffable'`, [now, id])).changes === 1;
+  }
+
   async delete(id: string): Promise<number> {
     identityGeneration++;
     const changes = await countingMembership(this.#db, async () => (await this.#db.run(`DELETE FROM devices WHERE id = ?`, [id])).changes);

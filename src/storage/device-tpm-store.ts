@@ -1,5 +1,6 @@
 /** The TPM endorsement key a device is bound to (columns of `devices`, migration 10). */
 import type { Sql } from "./db.ts";
+import { SiteSettingsStore } from "./site-settings-store.ts";
 
 export type DeviceTpm = {
   /** The EK's SubjectPublicKeyInfo, DER, base64. */
@@ -24,12 +25,13 @@ export class DeviceTpmStore {
 
   /** The TPM manufacturer roots (PEM), or null. Use the transaction's store inside one: SQLite has one writer. */
   async roots(): Promise<string | null> {
-    return (await this.#db.get<{ value: string }>(`SELECT value FROM site_settings WHERE key = ?`, [EK_ROOTS_SETTING]))?.value ?? null;
+    return new SiteSettingsStore(this.#db).get(EK_ROOTS_SETTING);
   }
 
   async setRoots(pem: string | null): Promise<void> {
-    if (pem === null) await this.#db.run(`DELETE FROM site_settings WHERE key = ?`, [EK_ROOTS_SETTING]);
-    else await this.#db.run(`INSERT INTO site_settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, [EK_ROOTS_SETTING, pem]);
+    const settings = new SiteSettingsStore(this.#db);
+    if (pem === null) await settings.delete(EK_ROOTS_SETTING);
+    else await settings.set(EK_ROOTS_SETTING, pem);
   }
 
   async of(deviceId: string): Promise<DeviceTpm | null> {

@@ -15,12 +15,13 @@ import { ContentStore } from "./content-store.ts";
 import { DistributionPointStore } from "./distribution-point-store.ts";
 import { DeviceTpmStore } from "./device-tpm-store.ts";
 import { AssociationStore } from "./association-store.ts";
+import { SiteSettingsStore } from "./site-settings-store.ts";
 
 export type Stores = {
   admins: AdminStore; devices: DeviceStore; collections: CollectionStore; variables: VariableStore;
   taskSequences: TaskSequenceStore; deployments: DeploymentStore; certificates: CertificateStore;
   enrollment: EnrollmentStore; runs: RunStore; bootImages: BootImageStore; leases: LeaseStore;
-  content: ContentStore; distributionPoints: DistributionPointStore; deviceTpm: DeviceTpmStore;
+  content: ContentStore; distributionPoints: DistributionPointStore; deviceTpm: DeviceTpmStore; settings: SiteSettingsStore;
   associations: AssociationStore;
 };
 
@@ -30,7 +31,7 @@ export function stores(sql: Sql): Stores {
     variables: new VariableStore(sql), taskSequences: new TaskSequenceStore(sql), deployments: new DeploymentStore(sql),
     certificates: new CertificateStore(sql), enrollment: new EnrollmentStore(sql), runs: new RunStore(sql),
     bootImages: new BootImageStore(sql), leases: new LeaseStore(sql), content: new ContentStore(sql),
-    distributionPoints: new DistributionPointStore(sql), deviceTpm: new DeviceTpmStore(sql),
+    distributionPoints: new DistributionPointStore(sql), deviceTpm: new DeviceTpmStore(sql), settings: new SiteSettingsStore(sql),
     associations: new AssociationStore(sql),
   };
 }

@@ -8,16 +8,10 @@ import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { openSiteCore, type SiteCore } from "../support/site-core.ts";
 import { databasesUnderTest } from "../support/postgres.ts";
+import { adminPrincipal as admin, refused } from "../support/services.ts";
 import { stores } from "../../src/storage/stores.ts";
-import { allPermissions } from "../../src/domain/rbac.ts";
-import type { Principal } from "../../src/site/principal.ts";
-import { SlipwayError } from "../../src/errors.ts";
 import { addStaticMember, collectionMembers, createCollection, getCollection, updateCollection } from "../../src/site/services/collections.ts";
 
-const admin = (scopes: string[] | null, username = scopes ? "scoped" : "root"): Principal => ({
-  adminId: `id-${username}`, username, permissions: new Set(allPermissions), scopes, via: "token", credentialId: `cred-${username}`, mustChangePassword: false,
-});
-const refused = (code: string, message: RegExp) => (e: unknown) => e instanceof SlipwayError && e.code === code && message.test(e.message);
 
 for (const database of databasesUnderTest()) {
   describe(`collections service on ${database}`, () => {

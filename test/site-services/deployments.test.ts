@@ -9,16 +9,10 @@ import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startTestSite, type TestSite } from "../support/site.ts";
 import { databasesUnderTest } from "../support/postgres.ts";
+import { adminPrincipal as admin, refused } from "../support/services.ts";
 import { stores } from "../../src/storage/stores.ts";
-import { allPermissions } from "../../src/domain/rbac.ts";
-import type { Principal } from "../../src/site/principal.ts";
-import { SlipwayError } from "../../src/errors.ts";
 import { allowRerun, createDeployment, listDeployments, updateDeployment, type NewDeployment } from "../../src/site/services/deployments.ts";
 
-const admin = (scopes: string[] | null, username = scopes ? "scoped" : "root"): Principal => ({
-  adminId: `id-${username}`, username, permissions: new Set(allPermissions), scopes, via: "token", credentialId: `cred-${username}`, mustChangePassword: false,
-});
-const refused = (code: string, message: RegExp) => (e: unknown) => e instanceof SlipwayError && e.code === code && message.test(e.message);
 const defaults: Omit<NewDeployment, "name" | "taskSequence" | "collection"> = {
   purpose: "available", bootPaths: ["pxe", "media"], availableFrom: null, availableUntil: null, enabled: true, minimumAssurance: null, allowSniffableEnrollment: false,
 };

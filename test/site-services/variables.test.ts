@@ -9,17 +9,13 @@ import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { openSiteCore, type SiteCore } from "../support/site-core.ts";
 import { databasesUnderTest } from "../support/postgres.ts";
+import { adminPrincipal as admin } from "../support/services.ts";
 import { stores } from "../../src/storage/stores.ts";
-import { allPermissions } from "../../src/domain/rbac.ts";
-import type { Principal } from "../../src/site/principal.ts";
 import type { Run } from "../../src/storage/run-store.ts";
 import { SlipwayError } from "../../src/errors.ts";
 import { deleteVariable, listVariables, setVariable } from "../../src/site/services/variables.ts";
 import { runSecretValue, runSecretValues } from "../../src/site/services/runs.ts";
 
-const admin = (scopes: string[] | null, username = scopes ? "scoped" : "root"): Principal => ({
-  adminId: `id-${username}`, username, permissions: new Set(allPermissions), scopes, via: "token", credentialId: `cred-${username}`, mustChangePassword: false,
-});
 const refusedWith = (code: string) => (e: unknown) => e instanceof SlipwayError && e.code === code;
 
 for (const database of databasesUnderTest()) {

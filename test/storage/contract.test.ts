@@ -126,6 +126,25 @@ for (const kind of kinds) {
       assert.ok(warnings.some((w) => /disk full/.test(w)), "the failure is reported as a process warning");
     });
 
+    it("keeps site settings by key: replace, set once, delete, and list by a prefix whose own % and _ match only themselves", async () => {
+      const s = stores(db).settings;
+      assert.equal(await s.get("t.a:1"), null);
+      await s.set("t.a:1", "one");
+      await s.set("t.a:1", "uno");
+      assert.equal(await s.setIfAbsent("t.a:1", "ignored"), false);
+      assert.equal(await s.setIfAbsent("t.a:2", "two"), true);
+      await s.set("t_a:3", "not under t.a:");
+      await s.set("t.a%:4", "under t.a%: only");
+      await s.set("T.A:5", "another case");
+      assert.equal(await s.get("t.a:1"), "uno");
+      assert.deepEqual(await s.withPrefix("t.a:"), [{ key: "t.a:1", value: "uno" }, { key: "t.a:2", value: "two" }]);
+      assert.deepEqual((await s.withPrefix("t.a%:")).map((r) => r.key), ["t.a%:4"]);
+      assert.deepEqual((await s.withPrefix("t_a:")).map((r) => r.key), ["t_a:3"]);
+      assert.equal(await s.delete("t.a:1"), true);
+      assert.equal(await s.delete("t.a:1"), false);
+      assert.deepEqual((await s.withPrefix("t.a:")).map((r) => r.key), ["t.a:2"]);
+    });
+
     it("keeps static collection members and cascades device deletion", async () => {
       const s = stores(db);
       const c = await s.collections.create({ name: "Lab A", description: "", rule: "attributes.vendor == 'QEMU'" }, now);

@@ -3,7 +3,7 @@
  * password is set, what each deployment accepts) for the pure rule in domain/posture.ts.
  *
  * Where PXE is served is what `slipway up --pxe-interface` announces when its responder
- * starts: one row per host in site_settings (so a site process on another host of the same
+ * starts: one site setting per host (storage/site-settings-store.ts, so a site process on another host of the same
  * PostgreSQL database sees it too), removed when that process stops. A process killed
  * without stopping leaves its row, which errs toward showing PXE as served.
  */
@@ -25,16 +25,16 @@ export type PxeService = { host: string; links: PostureLink[]; mode: string; unk
 export async function announcePxeService(site: Site, s: { links: PostureLink[]; mode: string; unknown: string }): Promise<void> {
   const host = os.hostname();
   const value: PxeService = { host, links: s.links.map((l) => ({ name: l.name, address: l.address })), mode: s.mode, unknown: s.unknown, since: site.now().toISOString() };
-  await site.db.run(`INSERT INTO site_settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, [SETTING + host, JSON.stringify(value)]);
+  await stores(site.db).settings.set(SETTING + host, JSON.stringify(value));
 }
 
 /** Forgets this host's announcement (its PXE responder stopped). */
 export async function withdrawPxeService(site: Site): Promise<void> {
-  await site.db.run(`DELETE FROM site_settings WHERE key = ?`, [SETTING + os.hostname()]);
+  await stores(site.db).settings.delete(SETTING + os.hostname());
 }
 
 async function pxeServices(site: Site): Promise<PxeService[]> {
-  const rows = await site.db.all<{ value: string }>(`SELECT value FROM site_settings WHERE key LIKE ? ORDER BY key`, [`${SETTING}%`]);
+  const rows = await stores(site.db).settings.withPrefix(SETTING);
   const out: PxeService[] = [];
   for (const r of rows) {
     try {

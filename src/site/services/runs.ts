@@ -3,16 +3,20 @@
  * sequence version it runs, the secrets visible to it (opened: device scope over the target
  * collection over site), and releasing one secret just in time to the step that references
  * it — every refusal audited. The caller has already checked the run is the device's own.
+ * Also the runs as administrators see them: those of devices in their scopes.
  */
 import type { Site } from "../site.ts";
+import type { Principal } from "../principal.ts";
 import { stores } from "../../storage/stores.ts";
-import type { Run } from "../../storage/run-store.ts";
+import type { Run, RunState } from "../../storage/run-store.ts";
 import type { Device } from "../../domain/device.ts";
 import type { CertificateRecord } from "../../storage/certificate-store.ts";
 import type { VariableScope } from "../../storage/variable-store.ts";
 import { SlipwayError } from "../../errors.ts";
 import { secretAad } from "../secrets.ts";
 import { devicePolicy } from "../policy.ts";
+import { deviceVisible, scopeOf } from "../membership.ts";
+import { notFound } from "./common.ts";
 import { effectiveMinimum, mayReceiveSecrets, meetsAssurance } from "../../domain/assurance.ts";
 import { secretReferences, type TaskSequenceDocument } from "../../domain/task-sequence/validate.ts";
 import { stepAt } from "../../domain/task-sequence/step-at.ts";
@@ -102,4 +106,23 @@ export async function releaseRunSecret(site: Site, device: Device, certificate: 
   });
   if (!released) throw await deny("the step is not the one the run reported started, or its secret was already released for this start");
   return value;
+}
+
+export type RunQuery = { device?: string; deployment?: string; state?: RunState };
+
+/** The runs of devices in the administrator's scopes, by device (id or name), deployment and state. */
+export async function listRuns(site: Site, p: Principal, q: RunQuery): Promise<Run[]> {
+  const s = stores(site.db);
+  let deviceId: string | undefined;
+  if (q.device) deviceId = ((await s.devices.byId(q.device)) ?? (await s.devices.byName(q.device)))?.id ?? "-";
+  const inScope = await scopeOf(s, p);
+  return (await s.runs.list({ deviceId, deploymentId: q.deployment, state: q.state })).filter((r) => inScope(r.deviceId));
+}
+
+/** A run of a device in the administrator's scopes, with every step event in order. */
+export async function getRun(site: Site, p: Principal, id: string) {
+  const s = stores(site.db);
+  const run = await s.runs.byId(id);
+  if (!run || !(await deviceVisible(s, p, run.deviceId))) throw notFound("run", id);
+  return { ...run, events: await s.runs.events(run.id) };
 }
