@@ -73,3 +73,38 @@ test("capture refuses an include path outside the old system", async () => {
     await rm(old, { recursive: true, force: true });
   }
 });
+
+test("an aborted capture stops tar and fails; an aborted restore restores nothing", async () => {
+  const old = await mkdtemp(path.join(os.tmpdir(), "slipway-us-old-"));
+  try {
+    await writeAccounts(old, [], []);
+    await mkdir(path.join(old, "root"));
+    for (let i = 0; i < 200; i++) await writeFile(path.join(old, `root/f${i}`), Buffer.alloc(64 * 1024, i));
+    const ac = new AbortController();
+    const cap = captureUserState({ root: old, signal: ac.signal });
+    let seen = 0;
+    await assert.rejects(async () => {
+      for await (const c of cap.stream) {
+        seen += c.length;
+        if (seen > 1 << 20) ac.abort();
+      }
+    }, /abort/i);
+    await assert.rejects(cap.done, /abort/i);
+
+    const whole: Buffer[] = [];
+    for await (const c of captureUserState({ root: old }).stream) whole.push(c);
+    const before = (await readdir(root)).sort();
+    const ac2 = new AbortController();
+    async function* slow(): AsyncIterable<Buffer> {
+      const all = Buffer.concat(whole);
+      for (let i = 0; i < all.length; i += 65536) {
+        if (i > all.length / 2) ac2.abort();
+        yield all.subarray(i, i + 65536);
+      }
+    }
+    await assert.rejects(restoreUserState(slow(), { root, signal: ac2.signal }), /abort.*nothing was restored/is);
+    assert.deepEqual((await readdir(root)).sort(), before);
+  } finally {
+    await rm(old, { recursive: true, force: true });
+  }
+});
