@@ -47,7 +47,7 @@ export interface RestoreSummary {
   bytes: number;
   /** Paths that could not be restored, with tar's (or the merge's) reason. */
   notRestored: { path: string; reason: string }[];
-  /** Names the new system lacks: their files keep the old numeric id. */
+  /** Names the new system lacks: their files keep the old numeric id (-1: an ACL's name with no id known). */
   unmappedOwners: { kind: "user" | "group"; name: string | null; id: number }[];
   /** Files the new system already had that the user's own replaced. */
   conflicts: { path: string; action: string }[];
@@ -80,8 +80,14 @@ export async function restoreUserState(source: AsyncIterable<Uint8Array>, opts: 
     return id;
   };
   const mapQualifier = (kind: "user" | "group") => (q: string) => {
-    if (!/^\d+$/.test(q)) throw new Error(`Cannot restore user state: an ACL names ${kind} "${q}" instead of a number; the archive was not made by capture`);
-    return String(mapId(kind, Number(q)));
+    if (/^\d+$/.test(q)) return String(mapId(kind, Number(q)));
+    // Capture writes numbers; a name (from an account capture could not number) is looked
+    // up in the new system, and if absent left for tar, which reports the ACL it cannot set.
+    const mapped = (kind === "user" ? newUsers : newGroups).get(q);
+    if (mapped !== undefined) return String(mapped);
+    const key = `${kind}:${q}`;
+    if (!unmapped.has(key)) unmapped.set(key, { kind, name: q, id: -1 });
+    return q;
   };
   /** Directories the archive holds, relative to the root ("home/alice"). */
   const archiveDirs = new Set<string>();
