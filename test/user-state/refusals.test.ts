@@ -108,3 +108,17 @@ test("an aborted capture stops tar and fails; an aborted restore restores nothin
     await rm(old, { recursive: true, force: true });
   }
 });
+
+test("a reader that stops early ends the capture: done says it is incomplete", async () => {
+  const old = await mkdtemp(path.join(os.tmpdir(), "slipway-us-old-"));
+  try {
+    await writeAccounts(old, [], []);
+    await mkdir(path.join(old, "root"));
+    for (let i = 0; i < 50; i++) await writeFile(path.join(old, `root/f${i}`), Buffer.alloc(64 * 1024, i));
+    const cap = captureUserState({ root: old });
+    for await (const _ of cap.stream) break;
+    await assert.rejects(cap.done, /stopped before its end/);
+  } finally {
+    await rm(old, { recursive: true, force: true });
+  }
+});
