@@ -4,7 +4,7 @@
  * archive's is reported as not restored — never silently dropped.
  */
 import assert from "node:assert/strict";
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { chmod, lstat, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { test } from "node:test";
@@ -46,6 +46,35 @@ test("merging into existing paths: dirs merge, files are replaced and reported, 
     assert.deepEqual((await readdir(path.join(n, "Documents"))).sort(), ["a.txt", "b.txt", "same.txt"]);
     assert.equal(await readFile(path.join(n, "Documents/same.txt"), "utf8"), "the user's version\n");
     assert.deepEqual((await readdir(newRoot)).filter((x) => x.startsWith(".slipway-restore-")), []);
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+});
+
+test("a new system whose /home is a symbolic link (/home -> /var/home) gets the files where the link leads, inside it", async () => {
+  const work = await mkdtemp(path.join(os.tmpdir(), "slipway-us-merge-"));
+  try {
+    const oldRoot = path.join(work, "old");
+    const newRoot = path.join(work, "new");
+    await writeAccounts(oldRoot, [["alice", 1000, 1000]], [["alice", 1000]]);
+    await writeAccounts(newRoot, [["alice", 1000, 1000]], [["alice", 1000]]);
+    const o = path.join(oldRoot, "home/alice");
+    await mkdir(path.join(o, "Documents"), { recursive: true });
+    await writeFile(path.join(o, "Documents/a.txt"), "a\n");
+    await chmod(o, 0o700);
+    await mkdir(path.join(newRoot, "var/home/alice"), { recursive: true, mode: 0o755 });
+    await chmod(path.join(newRoot, "var/home/alice"), 0o755);
+    // Absolute, as on ostree systems: read from the host it would lead out of the new system.
+    await symlink("/var/home", path.join(newRoot, "home"));
+
+    const cap = captureUserState({ root: oldRoot });
+    const summary = await restoreUserState(cap.stream, { root: newRoot });
+    await cap.done;
+
+    assert.deepEqual(summary.notRestored, []);
+    assert.equal(await readFile(path.join(newRoot, "var/home/alice/Documents/a.txt"), "utf8"), "a\n");
+    assert.equal((await lstat(path.join(newRoot, "home"))).isSymbolicLink(), true);
+    assert.equal((await stat(path.join(newRoot, "var/home/alice"))).mode & 0o7777, 0o700, "the archive's mode, set through the link");
   } finally {
     await rm(work, { recursive: true, force: true });
   }
