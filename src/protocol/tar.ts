@@ -167,7 +167,7 @@ export class TarRewriter {
   }
 
   #onHeader(h: Buffer, start: number): Buffer[] {
-    if (h.every((b) => b === 0)) {
+    if (h.equals(ZERO_BLOCK)) {
       if (this.#ext.length > 0) throw new DecodeError("Cannot read the tar archive: an extended header is followed by the end-of-archive marker", start);
       this.#zeroBlocks++;
       if (this.#zeroBlocks === 2) this.#state = "end";
@@ -393,6 +393,8 @@ export function encodeTarHeader(m: TarHeaderInput): Buffer {
   writeChecksum(xh);
   return Buffer.concat([xh, padBlock(data), h]);
 }
+
+const ZERO_BLOCK = Buffer.alloc(BLOCK);
 
 /** The end-of-archive marker: two zero blocks. */
 export const END_OF_ARCHIVE = Buffer.alloc(BLOCK * 2);

@@ -64,6 +64,9 @@ async function buildOldSystem(root: string): Promise<void> {
   await chmod(path.join(h, NAMES[1]!), 0o600);
   run("setfacl", ["-m", "u:1001:rw-,g:1500:r--", path.join(h, "Documents/report.txt")]);
   run("setfacl", ["-m", "d:u:1001:rwx,d:g:1500:rwx,u:1001:rwx", path.join(h, "shared")]);
+  // GNU tar names ACL qualifiers by the running system's accounts ("user:root"): capture must
+  // turn those back into the old system's numbers. uid 0 has a name on every host.
+  run("setfacl", ["-m", "u:0:r--,g:0:r--,u:1000:r--", path.join(h, "shared/plan.md")]);
   run("setfattr", ["-n", "user.color", "-v", "blue", path.join(h, "Documents/report.txt")]);
   run("setfattr", ["-n", "user.bin", "-v", "0x00ff0a", path.join(h, NAMES[2]!)]);
 
@@ -191,6 +194,7 @@ describe("user state between two ext4 file systems", { concurrency: false }, () 
     assert.equal(newTree.get("home/alice/Documents/hard.txt")!.ino, report.ino, "the hard link is one file");
     assert.equal(newTree.get("home/alice/shared")!.mode, 0o2775);
     assert.match(newTree.get("home/alice/shared")!.acl, /^default:user:1000:rwx$/m);
+    assert.match(newTree.get("home/alice/shared/plan.md")!.acl, /^user:0:r--$[^]*^user:1001:r--$/m); // root, and alice who was 1000
     assert.equal(newTree.get("home/alice")!.mode, 0o700, "the image's /home/alice takes the archive's mode");
     assert.equal(await readFile(path.join(newFs.dir, "home/alice/.bashrc"), "utf8"), "# alice's own\n");
     assert.equal(await readFile(path.join(newFs.dir, "root/.profile"), "utf8"), "export EDITOR=vi\n");

@@ -97,12 +97,18 @@ export function captureUserState(opts: CaptureOptions): Capture {
   });
   done.catch(() => {}); // the stream's reader sees the same error
   const stream = (async function* () {
+    let settled = false;
     try {
       const summary: CaptureSummary = yield* run(opts);
+      settled = true;
       resolveDone(summary);
     } catch (e) {
+      settled = true;
       rejectDone(e);
       throw e;
+    } finally {
+      // The reader stopped early (break, return): tar is stopped, the capture is incomplete.
+      if (!settled) rejectDone(new Error("Cannot capture user state: the archive's reader stopped before its end"));
     }
   })();
   return { stream, done };

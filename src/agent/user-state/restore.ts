@@ -24,7 +24,7 @@
  */
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { lstat, mkdtemp, readdir, rename, rm } from "node:fs/promises";
+import { lstat, mkdtemp, readdir, readlink, rename, rm } from "node:fs/promises";
 import path from "node:path";
 import { TarRewriter, type TarMember } from "../../protocol/tar.ts";
 import { indexAccounts, mapAclText, readAccounts } from "./accounts.ts";
@@ -47,7 +47,7 @@ export interface RestoreSummary {
   bytes: number;
   /** Paths that could not be restored, with tar's (or the merge's) reason. */
   notRestored: { path: string; reason: string }[];
-  /** Names the new system lacks: their files keep the old numeric id. */
+  /** Names the new system lacks: their files keep the old numeric id (-1: an ACL's name with no id known). */
   unmappedOwners: { kind: "user" | "group"; name: string | null; id: number }[];
   /** Files the new system already had that the user's own replaced. */
   conflicts: { path: string; action: string }[];
@@ -80,8 +80,14 @@ export async function restoreUserState(source: AsyncIterable<Uint8Array>, opts: 
     return id;
   };
   const mapQualifier = (kind: "user" | "group") => (q: string) => {
-    if (!/^\d+$/.test(q)) throw new Error(`Cannot restore user state: an ACL names ${kind} "${q}" instead of a number; the archive was not made by capture`);
-    return String(mapId(kind, Number(q)));
+    if (/^\d+$/.test(q)) return String(mapId(kind, Number(q)));
+    // Capture writes numbers; a name (from an account capture could not number) is looked
+    // up in the new system, and if absent left for tar, which reports the ACL it cannot set.
+    const mapped = (kind === "user" ? newUsers : newGroups).get(q);
+    if (mapped !== undefined) return String(mapped);
+    const key = `${kind}:${q}`;
+    if (!unmapped.has(key)) unmapped.set(key, { kind, name: q, id: -1 });
+    return q;
   };
   /** Directories the archive holds, relative to the root ("home/alice"). */
   const archiveDirs = new Set<string>();
@@ -182,11 +188,23 @@ export async function restoreUserState(source: AsyncIterable<Uint8Array>, opts: 
     moved = true;
     // Directories the new system already has take the archive's attributes; they are read
     // from the staging folder before moving its entries out changes their times.
-    const mergedDirs: string[] = [];
-    await findMergedDirs(staging, root, "", archiveDirs, mergedDirs);
-    const dirAttributes = mergedDirs.length > 0 ? await archiveDirectories(tarBin, staging, mergedDirs) : undefined;
-    await mergeInto(staging, root, "", summary);
-    if (dirAttributes) await applyDirectories(tarBin, root, dirAttributes, summary);
+    const merged: MergedDir[] = [];
+    await findMergedDirs(staging, root, "", root, archiveDirs, merged);
+    // Most are where the archive says (one tar for all); a directory the new system reaches
+    // through a symbolic link (/home -> var/home) is copied from its parent on each side.
+    const direct = merged.filter((m) => m.target === path.join(root, m.rel)).map((m) => m.rel);
+    const linked = merged.filter((m) => m.target !== path.join(root, m.rel));
+    const attributes: { dir: string; archive: Buffer }[] = [];
+    if (direct.length > 0) attributes.push({ dir: root, archive: await archiveDirectories(tarBin, staging, direct) });
+    for (const m of linked) {
+      if (path.basename(m.target) !== path.basename(m.rel)) {
+        summary.notRestored.push({ path: `/${m.rel}`, reason: "its directory attributes: the new system has it under another name, through a symbolic link" });
+        continue;
+      }
+      attributes.push({ dir: path.dirname(m.target), archive: await archiveDirectories(tarBin, path.join(staging, path.dirname(m.rel)), [path.basename(m.rel)]) });
+    }
+    await mergeInto(staging, root, "", root, summary);
+    for (const a of attributes) await applyDirectories(tarBin, a.dir, a.archive, summary);
     summary.unmappedOwners = [...unmapped.values()];
     log(`restored ${summary.files} files, ${summary.bytes} bytes; ${summary.notRestored.length} not restored, ${summary.conflicts.length} replaced, ${summary.unmappedOwners.length} owners unmapped`);
     return summary;
@@ -249,13 +267,14 @@ function tarFailures(stderr: string): { path: string; reason: string }[] {
 
 /**
  * Moves the staged tree into the target, entry by entry (see the module comment). `rel` is
- * the folder being merged, relative to both roots.
+ * the folder being merged, relative to the staging folder; `target` is where it is in the new
+ * system (root/rel, unless a symbolic link in the new system leads elsewhere inside root).
  */
-async function mergeInto(staging: string, root: string, rel: string, summary: RestoreSummary): Promise<void> {
+async function mergeInto(staging: string, root: string, rel: string, target: string, summary: RestoreSummary): Promise<void> {
   for (const name of await readdir(path.join(staging, rel))) {
     const r = rel ? `${rel}/${name}` : name;
     const from = path.join(staging, r);
-    const to = path.join(root, r);
+    const to = path.join(target, name);
     const src = await lstat(from);
     let dst;
     try {
@@ -267,17 +286,18 @@ async function mergeInto(staging: string, root: string, rel: string, summary: Re
       }
     }
     try {
+      const linkedDir = src.isDirectory() && dst?.isSymbolicLink() ? await directoryInside(root, to) : undefined;
       if (!dst) {
         await rename(from, to);
-      } else if (src.isDirectory() && dst.isDirectory()) {
-        await mergeInto(staging, root, r, summary);
+      } else if (src.isDirectory() && (dst.isDirectory() || linkedDir)) {
+        await mergeInto(staging, root, r, linkedDir ?? to, summary);
       } else if (!src.isDirectory() && !dst.isDirectory()) {
         await rename(from, to);
         summary.conflicts.push({ path: `/${r}`, action: "the new system's file was replaced by the user's" });
       } else {
         summary.notRestored.push({
           path: `/${r}`,
-          reason: `the new system has a ${dst.isDirectory() ? "directory" : dst.isSymbolicLink() ? "symbolic link" : "file"} there, the archive a ${src.isDirectory() ? "directory" : "file"}; the new system's was kept`,
+          reason: `the new system has a ${dst.isDirectory() ? "directory" : dst.isSymbolicLink() ? "symbolic link that leads to no directory inside it" : "file"} there, the archive a ${src.isDirectory() ? "directory" : "file"}; the new system's was kept`,
         });
       }
     } catch (e) {
@@ -286,15 +306,56 @@ async function mergeInto(staging: string, root: string, rel: string, summary: Re
   }
 }
 
-/** The archive's directories (relative paths) that the new system already has, parents first. */
-async function findMergedDirs(staging: string, root: string, rel: string, archiveDirs: Set<string>, out: string[]): Promise<void> {
+/**
+ * Where the symbolic link `abs` leads, read as the new system would read it (absolute targets
+ * start at `root`, ".." stops at `root`), if that is a directory; never a path outside root.
+ */
+async function directoryInside(root: string, abs: string): Promise<string | undefined> {
+  let todo = path.relative(root, abs).split("/");
+  let done: string[] = [];
+  let links = 0;
+  while (todo.length > 0) {
+    const c = todo.shift()!;
+    if (c === "" || c === ".") continue;
+    if (c === "..") {
+      done.pop();
+      continue;
+    }
+    const p = path.join(root, ...done, c);
+    const st = await lstat(p).catch(() => undefined);
+    if (!st) return undefined;
+    if (st.isSymbolicLink()) {
+      if (++links > 40) return undefined; // ELOOP, as the kernel would say
+      const t = await readlink(p);
+      if (t.startsWith("/")) done = [];
+      todo = [...t.split("/"), ...todo];
+      continue;
+    }
+    if (todo.length > 0 && !st.isDirectory()) return undefined;
+    done.push(c);
+  }
+  const out = path.join(root, ...done);
+  return (await lstat(out)).isDirectory() ? out : undefined;
+}
+
+interface MergedDir {
+  /** The archive's path, relative ("home/alice"). */
+  rel: string;
+  /** The directory in the new system it merges into. */
+  target: string;
+}
+
+/** The archive's directories that the new system already has, parents first. */
+async function findMergedDirs(staging: string, root: string, rel: string, target: string, archiveDirs: Set<string>, out: MergedDir[]): Promise<void> {
   for (const name of await readdir(path.join(staging, rel))) {
     const r = rel ? `${rel}/${name}` : name;
     if (!(await lstat(path.join(staging, r))).isDirectory()) continue;
-    const dst = await lstat(path.join(root, r)).catch(() => undefined);
-    if (!dst?.isDirectory()) continue;
-    if (archiveDirs.has(r)) out.push(r);
-    await findMergedDirs(staging, root, r, archiveDirs, out);
+    const to = path.join(target, name);
+    const dst = await lstat(to).catch(() => undefined);
+    const dir = dst?.isDirectory() ? to : dst?.isSymbolicLink() ? await directoryInside(root, to) : undefined;
+    if (!dir) continue;
+    if (archiveDirs.has(r)) out.push({ rel: r, target: dir });
+    await findMergedDirs(staging, root, r, dir, archiveDirs, out);
   }
 }
 
