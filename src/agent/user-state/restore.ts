@@ -158,12 +158,23 @@ export async function restoreUserState(source: AsyncIterable<Uint8Array>, opts: 
     } catch (e) {
       throw new Error(`Cannot restore user state: GNU tar (${tarBin}) does not start: ${(e as Error).message}`);
     }
+    // GNU tar stops reading at the end-of-archive marker and exits; the record padding after it
+    // may then find the pipe closed. The rest of the source is still read (and so authenticated,
+    // chunk by chunk) before anything moves into place.
+    let tarFinished = false;
     try {
       for await (const chunk of source) {
         opts.signal?.throwIfAborted();
         for (const out of coalesce(rewriter.push(chunk))) {
-          if (!tar.stdin.write(out)) await Promise.race([once(tar.stdin, "drain"), exited]);
+          if (tarFinished) continue;
+          // A write to a tar that has exited fails with EPIPE: the exit code below says what happened.
+          if (!tar.stdin.write(out)) await Promise.race([once(tar.stdin, "drain").catch(() => undefined), exited]);
           if (tar.exitCode !== null || tar.signalCode !== null) {
+            await exited;
+            if (tar.exitCode === 0 && rewriter.ended) {
+              tarFinished = true;
+              continue;
+            }
             throw new Error(`Cannot restore user state: GNU tar stopped before the archive ended${tailOf(stderr)}`);
           }
         }
