@@ -5,7 +5,7 @@ import type { Device } from "../domain/device.ts";
 import { compilePolicy, imageReferences, type Policy, type PolicyInput, type PolicyVariable } from "../domain/policy.ts";
 import { isManifestDigest } from "../content/manifest.ts";
 import type { ContentStore } from "../storage/content-store.ts";
-import { secretReferences, type TaskSequenceDocument } from "../domain/task-sequence/validate.ts";
+import { handlesSecrets, secretReferences, type TaskSequenceDocument } from "../domain/task-sequence/validate.ts";
 import { deviceCollections } from "./membership.ts";
 import { publicKeyFingerprint } from "../security/signing.ts";
 import { DP_SILENT_AFTER_MS } from "../domain/distribution-point.ts";
@@ -55,7 +55,7 @@ export async function policyInput(site: Site, device: Device, bootPath: "pxe" | 
         taskSequence: { id: d.taskSequenceId, name: envelope.name, version: v.version, digest: v.digest, document: envelope.document },
         scopes: [siteVars, collVars, deviceVars],
         secretReferences: secretRefs,
-        minimumAssurance: effectiveMinimum(d, secretRefs.length > 0),
+        minimumAssurance: effectiveMinimum(d, handlesSecrets(envelope.document)),
       });
     }
   }

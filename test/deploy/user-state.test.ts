@@ -3,7 +3,8 @@
  * disk holds an installed system with two users (files with owners, modes, nanosecond times, a
  * symlink, a hard link, an extended attribute, a POSIX ACL naming the other user, a set-group-id
  * folder, a name with a space and non-ASCII letters, a cache folder) PXE-boots into the deploy
- * environment and is refreshed in place by one task sequence: capture-user-state (the old
+ * environment, waits for an administrator to approve its enrollment (a task sequence that moves
+ * user state is never open to a boot token alone), and is refreshed in place by one task sequence: capture-user-state (the old
  * system read-only), partition, format, apply the test OS, a command that gives the new system
  * the same users with other ids, restore-user-state. The disk is then read on the host: every
  * file is back, identical, owned by the same *names*; the cache was skipped; the association
@@ -56,12 +57,17 @@ steps:
     type: restore-user-state
 `;
 
-/** Partitions a disk image like partition-disk's gpt-bios and makes an ext4 root on partition 2; returns its loop device. */
-async function attach(disk: string): Promise<{ dev: string; part: string; detach(): Promise<void> }> {
-  const dev = (await run("losetup", ["--find", "--show", "--partscan", disk])).stdout.trim();
-  const part = `${dev}p2`;
-  for (let i = 0; i < 50 && !fs.existsSync(part); i++) await new Promise((r) => setTimeout(r, 100));
-  return { dev, part, detach: async () => void (await run("losetup", ["-d", dev])) };
+/**
+ * Partition 2 of a disk image as a loop device of its own (offset and size from the partition
+ * table: this machine's /dev has no udev to make loopNpM nodes).
+ */
+async function attach(disk: string): Promise<{ part: string; detach(): Promise<void> }> {
+  const table = JSON.parse((await run("sfdisk", ["--json", disk])).stdout) as { partitiontable: { sectorsize?: number; partitions: { start: number; size: number }[] } };
+  const sector = table.partitiontable.sectorsize ?? 512;
+  const p = table.partitiontable.partitions[1];
+  if (!p) throw new Error(`${disk} has no partition 2`);
+  const part = (await run("losetup", ["--find", "--show", "--offset", String(p.start * sector), "--sizelimit", String(p.size * sector), disk])).stdout.trim();
+  return { part, detach: async () => void (await run("losetup", ["-d", part])) };
 }
 
 async function withMounted<T>(disk: string, fn: (dir: string) => Promise<T>): Promise<T> {
@@ -218,7 +224,12 @@ describe("user state: a machine refreshed in place keeps its users' files", () =
     const tap = await br0.addTap("tapus");
     const vm = await startVm(srv, { tap, mac: m.mac, uuid: m.uuid, firmware: "bios", disk, memoryMiB: 1536, name: m.name });
     try {
-      const done = await vm.waitForSerial(/SLIPWAY-AGENT run \S+ (succeeded|failed)/, { timeoutMs: DEPLOY_TIMEOUT_MS });
+      // A boot token alone is sniffable: a user-state key is never released to it. The machine
+      // waits for an administrator to approve this enrollment, as the README says.
+      const waiting = await vm.waitForSerial(/SLIPWAY-AGENT waiting for an administrator to approve this enrollment: serial ([0-9a-f]+)/, { timeoutMs: DEPLOY_TIMEOUT_MS });
+      const approved = await admin("POST", "/api/v1/enrollments/approve", { serials: [waiting[1]] });
+      assert.equal(approved.status, 200, approved.text);
+      const done = await vm.waitForSerial(/SLIPWAY-AGENT run \S+ (succeeded|failed)/, { timeoutMs: DEPLOY_TIMEOUT_MS, from: waiting.index });
       assert.equal(done[1], "succeeded", vm.serial().slice(-6000));
       t.diagnostic(`refreshed in ${Math.round(vm.elapsedMs() / 1000)} s`);
     } finally {

@@ -169,6 +169,21 @@ export function secretReferences(doc: TaskSequenceDocument): string[] {
   return [...names];
 }
 
+/** The user-state steps a document holds (a data key that opens users' files is released to them). */
+export function userStateSteps(doc: TaskSequenceDocument): string[] {
+  const types = new Set<string>();
+  for (const step of allSteps(doc.steps)) if (step.type === "capture-user-state" || step.type === "restore-user-state") types.add(step.type);
+  return [...types];
+}
+
+/**
+ * Whether running the document releases anything secret to the machine: a Run As secret, or an
+ * association's user-state key. Such a deployment is never open to a sniffable enrollment.
+ */
+export function handlesSecrets(doc: TaskSequenceDocument): boolean {
+  return secretReferences(doc).length > 0 || userStateSteps(doc).length > 0;
+}
+
 function sortedKeys(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(sortedKeys);
   if (typeof value === "object" && value !== null) {

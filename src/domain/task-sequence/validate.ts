@@ -31,7 +31,7 @@ import {
 } from "./schema.ts";
 
 export { MAX_ISSUES, type ValidationIssue } from "./issues.ts";
-export { canonicalTaskSequence, secretReferences, readTaskSequenceText, MAX_YAML_ALIAS_COUNT } from "./document.ts";
+export { canonicalTaskSequence, secretReferences, handlesSecrets, userStateSteps, readTaskSequenceText, MAX_YAML_ALIAS_COUNT } from "./document.ts";
 export {
   MAX_DOCUMENT_BYTES,
   MAX_STEP_DEPTH,

@@ -21,7 +21,7 @@ import { currentCrl } from "../../site/crl.ts";
 import { RateLimiter } from "../../site/auth.ts";
 import { maskSecrets } from "../../domain/mask.ts";
 import { effectiveMinimum, meetsAssurance } from "../../domain/assurance.ts";
-import { secretReferences, type TaskSequenceDocument } from "../../domain/task-sequence/validate.ts";
+import { handlesSecrets, type TaskSequenceDocument } from "../../domain/task-sequence/validate.ts";
 
 /** Which kind of client certificate a route takes: a device's, or a distribution point's. */
 export type MpAccess = "device" | "dp";
@@ -164,7 +164,7 @@ export function managementRoutes(site: Site): MpRoute[] {
         };
         // The policy this certificate gets leaves the deployment out when its enrollment is not sure enough.
         const record = await stores(site.db).deployments.byId(d.id);
-        const minimum = record ? effectiveMinimum(record, secretReferences(d.taskSequence.document as TaskSequenceDocument).length > 0) : "password";
+        const minimum = record ? effectiveMinimum(record, handlesSecrets(d.taskSequence.document as TaskSequenceDocument)) : "password";
         if (!meetsAssurance(certificate.assurance, minimum)) {
           throw await deny(`enrollment assurance ${certificate.assurance} is below the deployment's minimum ${minimum}`, new SlipwayError("ASSURANCE_TOO_LOW",
             `Cannot start deployment "${d.name}": it requires enrollment assurance ${minimum}, this enrollment is ${certificate.assurance}; enroll with the PXE password, an administrator's approval or media`));

@@ -11,7 +11,7 @@ import os from "node:os";
 import type { Site } from "../../site/site.ts";
 import type { Principal } from "./http.ts";
 import { stores } from "../../storage/stores.ts";
-import { secretReferences, type TaskSequenceDocument } from "../../domain/task-sequence/validate.ts";
+import { handlesSecrets, type TaskSequenceDocument } from "../../domain/task-sequence/validate.ts";
 import { assessPosture, postureWarnings, type Posture, type PostureLink } from "../../domain/posture.ts";
 import { pxePasswordHash } from "../../site/credentials.ts";
 import { collectionInScope } from "../../site/membership.ts";
@@ -63,7 +63,7 @@ export async function sitePosture(site: Site, p: Principal | null = null): Promi
   const deps = await s.deployments.list();
   for (const d of deps) {
     const v = await s.taskSequences.version(d.taskSequenceId, d.taskSequenceVersion);
-    const usesSecrets = v ? secretReferences((v.document as { document: TaskSequenceDocument }).document).length > 0 : false;
+    const usesSecrets = v ? handlesSecrets((v.document as { document: TaskSequenceDocument }).document) : false;
     deployments.push({ id: d.id, name: d.name, enabled: d.enabled, usesSecrets, minimumAssurance: d.minimumAssurance, allowSniffableEnrollment: d.allowSniffableEnrollment });
   }
   const posture = assessPosture({

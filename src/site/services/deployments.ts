@@ -12,7 +12,7 @@ import type { Deployment } from "../../storage/deployment-store.ts";
 import { SlipwayError } from "../../errors.ts";
 import { adminActor, notFound } from "./common.ts";
 import { collectionInScope, deviceVisible, requireCollectionScope } from "../membership.ts";
-import { secretReferences, type TaskSequenceDocument } from "../../domain/task-sequence/validate.ts";
+import { secretReferences, userStateSteps, type TaskSequenceDocument } from "../../domain/task-sequence/validate.ts";
 import type { Assurance } from "../../domain/assurance.ts";
 
 type Version = number | "latest";
@@ -51,7 +51,8 @@ function windowOk(from: string | null | undefined, until: string | null | undefi
 async function sniffableAllowed(site: Site, taskSequenceId: string, version: number, minimum: string | null, allowSniffable: boolean) {
   if (minimum !== "sniffable" && !allowSniffable) return;
   const v = await stores(site.db).taskSequences.version(taskSequenceId, version);
-  const refs = v ? secretReferences((v.document as { document: TaskSequenceDocument }).document) : [];
+  const doc = v ? (v.document as { document: TaskSequenceDocument }).document : undefined;
+  const refs = doc ? [...secretReferences(doc), ...userStateSteps(doc).map((t) => `the ${t} step's user-state key`)] : [];
   if (refs.length) {
     throw new SlipwayError("VALIDATION", `Cannot open the deployment to sniffable enrollments: task sequence version ${version} uses secrets (${refs.join(", ")}), which are never released to a sniffable enrollment`,
       [{ path: allowSniffable ? "allowSniffableEnrollment" : "minimumAssurance", message: "the task sequence version uses secrets" }]);

@@ -18,7 +18,7 @@ import { devicePolicy } from "../policy.ts";
 import { deviceVisible, scopeOf } from "../membership.ts";
 import { notFound } from "./common.ts";
 import { effectiveMinimum, mayReceiveSecrets, meetsAssurance } from "../../domain/assurance.ts";
-import { secretReferences, type TaskSequenceDocument } from "../../domain/task-sequence/validate.ts";
+import { handlesSecrets, type TaskSequenceDocument } from "../../domain/task-sequence/validate.ts";
 import { stepAt } from "../../domain/task-sequence/step-at.ts";
 
 /** The task sequence document the run runs (its pinned version). */
@@ -88,7 +88,7 @@ export async function releaseRunSecret(site: Site, device: Device, certificate: 
   const doc = await runDocument(site, run);
   // The deployment's minimum now (an administrator may have raised it since the run started).
   const dep = await stores(site.db).deployments.byId(run.deploymentId);
-  const minimum = dep ? effectiveMinimum(dep, secretReferences(doc).length > 0) : "password";
+  const minimum = dep ? effectiveMinimum(dep, handlesSecrets(doc)) : "password";
   if (!meetsAssurance(certificate.assurance, minimum)) {
     throw await deny(`enrollment assurance ${certificate.assurance} is below the deployment's minimum ${minimum}`, new SlipwayError("ASSURANCE_TOO_LOW",
       `Cannot release a secret: the deployment requires enrollment assurance ${minimum}`));
