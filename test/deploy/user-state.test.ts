@@ -236,7 +236,12 @@ describe("user state: a machine refreshed in place keeps its users' files", () =
       await vm.kill();
     }
 
+    const runs = await admin("GET", `/api/v1/runs?device=${(await admin("GET", `/api/v1/devices/${m.name}`)).body.id}`);
+    const history = await admin("GET", `/api/v1/runs/${runs.body[0].id}`);
+    const steps = history.body.events.map((e: any) => `${e.step} ${e.state} ${e.message ?? ""}`).join("\n");
     const after = await withMounted(disk, async (dir) => {
+      const found = fs.readdirSync(dir, { recursive: true }).map(String).filter((f) => f.startsWith("home") || f.startsWith(".slipway"));
+      assert.ok(fs.existsSync(path.join(dir, "home/alice/notes.txt")), `alice's notes are not on the new system; under home: ${found.join(", ")}\nrun:\n${steps}`);
       assert.ok(!fs.existsSync(path.join(dir, "home/alice/.cache/thumbnails/big.bin")), "the cache folder was restored");
       assert.ok(fs.existsSync(path.join(dir, "etc/os-release")) && !fs.readFileSync(path.join(dir, "etc/os-release"), "utf8").includes("Old system"), "the disk still holds the old system");
       const leftovers = fs.readdirSync(dir).filter((n) => n.startsWith(".slipway-restore-"));
@@ -250,8 +255,6 @@ describe("user state: a machine refreshed in place keeps its users' files", () =
     // The ACL named bob by uid 1001 on the old system; on the new one bob is 1000.
     assert.match(after.get("home/alice/notes.txt")!, /acl=.*user:bob:r--/);
 
-    const runs = await admin("GET", `/api/v1/runs?device=${(await admin("GET", `/api/v1/devices/${m.name}`)).body.id}`);
-    const history = await admin("GET", `/api/v1/runs/${runs.body[0].id}`);
     const capture = history.body.events.find((e: any) => e.step.startsWith("0 ") && e.state === "succeeded");
     assert.match(capture?.message ?? "", /captured \d+ files/, JSON.stringify(history.body.events.map((e: any) => `${e.step} ${e.state} ${e.message ?? ""}`)));
     assert.ok(!JSON.stringify(history.body).includes(canary), "the run's history holds a user's file content");

@@ -7,7 +7,7 @@
 import { createZstdDecompress } from "node:zlib";
 import { pipeline, Readable } from "node:stream";
 import type { StepModule } from "../engine.ts";
-import { mount, partitionPath, waitForDevice } from "../system.ts";
+import { mount, mustRun, partitionPath, waitForDevice } from "../system.ts";
 import { restoreUserState } from "../user-state/restore.ts";
 import { openStream } from "../../security/state-cipher.ts";
 import { TARGET_DIR } from "./apply-image.ts";
@@ -39,6 +39,8 @@ export const restoreUserStateStep: StepModule = {
     for (const f of summary.notRestored) ctx.log(`not restored: ${f.path}: ${f.reason}`);
     for (const o of summary.unmappedOwners) ctx.log(`no ${o.kind} ${o.name ?? `#${o.id}`} in the new system: files keep id ${o.id}`);
     for (const c of summary.conflicts) ctx.log(`${c.path}: ${c.action}`);
+    // On disk before the site hears it is done: its "delete after" clock starts with that answer.
+    await mustRun("sync", []);
     const done = await api.restored(grant.association, { files: summary.files, notRestored: summary.notRestored.length });
     return {
       status: "succeeded",
