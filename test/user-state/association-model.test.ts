@@ -18,6 +18,10 @@
  *    its key destroyed, gives nothing to anyone ever again, and has no folder under DATA/state;
  *  - a second capture of a captured association and a restore before capture are refused;
  *  - every refused request leaves every association row exactly as it was.
+ *
+ * The model draws a Recovery Agent's chunk read only after that agent recovered the association
+ * with a reason; a read before any reason is the separate test at the end (refused or audited).
+ * SLIPWAY_MODEL_RUNS sets the number of runs (a soak: 80 and more).
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
