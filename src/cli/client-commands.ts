@@ -16,6 +16,7 @@ import { auditCommand, keysCommand, siteCommand } from "./site-commands.ts";
 import { certificateCommand, credentialCommand, pxeCommand, runCommand } from "./identity-commands.ts";
 import { dpCommand } from "./dp-commands.ts";
 import { associationCommand } from "./association-commands.ts";
+import { privacyCommand } from "./privacy-commands.ts";
 
 export const clientCommands: Record<string, Command> = {
   ...accountCommands,
@@ -37,4 +38,5 @@ export const clientCommands: Record<string, Command> = {
   run: runCommand,
   dp: dpCommand,
   association: associationCommand,
+  privacy: privacyCommand,
 };

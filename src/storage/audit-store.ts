@@ -229,6 +229,24 @@ export class AuditStore {
     }, { lockKey: AUDIT_LOCK });
   }
 
+  /** The newest entry with exactly this action, actor, object and outcome, if any. */
+  async latest(filter: { action: string; actor: string; object: string; outcome: string }): Promise<AuditEntry | undefined> {
+    const r = await this.#db.get<AuditRow>(
+      `SELECT * FROM audit_log WHERE action = ? AND actor = ? AND object = ? AND outcome = ? ORDER BY seq DESC LIMIT 1`,
+      [filter.action, filter.actor, filter.object, filter.outcome]);
+    return r ? fromRow(r) : undefined;
+  }
+
+  /** How many entries name `who` as actor or object, by action, with the first and last time. */
+  async about(who: string): Promise<{ entries: number; first: string | null; last: string | null; actions: Record<string, number> }> {
+    const rows = await this.#db.all<{ action: string; n: number | string; first: string; last: string }>(
+      `SELECT action, COUNT(*) AS n, MIN(at) AS first, MAX(at) AS last FROM audit_log WHERE actor = ? OR object = ? GROUP BY action ORDER BY action`, [who, who]);
+    const actions = Object.fromEntries(rows.map((r) => [r.action, Number(r.n)]));
+    const firsts = rows.map((r) => r.first).sort();
+    const lasts = rows.map((r) => r.last).sort();
+    return { entries: rows.reduce((n, r) => n + Number(r.n), 0), first: firsts[0] ?? null, last: lasts.at(-1) ?? null, actions };
+  }
+
   async list(filter: { afterSeq?: number; limit?: number; action?: string; actor?: string; outcome?: string } = {}): Promise<AuditEntry[]> {
     const where: string[] = ["seq > ?"];
     const params: unknown[] = [filter.afterSeq ?? 0];

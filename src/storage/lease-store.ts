@@ -21,6 +21,10 @@ export class LeaseStore {
     const r = await this.#db.get<Row>(`SELECT * FROM dhcp_leases WHERE mac = ?`, [mac]);
     return r && lease(r);
   }
+  /** Forgets a MAC's lease (its device was deleted). */
+  async forget(mac: string): Promise<number> {
+    return (await this.#db.run(`DELETE FROM dhcp_leases WHERE mac = ?`, [mac])).changes;
+  }
   async byIp(ip: string): Promise<Lease | undefined> {
     const r = await this.#db.get<Row>(`SELECT * FROM dhcp_leases WHERE ip = ?`, [ip]);
     return r && lease(r);

@@ -107,6 +107,17 @@ export class RunStore {
       [e.runId, seq, e.at, e.step, e.state, e.progress, e.exitCode, e.message]);
     return { ...e, seq };
   }
+  /** Deletes the step output (events) of runs that ended before `endedBefore`; the runs stay (a finished required deployment stays finished). */
+  async purgeEvents(endedBefore: string): Promise<number> {
+    return (await this.#db.run(
+      `DELETE FROM run_events WHERE run_id IN (SELECT id FROM deployment_runs WHERE state <> 'running' AND ended_at IS NOT NULL AND ended_at < ?)`,
+      [endedBefore])).changes;
+  }
+  /** How many events (log lines) a run holds. */
+  async eventCount(runId: string): Promise<number> {
+    const r = await this.#db.get<{ n: number | string }>(`SELECT COUNT(*) AS n FROM run_events WHERE run_id = ?`, [runId]);
+    return Number(r?.n ?? 0);
+  }
   async events(runId: string, afterSeq = 0): Promise<RunEvent[]> {
     return (await this.#db.all<R>(`SELECT * FROM run_events WHERE run_id = ? AND seq > ? ORDER BY seq`, [runId, afterSeq])).map(ev);
   }

@@ -26,6 +26,8 @@ import { identityRoutes } from "./routes/identity.ts";
 import { distributionPointRoutes } from "./routes/distribution-points.ts";
 import { siteInfoRoutes, VERSION } from "./routes/site-info.ts";
 import { associationRoutes } from "./routes/associations.ts";
+import { privacyRoutes } from "./routes/privacy.ts";
+import { sweepRunLogs } from "../../site/services/privacy.ts";
 import { sweepAssociations } from "../../site/services/associations.ts";
 import { stateChunksOf } from "../../site/state-store.ts";
 
@@ -48,6 +50,7 @@ export function siteRoutes(site: Site, opts: { loginLimiter?: RateLimiter } = {}
     ...identityRoutes(site),
     ...distributionPointRoutes(site),
     ...associationRoutes(site),
+    ...privacyRoutes(site),
   );
   return routes;
 }
@@ -95,9 +98,11 @@ export async function startSiteServer(opts: {
     stores(site.db).admins.deleteExpiredSessions(site.now().toISOString()).catch((err) => site.log.warn("session sweep failed", { err }));
   }, 10 * 60_000);
   sweep.unref();
-  // User state is deleted on schedule (after its restore, or never restored by its expiry).
+  // User state is deleted on schedule (after its restore, or never restored by its expiry), and
+  // run step output after the privacy retention (docs/privacy.md).
   const stateSweep = setInterval(() => {
     sweepAssociations(site, stateChunksOf(site)).catch((err) => site.log.warn("user-state retention sweep failed", { err }));
+    sweepRunLogs(site).catch((err) => site.log.warn("run log retention sweep failed", { err }));
   }, 60_000);
   stateSweep.unref();
   const l = await listenHttps(server, opts.host, opts.port, { log: site.log });

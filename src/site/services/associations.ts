@@ -262,10 +262,39 @@ export async function recoverAssociation(site: Site, p: Principal, id: string, r
   return { association: a.id, dataKey, chunks: a.chunks, stateBytes: a.stateBytes, files: a.files, source: names.get(a.sourceDeviceId) ?? a.sourceDeviceId };
 }
 
-/** One sealed chunk for a Recovery Agent (the key came with recoverAssociation, audited there). */
+/** How long after an audited recover its Recovery Agent may read the association's chunks. */
+export const RECOVERY_WINDOW_MS = 3600_000;
+
+/**
+ * One sealed chunk for a Recovery Agent: only within an hour after that same administrator's
+ * audited recover of this association (with its reason); anything else is refused, audited.
+ */
 export async function recoveryChunk(site: Site, p: Principal, chunks: { read(id: string, index: number): Promise<Buffer> }, id: string, index: number): Promise<Buffer> {
   const a = await getAssociationRecord(site, p, id);
   if ((a.state !== "captured" && a.state !== "restored") || !a.sealedKey) throw new SlipwayError("CONFLICT", `Cannot read association ${id}: it is ${a.state}`);
+  const actor = adminActor(p);
+  const granted = await site.audit.latest({ action: "association.recover", actor, object: `association:${id}`, outcome: "success" });
+  if (!granted || site.now().getTime() - Date.parse(granted.at) > RECOVERY_WINDOW_MS) {
+    await site.audit.append({ actor, action: "association.recover", outcome: "denied", object: `association:${id}`, details: { why: "chunks read without a recover (with a reason) in the last hour", chunk: index } });
+    throw new SlipwayError("FORBIDDEN", `Not allowed: recover association ${id} first (slipway association recover, with a reason); its chunks are readable for an hour after that`);
+  }
   if (index >= a.chunks) throw new SlipwayError("NOT_FOUND", `Association ${id} has ${a.chunks} chunks; there is no chunk ${index}`);
   return chunks.read(a.id, index);
+}
+
+/**
+ * Deleting a device purges what is held about it: every association it is part of is shredded
+ * (key first, audited association.delete with the reason), its chunks removed, and the rows —
+ * tombstones included — deleted. A replace whose other machine still waits loses its state: the
+ * administrator deleted the machine it came from or was going to.
+ */
+export async function purgeDeviceAssociations(site: Site, chunks: StateChunks, deviceId: string, actor: string): Promise<number> {
+  const s = stores(site.db);
+  const all = await s.associations.list({ deviceId });
+  for (const a of all) {
+    if (isLive(a.state)) await shred(site, chunks, a, actor, "its device was deleted", "association.delete");
+    else await chunks.destroy(a.id);
+  }
+  await s.associations.deleteForDevice(deviceId);
+  return all.length;
 }

@@ -29,6 +29,8 @@ import type { Assurance } from "../../domain/assurance.ts";
 import { SlipwayError } from "../../errors.ts";
 import { adminActor, notFound } from "./common.ts";
 import { devicePolicy } from "../policy.ts";
+import { purgeDeviceAssociations } from "./associations.ts";
+import { stateChunksOf } from "../state-store.ts";
 import type { Policy } from "../../domain/policy.ts";
 
 /** A device with its pre-approval ("armed", "spent" or "none"), when it last enrolled and how surely, and (for one device) its collections. */
@@ -196,18 +198,25 @@ export async function updateDevice(site: Site, p: Principal, ref: string, b: Dev
   });
 }
 
-/** Deletes a device and its device-scope variables; its certificates are revoked (into the CRL). Audited device.delete. */
+/**
+ * Deletes a device and what is held about it (docs/privacy.md): its device-scope variables, its
+ * run history and step output, its leases, and its computer associations (shredded: key first,
+ * then the stored user state); its certificates are revoked (into the CRL, which must keep
+ * them). Audited device.delete.
+ */
 export async function deleteDevice(site: Site, p: Principal, ref: string): Promise<void> {
   const d = await visibleDevice(site, p, ref, "device.delete");
+  const associations = await purgeDeviceAssociations(site, stateChunksOf(site), d.id, adminActor(p));
   await site.db.transaction(async (tx) => {
     const t = stores(tx);
     await t.variables.deleteScope("device", d.id);
+    for (const mac of d.macs) await t.leases.forget(mac);
     // Its certificates go with it, into the CRL: a certificate names no device any more.
     for (const c of await t.certificates.list({ deviceId: d.id })) {
       if (c.status !== "revoked") await t.certificates.setStatus(c.serial, "revoked", "cessationOfOperation", site.now().toISOString());
     }
     await t.devices.delete(d.id);
-    await site.audit.append({ actor: adminActor(p), action: "device.delete", object: `device:${d.id}`, details: { name: d.name } }, tx);
+    await site.audit.append({ actor: adminActor(p), action: "device.delete", object: `device:${d.id}`, details: { name: d.name, associations } }, tx);
   });
 }
 
