@@ -46,12 +46,8 @@ class BuiltinStateStore implements StateStore {
       if (err instanceof StateCipherError) throw new SlipwayError("VALIDATION", `Cannot store chunk ${index} of association ${associationId}: ${err.message}`);
       throw err;
     }
-    const held = store.status(associationId)?.bytes ?? 0;
-    const already = store.chunks(associationId).some((c) => c.index === index);
-    if (!already && held + bytes.length > quotaBytes) {
-      throw new SlipwayError("QUOTA_EXCEEDED", `Cannot store chunk ${index} of association ${associationId}: it would hold ${held + bytes.length} bytes, more than its quota of ${quotaBytes}; nothing of this chunk was written`);
-    }
-    await store.put(associationId, streamId, index, bytes, final);
+    // The association's own quota is checked by the store, inside its lock (parallel puts cannot all pass).
+    await store.put(associationId, streamId, index, bytes, final, { quotaBytes });
   }
   async complete(associationId: string, streamId: string): Promise<{ chunks: number; storedBytes: number }> {
     const s = (await this.#store).status(associationId);

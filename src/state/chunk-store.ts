@@ -208,7 +208,7 @@ export class ChunkStore {
    * The same chunk again is accepted without a write (`written: false`); a different chunk
    * for a stored index, a chunk of another stream, or one past the final chunk is refused.
    */
-  async put(associationId: string, streamId: string, index: number, bytes: Uint8Array, final: boolean): Promise<{ written: boolean }> {
+  async put(associationId: string, streamId: string, index: number, bytes: Uint8Array, final: boolean, o: { quotaBytes?: number } = {}): Promise<{ written: boolean }> {
     const what = `store chunk ${index} of association ${associationId}`;
     checkAssociation(associationId, what);
     if (!isStreamId(streamId)) throw new StateStoreError("invalid", `Cannot ${what}: the stream id must be 32 lowercase hex digits`);
@@ -250,7 +250,7 @@ export class ChunkStore {
       }
       // Counted against the capacity before the first await, so concurrent puts to other
       // associations cannot all pass the same check.
-      this.#checkLimits(associationId, what, data.length, 0);
+      this.#checkLimits(associationId, what, data.length, 0, o.quotaBytes);
       this.#reserved += data.length;
       try {
         await this.#checkDisk(what, 0); // this put's bytes are already in #reserved
@@ -360,9 +360,11 @@ export class ChunkStore {
   }
 
   /** Refuses `needed` more bytes that would break the association's quota or the store's capacity. */
-  #checkLimits(associationId: string, what: string, needed: number, freedFirst: number): void {
+  /** Checked inside the association's lock, so puts racing each other cannot all pass; `own` is the association's own (lower) quota. */
+  #checkLimits(associationId: string, what: string, needed: number, freedFirst: number, own?: number): void {
     const used = (this.#associations.get(associationId)?.bytes ?? 0) - freedFirst;
-    const { associationQuotaBytes: quota, capacityBytes: capacity } = this.options;
+    const { capacityBytes: capacity } = this.options;
+    const quota = own !== undefined && Number.isSafeInteger(own) && own >= 0 ? Math.min(own, this.options.associationQuotaBytes) : this.options.associationQuotaBytes;
     if (used + needed > quota) {
       throw new StateStoreError("quota", `Cannot ${what}: the association's quota of ${bytesText(quota)} would be exceeded (${bytesText(used)} stored, ${bytesText(needed)} more needed)`,
         { limit: quota, used, needed });

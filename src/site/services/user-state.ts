@@ -101,6 +101,9 @@ export async function grantUserState(site: Site, store: StateStore, c: Caller, r
       throw new SlipwayError("QUOTA_EXCEEDED", `Cannot capture user state: ${req.estimateBytes} bytes before compression exceed association ${a.id}'s quota of ${a.quotaBytes} bytes; exclude paths or raise the quota`);
     }
     streamId = crypto.randomBytes(16).toString("hex");
+    // Whatever a pending association holds is an attempt nobody confirmed (even a complete
+    // one whose run ended before it said so): it goes, and this attempt starts clean.
+    await store.destroy(a.id);
     await store.beginStream(a.id, streamId, { expectedBytes: req.estimateBytes });
     if (!(await s.associations.beginCapture(a.id, streamId, run.id, now))) throw await denied("the association changed meanwhile");
   } else if (!(await s.associations.beginRestore(a.id, run.id, now))) {
