@@ -39,7 +39,9 @@
  * alone, + zstd, + sealing, + upload; GET alone, + opening, + decompressing, + tar -x), each
  * read cold, to show where the time goes. --zstd-level N and --zstd-chunk BYTES are what-ifs:
  * they change the compressor's level and zlib's chunk size (the agent uses the defaults, 3 and
- * 16 KiB), printed at the top when given.
+ * 16 KiB), printed at the top when given; --overlap uploads a chunk while the next one is
+ * compressed and sealed, and fetches the next chunk while one is restored (the agent's steps
+ * do one thing at a time).
  *
  * Memory: --concurrent devices (default 20) capture a --concurrent-mib tree (default 50, mostly
  * random bytes, so the upload is about as large) at the same time, each its own association;
@@ -76,6 +78,7 @@ const { values: argv } = parseArgs({
     parts: { type: "boolean", default: false },
     "zstd-level": { type: "string" },
     "zstd-chunk": { type: "string" },
+    overlap: { type: "boolean", default: false },
   },
 });
 const MIB = Number(argv.mib);
@@ -247,7 +250,18 @@ async function slipwayCapture(d: Device, runId: string, root: string): Promise<{
   const capture = captureUserState({ root });
   const compressed = pipeline(Readable.from(capture.stream), createZstdCompress(ZSTD_OPTIONS), () => {});
   const sealed = sealStream(compressed, { dataKey: Buffer.from(grant.dataKey, "base64"), associationId: grant.association, streamId: grant.streamId! });
-  for await (const chunk of sealed) await api.putChunk(grant.association, chunk.index, chunk.bytes);
+  if (argv.overlap) {
+    // What-if: the next chunk is compressed and sealed while the last one is uploaded and stored.
+    let inflight: Promise<void> | null = null;
+    for await (const chunk of sealed) {
+      if (inflight) await inflight;
+      inflight = api.putChunk(grant.association, chunk.index, chunk.bytes);
+      inflight.catch(() => {});
+    }
+    await inflight;
+  } else {
+    for await (const chunk of sealed) await api.putChunk(grant.association, chunk.index, chunk.bytes);
+  }
   const summary = await capture.done;
   const done = await api.captured(grant.association, { files: summary.files, stateBytes: summary.bytes });
   return { stored: done.storedBytes, chunks: done.chunks, files: summary.files, bytes: summary.bytes };
@@ -257,7 +271,18 @@ async function slipwayRestore(d: Device, runId: string, root: string): Promise<{
   const api = userStateClient(d.client, runId, "1");
   const grant = await api.grant("restore");
   const chunks = async function* () {
-    for (let i = 0; i < grant.chunks; i++) yield await api.chunk(grant.association, i);
+    if (!argv.overlap) {
+      for (let i = 0; i < grant.chunks; i++) yield await api.chunk(grant.association, i);
+      return;
+    }
+    // What-if: the next chunk is fetched while this one is opened, decompressed and written.
+    let next = grant.chunks > 0 ? api.chunk(grant.association, 0) : null;
+    for (let i = 0; i < grant.chunks; i++) {
+      const current = await next!;
+      next = i + 1 < grant.chunks ? api.chunk(grant.association, i + 1) : null;
+      next?.catch(() => {});
+      yield current;
+    }
   };
   const plain = openStream(chunks(), { dataKey: Buffer.from(grant.dataKey, "base64"), associationId: grant.association, streamId: grant.streamId ?? undefined });
   const summary = await restoreUserState(pipeline(Readable.from(plain), createZstdDecompress(), () => {}), { root });
@@ -298,7 +323,9 @@ async function main(): Promise<void> {
     if (!argv.keep) fs.rmSync(work, { recursive: true, force: true });
   });
   console.log(`user-state bench, ${new Date().toISOString()}; ${describeMachine()}`);
-  if (Object.keys(ZSTD_OPTIONS).length > 0) console.log(`WHAT-IF, not the agent's code as it is: zstd ${JSON.stringify({ level: argv["zstd-level"], chunkSize: argv["zstd-chunk"] })}`);
+  if (Object.keys(ZSTD_OPTIONS).length > 0 || argv.overlap) {
+    console.log(`WHAT-IF, not the agent's code as it is: ${JSON.stringify({ zstdLevel: argv["zstd-level"], zstdChunk: argv["zstd-chunk"], overlap: argv.overlap })}`);
+  }
   console.log(`work folder ${work} (${execFileSync("df", ["--output=source", work], { encoding: "utf8" }).split("\n")[1]}); site data folder under ${os.tmpdir()} (${execFileSync("df", ["--output=source", os.tmpdir()], { encoding: "utf8" }).split("\n")[1]})`);
   const site = await startSite();
   const stopSiteAtExit = onExit(() => site.child.kill("SIGKILL"));
