@@ -353,7 +353,6 @@ async function speed(site: SiteProcess, depId: string, work: string): Promise<vo
   const anchorFile = path.join(work, "anchor.tar");
   const anchorDst = path.join(work, "new-anchor");
   const slipwayDst = path.join(work, "new-slipway");
-  type Round = { ac: Step; sc: Step; ar: Step; sr: Step };
   const rounds: Round[] = [];
   const row = (name: string, s: Step) =>
     `  ${name.padEnd(18)} ${fmt(s.seconds, 2).padStart(7)} s ${fmt(mbps(tree.bytes, s.seconds)).padStart(7)} MB/s   machine CPU ${fmt(s.machineCpu, 1).padStart(5)} s   site CPU ${fmt(s.siteCpu, 1).padStart(5)} s   site RSS max ${mib(s.siteRssMax).padStart(8)}${s.note ? `   ${s.note}` : ""}`;
@@ -419,13 +418,19 @@ async function speed(site: SiteProcess, depId: string, work: string): Promise<vo
   }
   fs.rmSync(anchorDst, { recursive: true, force: true });
   fs.rmSync(slipwayDst, { recursive: true, force: true });
+
+  if (rounds.length > 0) summarize(rounds, tree);
   if (argv.parts) await parts(site, depId, tree, slipwayDst);
   fs.rmSync(src, { recursive: true, force: true });
+}
 
+type Round = { ac: Step; sc: Step; ar: Step; sr: Step };
+
+function summarize(rounds: Round[], tree: Tree): void {
   const capRatios = rounds.map((r) => r.ac.seconds / r.sc.seconds);
   const resRatios = rounds.map((r) => r.ar.seconds / r.sr.seconds);
   const med = (f: (r: Round) => Step) => median(rounds.map((r) => mbps(tree.bytes, f(r).seconds)));
-  console.log(`\nsummary (${ROUNDS} rounds, ${fmt(tree.bytes / 1e6, 0)} MB, ${tree.files} files; MB/s medians):`);
+  console.log(`\nsummary (${rounds.length} rounds, ${fmt(tree.bytes / 1e6, 0)} MB, ${tree.files} files; MB/s medians):`);
   console.log(`  capture: tar | dd ${fmt(med((r) => r.ac))} MB/s, slipway ${fmt(med((r) => r.sc))} MB/s; ratio per round ${capRatios.map((x) => fmt(x, 2)).join(" / ")}, median ${fmt(median(capRatios), 2)}× — goal ≥ 0.7×: ${median(capRatios) >= 0.7 ? "met" : "not met"}`);
   console.log(`  restore: tar -x ${fmt(med((r) => r.ar))} MB/s, slipway ${fmt(med((r) => r.sr))} MB/s; ratio per round ${resRatios.map((x) => fmt(x, 2)).join(" / ")}, median ${fmt(median(resRatios), 2)}× — goal ≥ 0.7×: ${median(resRatios) >= 0.7 ? "met" : "not met"}`);
 }
