@@ -143,6 +143,11 @@ export async function restoreUserState(source: AsyncIterable<Uint8Array>, opts: 
       [
         "--extract", "--file=-", "--numeric-owner", "--same-owner", "--same-permissions",
         "--xattrs", "--xattrs-include=*", "--acls", "--no-unquote", "--directory", staging,
+        // Read to the end of the stream: capture's tar pads its last 64 KiB record with zeros
+        // after the end-of-archive marker, and a tar that stops at the marker exits while those
+        // are still coming (EPIPE: a whole restore failed). Only zeros can follow the marker:
+        // the rewriter refuses anything else, so nothing more is ever extracted.
+        "--ignore-zeros",
       ],
       { stdio: ["pipe", "ignore", "pipe"], argv0: "tar", env: { ...process.env, LC_ALL: "C.UTF-8" } },
     );
