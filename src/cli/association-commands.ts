@@ -135,6 +135,7 @@ export const associationCommand = commandGroup("association", "Computer associat
       if (!out) throw new CliError("Cannot recover: give --output DIR");
       if (!reason) throw new CliError("Cannot recover: give --reason TEXT (it is kept in the audit log)");
       const dir = path.resolve(out);
+      if (fs.existsSync(dir) && !fs.statSync(dir).isDirectory()) throw new CliError(`Cannot recover into ${dir}: it is not a folder`);
       if (fs.existsSync(dir) && fs.readdirSync(dir).length > 0) throw new CliError(`Cannot recover into ${dir}: it is not empty`);
       const api = inv.api();
       const g = await api.post<{ association: string; dataKey: string; chunks: number; files: number; source: string }>(
@@ -144,7 +145,8 @@ export const associationCommand = commandGroup("association", "Computer associat
       const chunks = async function* () {
         for (let i = 0; i < g.chunks; i++) yield await apiBytes(api.connection, apiPath`/api/v1/associations/${g.association}/chunks/${i}`);
       };
-      const tar = spawn("tar", ["-x", "-f", "-", "-C", dir, "--no-same-owner"], { stdio: ["pipe", "ignore", "pipe"] });
+      // Owned by the caller, with the caller's umask and no set-user-id or set-group-id bits, even as root.
+      const tar = spawn("tar", ["-x", "-f", "-", "-C", dir, "--no-same-owner", "--no-same-permissions", "--ignore-zeros"], { stdio: ["pipe", "ignore", "pipe"] });
       let stderr = "";
       tar.stderr.on("data", (c: Buffer) => (stderr = (stderr + c.toString()).slice(-4096)));
       const exited = new Promise<number>((resolve) => tar.on("close", (code) => resolve(code ?? 1)));

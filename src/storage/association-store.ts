@@ -5,7 +5,7 @@
  * restore or delete one association cannot both win.
  */
 import { randomUUID } from "node:crypto";
-import type { Sql } from "./db.ts";
+import type { Db, Sql } from "./db.ts";
 import type { AssociationKind, AssociationState } from "../domain/association.ts";
 
 export type Association = {
@@ -42,6 +42,17 @@ export type NewAssociation = {
 };
 
 const LIVE = `state IN ('pending', 'captured', 'restored')`;
+
+/**
+ * After a shred: pushes the old row versions (which hold the sealed key) out of the database's
+ * own files where the database allows — SQLite (secure_delete on) checkpoints and truncates its
+ * write-ahead log; PostgreSQL vacuums the table (its WAL archive and backups still hold them
+ * until they expire: docs/security-model.md). Outside any transaction.
+ */
+export async function scrubAssociations(db: Db): Promise<void> {
+  if (db.dialect === "sqlite") await db.run(`PRAGMA wal_checkpoint(TRUNCATE)`);
+  else await db.run(`VACUUM associations`);
+}
 
 export class AssociationStore {
   readonly #db: Sql;

@@ -35,7 +35,7 @@ export const restoreUserStateStep: StepModule = {
     };
     const plain = openStream(chunks(), { dataKey: Buffer.from(grant.dataKey, "base64"), associationId: grant.association, streamId: grant.streamId ?? undefined });
     // pipeline: a refused chunk fails the whole chain (and so the restore, which then undoes its staging).
-    const summary = await restoreUserState(pipeline(Readable.from(plain), createZstdDecompress(), () => {}), { root, signal: ctx.signal, log: (line) => ctx.log(line) });
+    const summary = await restoreUserState(pipeline(Readable.from(plain), createZstdDecompress({ chunkSize: 1 << 20 }), () => {}), { root, signal: ctx.signal, log: (line) => ctx.log(line) });
     for (const f of summary.notRestored) ctx.log(`not restored: ${f.path}: ${f.reason}`);
     for (const o of summary.unmappedOwners) ctx.log(`no ${o.kind} ${o.name ?? `#${o.id}`} in the new system: files keep id ${o.id}`);
     for (const c of summary.conflicts) ctx.log(`${c.path}: ${c.action}`);

@@ -100,10 +100,13 @@ export async function startSiteServer(opts: {
   sweep.unref();
   // User state is deleted on schedule (after its restore, or never restored by its expiry), and
   // run step output after the privacy retention (docs/privacy.md).
-  const stateSweep = setInterval(() => {
+  const retentionSweep = () => {
     sweepAssociations(site, stateChunksOf(site)).catch((err) => site.log.warn("user-state retention sweep failed", { err }));
     sweepRunLogs(site).catch((err) => site.log.warn("run log retention sweep failed", { err }));
-  }, 60_000);
+  };
+  // At start too: deadlines that passed while the site was down are kept at once.
+  retentionSweep();
+  const stateSweep = setInterval(retentionSweep, 60_000);
   stateSweep.unref();
   const l = await listenHttps(server, opts.host, opts.port, { log: site.log });
   site.log.info("site server listening", { url: l.url, database: site.db.description });

@@ -11,7 +11,7 @@ import crypto from "node:crypto";
 import type { Site } from "../site.ts";
 import type { Principal } from "../principal.ts";
 import { stores, type Stores } from "../../storage/stores.ts";
-import { AssociationStore, type Association } from "../../storage/association-store.ts";
+import { AssociationStore, scrubAssociations, type Association } from "../../storage/association-store.ts";
 import type { Device } from "../../domain/device.ts";
 import {
   DEFAULT_DELETE_AFTER_SECONDS, DEFAULT_MAX_UNRESTORED_SECONDS, DEFAULT_QUOTA_BYTES, EXPIRY_WARNING_SECONDS, HOUR,
@@ -185,7 +185,10 @@ async function shred(site: Site, chunks: StateChunks, a: Association, actor: str
       details: { reason, state: a.state, storedBytes: a.storedBytes, keyDestroyed: true } }, tx);
     return true;
   });
-  if (shredded) await finishDeleting(site, chunks, a.id);
+  if (shredded) {
+    await scrubAssociations(site.db).catch((err: unknown) => site.log.warn("scrubbing shredded association keys from the database files failed", { err }));
+    await finishDeleting(site, chunks, a.id);
+  }
   return shredded;
 }
 
@@ -202,6 +205,25 @@ export async function deleteAssociation(site: Site, p: Principal, chunks: StateC
   }
   await shred(site, chunks, a, adminActor(p), "deleted by an administrator", "association.delete");
   return getAssociation(site, p, id);
+}
+
+/**
+ * Whether a live association is past its deadline at this moment (delete-after for a restored
+ * one, the unrestored limit otherwise) — and if so, shreds it now, as the sweep would: a deadline
+ * holds at the moment it passes, not at the next sweep.
+ */
+export async function expireIfDue(site: Site, chunks: StateChunks, a: Association): Promise<boolean> {
+  if (!isLive(a.state)) return false;
+  const now = site.now().getTime();
+  if (a.state === "restored" && a.deleteAt && Date.parse(a.deleteAt) <= now) {
+    await shred(site, chunks, a, "site", `kept ${a.deleteAfterSeconds / HOUR} hours after its restore`, "association.delete");
+    return true;
+  }
+  if (a.state !== "restored" && Date.parse(a.expiresAt) <= now) {
+    await shred(site, chunks, a, "site", `expired: ${a.state === "pending" ? "nothing was captured" : "the state was never restored"} by ${a.expiresAt}`, "association.expire");
+    return true;
+  }
+  return false;
 }
 
 export type SweepResult = { deleted: string[]; expired: string[]; warned: string[]; finished: string[] };
@@ -248,10 +270,10 @@ export type RecoveryGrant = { association: string; dataKey: string; chunks: numb
  * gave, audited (association.recover) before the key leaves. Only a captured or restored
  * association has anything to recover; a scoped agent sees only its devices' associations.
  */
-export async function recoverAssociation(site: Site, p: Principal, id: string, req: { reason: string }): Promise<RecoveryGrant> {
+export async function recoverAssociation(site: Site, p: Principal, chunks: StateChunks, id: string, req: { reason: string }): Promise<RecoveryGrant> {
   const a = await getAssociationRecord(site, p, id);
   const actor = adminActor(p);
-  if ((a.state !== "captured" && a.state !== "restored") || !a.sealedKey) {
+  if ((a.state !== "captured" && a.state !== "restored") || !a.sealedKey || (await expireIfDue(site, chunks, a))) {
     await site.audit.append({ actor, action: "association.recover", outcome: "denied", object: `association:${id}`, details: { reason: req.reason, why: `the association is ${a.state}` } });
     throw new SlipwayError("CONFLICT", `Cannot recover association ${id}: it is ${a.state}${a.state === "pending" ? " (nothing was captured)" : " (its key was destroyed)"}`);
   }
@@ -269,10 +291,13 @@ export const RECOVERY_WINDOW_MS = 3600_000;
  * One sealed chunk for a Recovery Agent: only within an hour after that same administrator's
  * audited recover of this association (with its reason); anything else is refused, audited.
  */
-export async function recoveryChunk(site: Site, p: Principal, chunks: { read(id: string, index: number): Promise<Buffer> }, id: string, index: number): Promise<Buffer> {
+export async function recoveryChunk(site: Site, p: Principal, chunks: StateChunks & { read(id: string, index: number): Promise<Buffer> }, id: string, index: number): Promise<Buffer> {
   const a = await getAssociationRecord(site, p, id);
-  if ((a.state !== "captured" && a.state !== "restored") || !a.sealedKey) throw new SlipwayError("CONFLICT", `Cannot read association ${id}: it is ${a.state}`);
   const actor = adminActor(p);
+  if ((a.state !== "captured" && a.state !== "restored") || !a.sealedKey || (await expireIfDue(site, chunks, a))) {
+    await site.audit.append({ actor, action: "association.recover", outcome: "denied", object: `association:${id}`, details: { why: `the association is ${a.state === "captured" || a.state === "restored" ? "expired" : a.state}`, chunk: index } });
+    throw new SlipwayError("CONFLICT", `Cannot read association ${id}: it is ${a.state === "captured" || a.state === "restored" ? "expired" : a.state}`);
+  }
   const granted = await site.audit.latest({ action: "association.recover", actor, object: `association:${id}`, outcome: "success" });
   if (!granted || site.now().getTime() - Date.parse(granted.at) > RECOVERY_WINDOW_MS) {
     await site.audit.append({ actor, action: "association.recover", outcome: "denied", object: `association:${id}`, details: { why: "chunks read without a recover (with a reason) in the last hour", chunk: index } });

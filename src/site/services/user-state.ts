@@ -21,8 +21,8 @@ import type { TaskSequenceDocument } from "../../domain/task-sequence/validate.t
 import { SlipwayError } from "../../errors.ts";
 import { devicePolicy } from "../policy.ts";
 import { runDocument } from "./runs.ts";
-import { associationKeyAad, ensureRefreshAssociation } from "./associations.ts";
-import type { StateStore } from "../state-store.ts";
+import { associationKeyAad, ensureRefreshAssociation, expireIfDue } from "./associations.ts";
+import { stateStoreOf, type StateStore } from "../state-store.ts";
 
 export type UserStateAction = "capture" | "restore";
 const STEP_TYPE: Record<UserStateAction, string> = { capture: "capture-user-state", restore: "restore-user-state" };
@@ -90,6 +90,16 @@ export async function grantUserState(site: Site, store: StateStore, c: Caller, r
   const refusal = req.action === "capture" ? captureRefusal(a, c.device.id) : restoreRefusal(a, c.device.id);
   if (refusal) throw await denied(refusal);
   if (!a.sealedKey) throw await denied("its key was destroyed");
+  if (await expireIfDue(site, store, a)) throw await denied("it expired: its key was destroyed");
+  // A refresh gives the state back to the machine that gave it: the enrollment that captured.
+  // An identity made for the device since (a revoke and a new enrollment, by an administrator
+  // or anyone holding a credential) gets nothing; the state is then a Recovery Agent's to read.
+  if (req.action === "restore" && a.kind === "refresh") {
+    const captured = a.captureRunId ? await s.runs.byId(a.captureRunId) : undefined;
+    if (!captured || captured.enrollmentSerial === null || captured.enrollmentSerial !== c.certificate.enrollmentSerial) {
+      throw await denied("a refresh restores only to the enrollment that captured it; this device enrolled again since (a Recovery Agent can recover the state)");
+    }
+  }
   const dataKey = site.keys.keyring.open(JSON.parse(a.sealedKey), associationKeyAad(a.id));
   const now = site.now().toISOString();
   // A restore opens only the stream the capture completed: a store cannot serve another in its place.
@@ -128,12 +138,17 @@ async function current(site: Site, c: Caller, associationId: string, action: Use
       details: { reason: a ? `the device is not the association's ${action === "capture" ? "source" : "destination"}` : "no such association", serial: c.certificate.serial } });
     throw new SlipwayError("NOT_YOUR_RESOURCE", `Not allowed: association ${associationId} does not name this device as its ${action === "capture" ? "source" : "destination"}`);
   }
+  const conflict = async (why: string) => {
+    await site.audit.append({ actor: `device:${c.device.id}`, action: `association.${action}`, outcome: "denied", object, details: { reason: why, serial: c.certificate.serial } });
+    return new SlipwayError("CONFLICT", `Cannot ${action} user state of association ${a.id}: ${why}`);
+  };
   const runId = action === "capture" ? a.captureRunId : a.restoreRunId;
   const run = runId ? await s.runs.byId(runId) : undefined;
-  if (!run) throw new SlipwayError("CONFLICT", `Cannot ${action} user state of association ${a.id}: no running step holds its key (ask for it first)`);
+  if (!run) throw await conflict("no running step holds its key (ask for it first)");
   await gate(site, c, run, run.openStep ?? "", action, object);
   const refusal = action === "capture" ? captureRefusal(a, c.device.id) : restoreRefusal(a, c.device.id);
-  if (refusal) throw new SlipwayError("CONFLICT", `Cannot ${action} user state of association ${a.id}: ${refusal}`);
+  if (refusal) throw await conflict(refusal);
+  if (await expireIfDue(site, stateStoreOf(site), a)) throw await conflict("it expired: its key was destroyed");
   return a;
 }
 

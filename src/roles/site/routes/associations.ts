@@ -12,8 +12,21 @@ import { createAssociation, deleteAssociation, getAssociation, listAssociations,
 import { stateChunksOf, stateStoreOf } from "../../../site/state-store.ts";
 import { SlipwayError } from "../../../errors.ts";
 import { Id, principal } from "./common.ts";
+import { nameProblem } from "../../../domain/name.ts";
 
 const DeleteAfterHours = z.number().positive().max(365 * 24);
+
+/**
+ * Why a Recovery Agent reads someone's files, kept in the audit log: readable text — no control,
+ * invisible or direction-changing characters (domain/name.ts) — with at least 10 letters or digits.
+ */
+const Reason = z.string().max(1000)
+  .superRefine((s, c) => {
+    const problem = nameProblem(s);
+    if (problem) c.addIssue({ code: "custom", message: problem });
+    else if ((s.match(/[\p{L}\p{N}]/gu) ?? []).length < 10) c.addIssue({ code: "custom", message: "say why, in at least 10 letters or digits" });
+  })
+  .transform((s) => s.trim());
 
 export function associationRoutes(site: Site): Route[] {
   return [
@@ -46,8 +59,8 @@ export function associationRoutes(site: Site): Route[] {
     route({
       method: "POST", path: "/api/v1/associations/:id/recover", access: "recovery.read", tag: "associations",
       summary: "Release an association's data key to a Recovery Agent, with a mandatory reason (audited)",
-      body: z.strictObject({ reason: z.string().trim().min(10, "say why, in at least 10 characters").max(1000) }),
-      handler: async (ctx) => ({ body: await recoverAssociation(site, principal(ctx), ctx.params.id, ctx.body) }),
+      body: z.strictObject({ reason: Reason }),
+      handler: async (ctx) => ({ body: await recoverAssociation(site, principal(ctx), stateChunksOf(site), ctx.params.id, ctx.body) }),
     }),
     route({
       method: "GET", path: "/api/v1/associations/:id/chunks/:index", access: "recovery.read", tag: "associations",
