@@ -37,11 +37,10 @@
  *
  * --parts adds, after the rounds, the capture and the restore cut short after each stage (tar
  * alone, + zstd, + sealing, + upload; GET alone, + opening, + decompressing, + tar -x), each
- * read cold, to show where the time goes. --zstd-level N and --zstd-chunk BYTES are what-ifs:
- * they change the compressor's level and zlib's chunk size (the agent uses the defaults, 3 and
- * 16 KiB), printed at the top when given; --overlap uploads a chunk while the next one is
- * compressed and sealed, and fetches the next chunk while one is restored (the agent's steps
- * do one thing at a time).
+ * read cold, to show where the time goes. The rounds run the agent's own transfer code
+ * (src/agent/user-state/transfer.ts: zstd level 1 in 1 MiB pieces, one upload in flight, the
+ * next chunk fetched ahead); --zstd-level N and --zstd-chunk BYTES are what-ifs for --parts'
+ * zstd stages only, printed at the top when given.
  *
  * Memory: --concurrent devices (default 20) capture a --concurrent-mib tree (default 50, mostly
  * random bytes, so the upload is about as large) at the same time, each its own association;
@@ -61,6 +60,7 @@ import { restoreUserState } from "../src/agent/user-state/restore.ts";
 import { sealStream, openStream } from "../src/security/state-cipher.ts";
 import { MpClient } from "../src/agent/mp-client.ts";
 import { userStateClient } from "../src/agent/user-state-client.ts";
+import { receiveUserState, sendUserState, ZSTD_CAPTURE, ZSTD_RESTORE } from "../src/agent/user-state/transfer.ts";
 import { newMachine, enrollApproved, type TestMachine } from "../test/support/device.ts";
 import { httpsRequest, type TestSite } from "../test/support/site.ts";
 import { onExit } from "../test/lab/cleanup.ts";
@@ -78,15 +78,15 @@ const { values: argv } = parseArgs({
     parts: { type: "boolean", default: false },
     "zstd-level": { type: "string" },
     "zstd-chunk": { type: "string" },
-    overlap: { type: "boolean", default: false },
   },
 });
 const MIB = Number(argv.mib);
 const ROUNDS = Number(argv.rounds);
 const CONCURRENT = Number(argv.concurrent);
 const CONCURRENT_MIB = Number(argv["concurrent-mib"]);
-/** What-if options (not what the agent does today): zstd's level and zlib's chunk size. */
+/** The agent's own zstd options, with what-if overrides (--zstd-chunk, --zstd-level). */
 const ZSTD_OPTIONS: ZstdOptions = {
+  ...ZSTD_CAPTURE,
   ...(argv["zstd-chunk"] ? { chunkSize: Number(argv["zstd-chunk"]) } : {}),
   ...(argv["zstd-level"] ? { params: { [zlibConstants.ZSTD_c_compressionLevel]: Number(argv["zstd-level"]) } } : {}),
 };
@@ -248,20 +248,7 @@ async function slipwayCapture(d: Device, runId: string, root: string): Promise<{
   const api = userStateClient(d.client, runId, "0");
   const grant = await api.grant("capture");
   const capture = captureUserState({ root });
-  const compressed = pipeline(Readable.from(capture.stream), createZstdCompress(ZSTD_OPTIONS), () => {});
-  const sealed = sealStream(compressed, { dataKey: Buffer.from(grant.dataKey, "base64"), associationId: grant.association, streamId: grant.streamId! });
-  if (argv.overlap) {
-    // What-if: the next chunk is compressed and sealed while the last one is uploaded and stored.
-    let inflight: Promise<void> | null = null;
-    for await (const chunk of sealed) {
-      if (inflight) await inflight;
-      inflight = api.putChunk(grant.association, chunk.index, chunk.bytes);
-      inflight.catch(() => {});
-    }
-    await inflight;
-  } else {
-    for await (const chunk of sealed) await api.putChunk(grant.association, chunk.index, chunk.bytes);
-  }
+  await sendUserState(api, grant, capture.stream);
   const summary = await capture.done;
   const done = await api.captured(grant.association, { files: summary.files, stateBytes: summary.bytes });
   return { stored: done.storedBytes, chunks: done.chunks, files: summary.files, bytes: summary.bytes };
@@ -270,22 +257,7 @@ async function slipwayCapture(d: Device, runId: string, root: string): Promise<{
 async function slipwayRestore(d: Device, runId: string, root: string): Promise<{ files: number; notRestored: number }> {
   const api = userStateClient(d.client, runId, "1");
   const grant = await api.grant("restore");
-  const chunks = async function* () {
-    if (!argv.overlap) {
-      for (let i = 0; i < grant.chunks; i++) yield await api.chunk(grant.association, i);
-      return;
-    }
-    // What-if: the next chunk is fetched while this one is opened, decompressed and written.
-    let next = grant.chunks > 0 ? api.chunk(grant.association, 0) : null;
-    for (let i = 0; i < grant.chunks; i++) {
-      const current = await next!;
-      next = i + 1 < grant.chunks ? api.chunk(grant.association, i + 1) : null;
-      next?.catch(() => {});
-      yield current;
-    }
-  };
-  const plain = openStream(chunks(), { dataKey: Buffer.from(grant.dataKey, "base64"), associationId: grant.association, streamId: grant.streamId ?? undefined });
-  const summary = await restoreUserState(pipeline(Readable.from(plain), createZstdDecompress(), () => {}), { root });
+  const summary = await restoreUserState(receiveUserState(api, grant), { root });
   await api.restored(grant.association, { files: summary.files, notRestored: summary.notRestored.length });
   return { files: summary.files, notRestored: summary.notRestored.length };
 }
@@ -323,8 +295,8 @@ async function main(): Promise<void> {
     if (!argv.keep) fs.rmSync(work, { recursive: true, force: true });
   });
   console.log(`user-state bench, ${new Date().toISOString()}; ${describeMachine()}`);
-  if (Object.keys(ZSTD_OPTIONS).length > 0 || argv.overlap) {
-    console.log(`WHAT-IF, not the agent's code as it is: ${JSON.stringify({ zstdLevel: argv["zstd-level"], zstdChunk: argv["zstd-chunk"], overlap: argv.overlap })}`);
+  if (argv["zstd-level"] || argv["zstd-chunk"]) {
+    console.log(`WHAT-IF for --parts' zstd stages, not the agent's code as it is: ${JSON.stringify({ zstdLevel: argv["zstd-level"], zstdChunk: argv["zstd-chunk"] })}`);
   }
   console.log(`work folder ${work} (${execFileSync("df", ["--output=source", work], { encoding: "utf8" }).split("\n")[1]}); site data folder under ${os.tmpdir()} (${execFileSync("df", ["--output=source", os.tmpdir()], { encoding: "utf8" }).split("\n")[1]})`);
   const site = await startSite();
@@ -472,7 +444,7 @@ parts (${fmt(tree.bytes / 1e6, 0)} MB; each stage cold, wall s, MB/s of the file
   const restoreStages: [string, () => Promise<unknown>][] = [
     ["GET every chunk only", () => drain(fetched())],
     ["  + openStream", () => drain(opened())],
-    ["  + zstd decompress", () => drain(pipeline(Readable.from(opened()), createZstdDecompress(), () => {}))],
+    ["  + zstd decompress", () => drain(pipeline(Readable.from(opened()), createZstdDecompress(ZSTD_RESTORE), () => {}))],
     ["  + restoreUserState, sync (the whole restore)", async () => {
       fs.rmSync(dst, { recursive: true, force: true });
       writeAccounts(dst);

@@ -5,19 +5,15 @@
  * association's data key — to the site's state store. Nothing is held whole in memory or on a
  * temporary disk. The site learns only ciphertext, the chunk count and the sizes.
  */
-import { constants as zstdConstants, createZstdCompress } from "node:zlib";
 import { readdirSync, existsSync, mkdirSync } from "node:fs";
-import { pipeline, Readable } from "node:stream";
 import type { StepModule, StepContext } from "../engine.ts";
 import { fsType, mountPointOf, mustRun, partitionPath, waitForDevice } from "../system.ts";
 import { listDisks } from "../inventory.ts";
 import { captureUserState } from "../user-state/capture.ts";
-import { sealStream } from "../../security/state-cipher.ts";
+import { sendUserState } from "../user-state/transfer.ts";
 
 export const OLD_SYSTEM_DIR = "/mnt/old-system";
 
-/** Level 1 in 1 MiB pieces: zstd in Node costs most of a capture's CPU; this more than halves it for ~3 % more bytes (bench/user-state.ts). */
-const ZSTD_CAPTURE = { chunkSize: 1 << 20, params: { [zstdConstants.ZSTD_c_compressionLevel]: 1 } };
 
 /** Mounts a partition read-only without writing to it (no journal replay), where the file system allows. */
 export async function mountReadOnly(dev: string, dir: string): Promise<void> {
@@ -83,23 +79,11 @@ export const captureUserStateStep: StepModule = {
     try {
       const api = ctx.userState();
       const grant = await api.grant("capture");
-      if (!grant.streamId) throw new Error("Cannot capture user state: the management point gave no stream id");
       const capture = captureUserState({
         root: OLD_SYSTEM_DIR, include: params.include?.map((p) => ctx.expand(p)), exclude: params.exclude,
         defaultExcludes: params.defaultExcludes, signal: ctx.signal, log: (line) => ctx.log(line),
       });
-      // tar → zstd → sealed chunks; backpressure all the way: a chunk is read only after the last one is stored.
-      // pipeline: a failure anywhere (tar, zstd) destroys the whole chain with it instead of leaving it waiting.
-      const compressed = pipeline(Readable.from(capture.stream), createZstdCompress(ZSTD_CAPTURE), () => {});
-      const sealed = sealStream(compressed, { dataKey: Buffer.from(grant.dataKey, "base64"), associationId: grant.association, streamId: grant.streamId });
-      let stored = 0;
-      let chunks = 0;
-      for await (const chunk of sealed) {
-        await api.putChunk(grant.association, chunk.index, chunk.bytes);
-        stored += chunk.bytes.length;
-        chunks++;
-        if (chunks % 8 === 0) await ctx.progress(0, `${mib(stored)} captured and stored in ${chunks} chunks`);
-      }
+      await sendUserState(api, grant, capture.stream, (stored, chunks) => chunks % 8 === 0 && ctx.progress(0, `${mib(stored)} captured, ${chunks} chunks sent`));
       const summary = await capture.done;
       const done = await api.captured(grant.association, { files: summary.files, stateBytes: summary.bytes });
       for (const s of summary.skipped) ctx.log(`skipped ${s.path}: ${s.reason}`);

@@ -4,12 +4,10 @@
  * writes the files into the applied system with owners mapped by name. The restore writes into
  * a staging folder first, so a failure leaves nothing of the state half-restored in place.
  */
-import { createZstdDecompress } from "node:zlib";
-import { pipeline, Readable } from "node:stream";
 import type { StepModule } from "../engine.ts";
 import { mount, mustRun, partitionPath, waitForDevice } from "../system.ts";
 import { restoreUserState } from "../user-state/restore.ts";
-import { openStream } from "../../security/state-cipher.ts";
+import { receiveUserState } from "../user-state/transfer.ts";
 import { TARGET_DIR } from "./apply-image.ts";
 
 export const restoreUserStateStep: StepModule = {
@@ -25,17 +23,8 @@ export const restoreUserStateStep: StepModule = {
     if (!root) return { status: "failed", message: "Cannot restore user state: no system is applied yet (run apply-image first, or name the partition with \"to\")" };
     const api = ctx.userState();
     const grant = await api.grant("restore");
-    let fetched = 0;
-    const chunks = async function* () {
-      for (let i = 0; i < grant.chunks; i++) {
-        yield await api.chunk(grant.association, i);
-        fetched++;
-        if (fetched % 8 === 0) await ctx.progress((fetched / grant.chunks) * 100, `${fetched} of ${grant.chunks} chunks verified`);
-      }
-    };
-    const plain = openStream(chunks(), { dataKey: Buffer.from(grant.dataKey, "base64"), associationId: grant.association, streamId: grant.streamId ?? undefined });
-    // pipeline: a refused chunk fails the whole chain (and so the restore, which then undoes its staging).
-    const summary = await restoreUserState(pipeline(Readable.from(plain), createZstdDecompress({ chunkSize: 1 << 20 }), () => {}), { root, signal: ctx.signal, log: (line) => ctx.log(line) });
+    const tar = receiveUserState(api, grant, (fetched) => fetched % 8 === 0 && ctx.progress((fetched / grant.chunks) * 100, `${fetched} of ${grant.chunks} chunks verified`));
+    const summary = await restoreUserState(tar, { root, signal: ctx.signal, log: (line) => ctx.log(line) });
     for (const f of summary.notRestored) ctx.log(`not restored: ${f.path}: ${f.reason}`);
     for (const o of summary.unmappedOwners) ctx.log(`no ${o.kind} ${o.name ?? `#${o.id}`} in the new system: files keep id ${o.id}`);
     for (const c of summary.conflicts) ctx.log(`${c.path}: ${c.action}`);
