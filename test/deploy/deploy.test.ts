@@ -19,18 +19,15 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
-import type { ChildProcess } from "node:child_process";
-import { createLab, run, waitForOutput, type Lab, type Link } from "../lab/netns.ts";
+import { run, type Lab, type Link } from "../lab/netns.ts";
+import { startLabSite, SLIPWAY_BIN as bin, type LabSite } from "../lab/lab-site.ts";
 import { startVm } from "../lab/qemu.ts";
 import { ensureTestOsImages } from "../lab/test-os.ts";
-import { httpsRequest, tempDir } from "../support/site.ts";
 import { startSwtpm, swtpmForQemu } from "../support/swtpm.ts";
 import { openTpmSocket, TpmSession } from "../../src/agent/tpm.ts";
 
 if (process.getuid?.() !== 0) throw new Error("the deployment tests need root (network namespaces): run scripts/test.sh as root");
 
-const root = path.resolve(import.meta.dirname, "../..");
-const bin = path.join(root, "bin/slipway");
 const PASSWORD = "Deploy-End-To-End-Passphrase-1";
 const DEPLOY_TIMEOUT_MS = 600_000;
 
@@ -76,16 +73,13 @@ steps:
 `;
 
 describe("deployment end to end", () => {
+  let site: LabSite;
   let srv: Lab;
   let br0: Link;
-  let server: ChildProcess;
   let dataDir = "";
   let api = "";
-  let ca = "";
   let token = "";
-  let serverLog = "";
-  const adminNet = `10.81.${randomBytes(1)[0] % 250}`;
-  const admin = (method: string, p: string, body?: unknown) => httpsRequest(api, ca, method, p, { token, body });
+  const admin = (method: string, p: string, body?: unknown) => site.admin(method, p, body);
 
   async function addMachine(name: string, mac: string, uuid: string, hostname: string): Promise<void> {
     let r = await admin("POST", "/api/v1/devices", { name, macs: [mac], smbiosUuid: uuid, state: "approved", collections: ["Lab"] });
@@ -106,50 +100,18 @@ describe("deployment end to end", () => {
 
   before(async () => {
     const images = await ensureTestOsImages();
-    srv = await createLab({ name: "deploy" });
-    br0 = await srv.addLink("br0", { cidr: "10.82.0.1/24" });
-    await srv.startRouterAdvertisements(br0);
-    const up = `sldp${randomBytes(3).toString("hex")}`;
-    await run("ip", ["link", "add", up, "type", "veth", "peer", "name", "adm0", "netns", srv.name]);
-    await run("ip", ["addr", "add", `${adminNet}.1/30`, "dev", up]);
-    await run("ip", ["link", "set", up, "up"]);
-    await srv.exec("ip", ["addr", "add", `${adminNet}.2/30`, "dev", "adm0"]);
-    await srv.exec("ip", ["link", "set", "adm0", "up"]);
-
-    dataDir = tempDir("slipway-deploy-");
-    // The kernel package is cached with the lab's, so a rerun does not fetch it again.
-    const env = { ...process.env, SLIPWAY_ADMIN_PASSWORD: PASSWORD, SLIPWAY_DATABASE_URL: "", SLIPWAY_CACHE_DIR: path.join(root, ".cache/lab") };
-    // The documented order: initialise, build the deploy environment, import images, then serve.
-    await run(bin, ["init", "--data", dataDir], { env });
-    const built = await run(bin, ["bootimage", "build", "--data", dataDir, "--name", "deploy", "--default"], { env, timeoutMs: 900_000 });
-    assert.match(built.stdout + built.stderr, /deploy/);
-    for (const [name, file] of [["test-os", images.tarGz], ["test-os-raw", images.rawExt4]]) {
-      const r = await run(bin, ["image", "import", file, "--name", name, "--data", dataDir], { env, timeoutMs: 300_000 });
-      assert.match(r.stdout, /sha256:[0-9a-f]{64}/);
-    }
-
-    server = srv.spawn(bin, ["up", "--data", dataDir, "--listen", `${adminNet}.2:8443`, "--mp-listen", "0.0.0.0:8444",
-      "--pxe-interface", "br0", "--pxe-mode", "dhcp", "--dhcp-range", "10.82.0.100-10.82.0.150", "--unknown", "deny"], { env });
-    server.stdout?.on("data", (d) => (serverLog += d));
-    server.stderr?.on("data", (d) => (serverLog += d));
-    await waitForOutput(server, /PXE \(dhcp/, 60_000, "slipway up");
-    api = `https://${adminNet}.2:8443`;
-    ca = fs.readFileSync(path.join(dataDir, "keys/ca.crt"), "utf8");
-    let r = await httpsRequest(api, ca, "POST", "/api/v1/sessions", { body: { username: "admin", password: PASSWORD } });
-    token = r.body.token;
-    r = await admin("POST", "/api/v1/me/password", { currentPassword: PASSWORD, newPassword: PASSWORD + "-2" });
-    assert.equal(r.status, 204, r.text);
+    site = await startLabSite({ name: "deploy", subnet: "10.82.0", adminPrefix: "10.81", password: PASSWORD,
+      images: [["test-os", images.tarGz], ["test-os-raw", images.rawExt4]] });
+    ({ lab: srv, link: br0, dataDir, api, token } = site);
     assert.equal((await admin("POST", "/api/v1/collections", { name: "Lab" })).status, 201);
-    r = await admin("POST", "/api/v1/task-sequences", { document: TASK_SEQUENCE, format: "yaml" });
+    let r = await admin("POST", "/api/v1/task-sequences", { document: TASK_SEQUENCE, format: "yaml" });
     assert.equal(r.status, 201, r.text);
     r = await admin("POST", "/api/v1/deployments", { name: "Lab rebuild", taskSequence: "Lab deploy", collection: "Lab", purpose: "required", bootPaths: ["pxe"] });
     assert.equal(r.status, 201, r.text);
   });
 
   after(async () => {
-    if (server) await srv.stop(server);
-    await srv?.close();
-    if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+    await site?.close();
   });
 
   for (const m of [

@@ -16,16 +16,13 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
-import type { ChildProcess } from "node:child_process";
-import { createLab, run, waitForOutput, type Lab, type Link } from "../lab/netns.ts";
+import { run, type Lab, type Link } from "../lab/netns.ts";
 import { startVm } from "../lab/qemu.ts";
 import { ensureTestOsImages } from "../lab/test-os.ts";
-import { httpsRequest, tempDir } from "../support/site.ts";
+import { startLabSite, type LabSite } from "../lab/lab-site.ts";
 
 if (process.getuid?.() !== 0) throw new Error("the user-state deployment test needs root (network namespaces, loop devices): run scripts/test.sh as root");
 
-const root = path.resolve(import.meta.dirname, "../..");
-const bin = path.join(root, "bin/slipway");
 const PASSWORD = "User-State-End-To-End-Passphrase-1";
 const DEPLOY_TIMEOUT_MS = 900_000;
 const BIOS_BOOT = "21686148-6449-6E6F-744E-656564454649";
@@ -160,56 +157,25 @@ const PATHS = [
 ];
 
 describe("user state: a machine refreshed in place keeps its users' files", () => {
+  let site: LabSite;
   let srv: Lab;
   let br0: Link;
-  let server: ChildProcess;
   let dataDir = "";
-  let api = "";
-  let ca = "";
-  let token = "";
-  let serverLog = "";
-  const adminNet = `10.83.${randomBytes(1)[0] % 250}`;
-  const admin = (method: string, p: string, body?: unknown) => httpsRequest(api, ca, method, p, { token, body });
+  const admin = (method: string, p: string, body?: unknown) => site.admin(method, p, body);
 
   before(async () => {
     const images = await ensureTestOsImages();
-    srv = await createLab({ name: "userstate" });
-    br0 = await srv.addLink("br0", { cidr: "10.84.0.1/24" });
-    await srv.startRouterAdvertisements(br0);
-    const up = `slus${randomBytes(3).toString("hex")}`;
-    await run("ip", ["link", "add", up, "type", "veth", "peer", "name", "adm0", "netns", srv.name]);
-    await run("ip", ["addr", "add", `${adminNet}.1/30`, "dev", up]);
-    await run("ip", ["link", "set", up, "up"]);
-    await srv.exec("ip", ["addr", "add", `${adminNet}.2/30`, "dev", "adm0"]);
-    await srv.exec("ip", ["link", "set", "adm0", "up"]);
-
-    dataDir = tempDir("slipway-userstate-");
-    const env = { ...process.env, SLIPWAY_ADMIN_PASSWORD: PASSWORD, SLIPWAY_DATABASE_URL: "", SLIPWAY_CACHE_DIR: path.join(root, ".cache/lab") };
-    await run(bin, ["init", "--data", dataDir], { env });
-    await run(bin, ["bootimage", "build", "--data", dataDir, "--name", "deploy", "--default"], { env, timeoutMs: 900_000 });
-    await run(bin, ["image", "import", images.tarGz, "--name", "test-os", "--data", dataDir], { env, timeoutMs: 300_000 });
-    server = srv.spawn(bin, ["up", "--data", dataDir, "--listen", `${adminNet}.2:8443`, "--mp-listen", "0.0.0.0:8444",
-      "--pxe-interface", "br0", "--pxe-mode", "dhcp", "--dhcp-range", "10.84.0.100-10.84.0.150", "--unknown", "deny"], { env });
-    server.stdout?.on("data", (d) => (serverLog += d));
-    server.stderr?.on("data", (d) => (serverLog += d));
-    await waitForOutput(server, /PXE \(dhcp/, 60_000, "slipway up");
-    api = `https://${adminNet}.2:8443`;
-    ca = fs.readFileSync(path.join(dataDir, "keys/ca.crt"), "utf8");
-    let r = await httpsRequest(api, ca, "POST", "/api/v1/sessions", { body: { username: "admin", password: PASSWORD } });
-    token = r.body.token;
-    r = await admin("POST", "/api/v1/me/password", { currentPassword: PASSWORD, newPassword: PASSWORD + "-2" });
-    assert.equal(r.status, 204, r.text);
+    site = await startLabSite({ name: "userstate", subnet: "10.84.0", adminPrefix: "10.83", password: PASSWORD, images: [["test-os", images.tarGz]] });
+    ({ lab: srv, link: br0, dataDir } = site);
     assert.equal((await admin("POST", "/api/v1/collections", { name: "Lab" })).status, 201);
-    r = await admin("POST", "/api/v1/task-sequences", { document: TASK_SEQUENCE, format: "yaml" });
+    let r = await admin("POST", "/api/v1/task-sequences", { document: TASK_SEQUENCE, format: "yaml" });
     assert.equal(r.status, 201, r.text);
     r = await admin("POST", "/api/v1/deployments", { name: "Refresh", taskSequence: "Refresh with user state", collection: "Lab", purpose: "required", bootPaths: ["pxe"] });
     assert.equal(r.status, 201, r.text);
   });
 
   after(async () => {
-    if (server) await srv.stop(server);
-    await srv?.close();
-    if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+    await site?.close();
   });
 
   it("captures, re-images and restores: the files come back identical, owned by the same names", { timeout: DEPLOY_TIMEOUT_MS + 120_000 }, async (t) => {
@@ -271,6 +237,6 @@ describe("user state: a machine refreshed in place keeps its users' files", () =
       const text = fs.readFileSync(f).toString("latin1");
       for (const n of needles) assert.ok(!text.includes(n), `${f} holds the canary`);
     }
-    for (const n of needles) assert.ok(!serverLog.includes(n), "the server's log holds the canary");
+    for (const n of needles) assert.ok(!site.log().includes(n), "the server's log holds the canary");
   });
 });

@@ -116,3 +116,28 @@ export async function enrollApproved(t: TestSite, m: TestMachine): Promise<Reply
   if (a.status !== 200 || a.body.enrollments.length !== 1) throw new Error(`Cannot approve enrollment ${r.body.serial}: ${a.status} ${a.text}`);
   return { ...r, body: { ...r.body, assurance: "approved" } };
 }
+
+/** A management-point request with the machine's certificate whose body (if any) is raw bytes; the answer as bytes and, where it parses, JSON. */
+export function bytesCall(t: { mp: { url: string }; ca: string }, m: TestMachine, method: string, p: string, body?: Buffer): Promise<{ status: number; body: Buffer; json: any }> {
+  return new Promise((resolve, reject) => {
+    const req = https.request(new URL(p, t.mp.url), {
+      method, ca: t.ca, key: m.keyPem, cert: m.certPem ?? undefined, agent: false,
+      headers: body ? { "content-type": "application/octet-stream", "content-length": String(body.length) } : {},
+    }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("end", () => {
+        const all = Buffer.concat(chunks);
+        let json: any = null;
+        try {
+          json = JSON.parse(all.toString("utf8"));
+        } catch {
+          // bytes
+        }
+        resolve({ status: res.statusCode ?? 0, body: all, json });
+      });
+    });
+    req.on("error", reject);
+    req.end(body);
+  });
+}

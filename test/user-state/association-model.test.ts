@@ -31,7 +31,7 @@ import https from "node:https";
 import crypto from "node:crypto";
 import fc from "fast-check";
 import { startTestSite, adminWithRoles, adminPassword, ADMIN_PASSWORD, type TestSite } from "../support/site.ts";
-import { newMachine, enrollApproved, type TestMachine } from "../support/device.ts";
+import { newMachine, enrollApproved, type TestMachine, bytesCall } from "../support/device.ts";
 import { sealChunk, openChunk } from "../../src/security/state-cipher.ts";
 import { databasesUnderTest } from "../support/postgres.ts";
 import { sweepAssociations } from "../../src/site/services/associations.ts";
@@ -135,30 +135,6 @@ type MRun = { id: string; dev: number; gen: number; running: boolean; open: stri
 type MDev = { id: string; ids: { macs: string[]; smbiosUuid: string }; m: TestMachine; serial: string; gen: number; run: string | null; stale: string | null };
 
 const isLive = (s: MState) => s !== "gone";
-
-function bytesCall(t: TestSite, m: TestMachine, method: string, p: string, body?: Buffer): Promise<{ status: number; body: Buffer; json: any }> {
-  return new Promise((resolve, reject) => {
-    const req = https.request(new URL(p, t.mp.url), {
-      method, ca: t.ca, key: m.keyPem, cert: m.certPem ?? undefined, agent: false,
-      headers: body ? { "content-type": "application/octet-stream", "content-length": String(body.length) } : {},
-    }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on("data", (c: Buffer) => chunks.push(c));
-      res.on("end", () => {
-        const all = Buffer.concat(chunks);
-        let json: any = null;
-        try {
-          json = JSON.parse(all.toString("utf8"));
-        } catch {
-          // bytes
-        }
-        resolve({ status: res.statusCode ?? 0, body: all, json });
-      });
-    });
-    req.on("error", reject);
-    req.end(body);
-  });
-}
 
 function adminBytes(t: TestSite, token: string, p: string): Promise<{ status: number; body: Buffer }> {
   return new Promise((resolve, reject) => {

@@ -8,38 +8,13 @@
  */
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
-import https from "node:https";
 import fs from "node:fs";
 import path from "node:path";
 import crypto from "node:crypto";
 import { startTestSite, type TestSite } from "../support/site.ts";
-import { newMachine, enrollApproved, type TestMachine, type Reply } from "../support/device.ts";
+import { newMachine, enrollApproved, type TestMachine, bytesCall } from "../support/device.ts";
 import { sealStream, openStream, CHUNK_SIZE } from "../../src/security/state-cipher.ts";
 import { stores } from "../../src/storage/stores.ts";
-
-function bytesCall(t: TestSite, m: TestMachine, method: string, p: string, body?: Buffer): Promise<{ status: number; body: Buffer; json: any }> {
-  return new Promise((resolve, reject) => {
-    const req = https.request(new URL(p, t.mp.url), {
-      method, ca: t.ca, key: m.keyPem, cert: m.certPem ?? undefined, agent: false,
-      headers: body ? { "content-type": "application/octet-stream", "content-length": String(body.length) } : {},
-    }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on("data", (c: Buffer) => chunks.push(c));
-      res.on("end", () => {
-        const all = Buffer.concat(chunks);
-        let json: any = null;
-        try {
-          json = JSON.parse(all.toString("utf8"));
-        } catch {
-          // bytes
-        }
-        resolve({ status: res.statusCode ?? 0, body: all, json });
-      });
-    });
-    req.on("error", reject);
-    req.end(body);
-  });
-}
 
 /** Every file under a folder, recursively. */
 function filesUnder(dir: string): string[] {

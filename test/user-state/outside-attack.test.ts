@@ -19,42 +19,15 @@
  */
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
-import https from "node:https";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import crypto from "node:crypto";
 import { execFileSync, spawn } from "node:child_process";
 import { startTestSite, adminWithRoles, tempDir, type TestSite } from "../support/site.ts";
-import { newMachine, enrollApproved, type TestMachine } from "../support/device.ts";
+import { newMachine, enrollApproved, type TestMachine, bytesCall } from "../support/device.ts";
 import { sealStream } from "../../src/security/state-cipher.ts";
 import { stores } from "../../src/storage/stores.ts";
-
-type Bytes = { status: number; body: Buffer; json: any };
-
-function bytesCall(t: TestSite, m: TestMachine, method: string, p: string, body?: Buffer): Promise<Bytes> {
-  return new Promise((resolve, reject) => {
-    const req = https.request(new URL(p, t.mp.url), {
-      method, ca: t.ca, key: m.keyPem, cert: m.certPem ?? undefined, agent: false,
-      headers: body ? { "content-type": "application/octet-stream", "content-length": String(body.length) } : {},
-    }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on("data", (c: Buffer) => chunks.push(c));
-      res.on("end", () => {
-        const all = Buffer.concat(chunks);
-        let json: any = null;
-        try {
-          json = JSON.parse(all.toString("utf8"));
-        } catch {
-          // bytes
-        }
-        resolve({ status: res.statusCode ?? 0, body: all, json });
-      });
-    });
-    req.on("error", reject);
-    req.end(body);
-  });
-}
 
 async function* once(b: Buffer) {
   yield b;
