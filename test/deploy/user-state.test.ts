@@ -9,7 +9,8 @@
  * the same users with other ids, restore-user-state. The disk is then read on the host: every
  * file is back, identical, owned by the same *names*; the cache was skipped; the association
  * is restored with its delete-after deadline; and a canary from a user's file is found nowhere
- * in the site's data folder (state store, database) or the server's log.
+ * in the site's data folder (state store, database) or the server's log. Then a replace: an old
+ * machine captures, a new machine with an empty disk installs and restores the same files.
  */
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -38,6 +39,32 @@ name: Refresh with user state
 steps:
   - name: Capture user state
     type: capture-user-state
+  - name: Partition
+    type: partition-disk
+    with: { disk: "0", scheme: gpt-bios }
+  - name: Format root
+    type: format
+    with: { partition: "0:2", filesystem: ext4, label: root }
+  - name: Apply the test OS
+    type: apply-image
+    with: { image: test-os }
+  - name: The new system's users
+    type: run-command
+    with: { command: "mkdir -p $SLIPWAY_TARGET/etc && printf '${NEW_PASSWD}' > $SLIPWAY_TARGET/etc/passwd && printf '${NEW_GROUP}' > $SLIPWAY_TARGET/etc/group" }
+  - name: Restore user state
+    type: restore-user-state
+`;
+
+const CAPTURE_ONLY = `
+name: Capture before replacement
+steps:
+  - name: Capture user state
+    type: capture-user-state
+`;
+
+const INSTALL_AND_RESTORE = `
+name: Install and restore user state
+steps:
   - name: Partition
     type: partition-disk
     with: { disk: "0", scheme: gpt-bios }
@@ -178,58 +205,49 @@ describe("user state: a machine refreshed in place keeps its users' files", () =
     await site?.close();
   });
 
-  it("captures, re-images and restores: the files come back identical, owned by the same names", { timeout: DEPLOY_TIMEOUT_MS + 120_000 }, async (t) => {
-    const m = { name: "refresh-pc", mac: "52:54:00:84:00:01", uuid: "5f1c0d3e-8a4b-4c2d-9e1f-000000840001" };
-    const r = await admin("POST", "/api/v1/devices", { name: m.name, macs: [m.mac], smbiosUuid: m.uuid, state: "approved", collections: ["Lab"] });
-    assert.equal(r.status, 201, r.text);
-    const canary = `canary-${randomBytes(16).toString("hex")}`;
-    const disk = path.join(srv.dir, `${m.name}.disk`);
-    await makeOldSystem(disk, canary);
-    const before = await withMounted(disk, async (dir) => describeTree(dir, accounts(dir), PATHS));
+  type Machine = { name: string; mac: string; uuid: string };
 
-    const tap = await br0.addTap("tapus");
+  /** Boots a machine, approves its waiting enrollment (a boot token alone never gets a user-state key), waits for its run to succeed. */
+  async function deploy(m: Machine, disk: string, t: { diagnostic(s: string): void }): Promise<void> {
+    const tap = await br0.addTap(`tap${randomBytes(3).toString("hex")}`);
     const vm = await startVm(srv, { tap, mac: m.mac, uuid: m.uuid, firmware: "bios", disk, memoryMiB: 1536, name: m.name });
     try {
-      // A boot token alone is sniffable: a user-state key is never released to it. The machine
-      // waits for an administrator to approve this enrollment, as the README says.
       const waiting = await vm.waitForSerial(/SLIPWAY-AGENT waiting for an administrator to approve this enrollment: serial ([0-9a-f]+)/, { timeoutMs: DEPLOY_TIMEOUT_MS });
       const approved = await admin("POST", "/api/v1/enrollments/approve", { serials: [waiting[1]] });
       assert.equal(approved.status, 200, approved.text);
       const done = await vm.waitForSerial(/SLIPWAY-AGENT run \S+ (succeeded|failed)/, { timeoutMs: DEPLOY_TIMEOUT_MS, from: waiting.index });
       assert.equal(done[1], "succeeded", vm.serial().slice(-6000));
-      t.diagnostic(`refreshed in ${Math.round(vm.elapsedMs() / 1000)} s`);
+      t.diagnostic(`${m.name}: run done in ${Math.round(vm.elapsedMs() / 1000)} s`);
     } finally {
       await vm.kill();
     }
+  }
 
-    const runs = await admin("GET", `/api/v1/runs?device=${(await admin("GET", `/api/v1/devices/${m.name}`)).body.id}`);
+  async function runSteps(device: string): Promise<{ body: any; steps: string }> {
+    const runs = await admin("GET", `/api/v1/runs?device=${(await admin("GET", `/api/v1/devices/${device}`)).body.id}`);
     const history = await admin("GET", `/api/v1/runs/${runs.body[0].id}`);
-    const steps = history.body.events.map((e: any) => `${e.step} ${e.state} ${e.message ?? ""}`).join("\n");
+    return { body: history.body, steps: history.body.events.map((e: any) => `${e.step} ${e.state} ${e.message ?? ""}`).join("\n") };
+  }
+
+  /** The new system on `disk` holds the users' files exactly as `before` described them, by owner name. */
+  async function assertRestored(disk: string, before: Map<string, string>, steps: string): Promise<void> {
     const after = await withMounted(disk, async (dir) => {
       const found = fs.readdirSync(dir, { recursive: true }).map(String).filter((f) => f.startsWith("home") || f.startsWith(".slipway"));
       assert.ok(fs.existsSync(path.join(dir, "home/alice/notes.txt")), `alice's notes are not on the new system; under home: ${found.join(", ")}\nrun:\n${steps}`);
       assert.ok(!fs.existsSync(path.join(dir, "home/alice/.cache/thumbnails/big.bin")), "the cache folder was restored");
       assert.ok(fs.existsSync(path.join(dir, "etc/os-release")) && !fs.readFileSync(path.join(dir, "etc/os-release"), "utf8").includes("Old system"), "the disk still holds the old system");
-      const leftovers = fs.readdirSync(dir).filter((n) => n.startsWith(".slipway-restore-"));
-      assert.deepEqual(leftovers, [], "the restore left its staging folder");
-      const st = fs.statSync(path.join(dir, "home/alice/notes.txt"));
-      assert.equal(st.uid, 1001, "alice's file keeps uid 1000 instead of alice's new 1001");
+      assert.deepEqual(fs.readdirSync(dir).filter((n) => n.startsWith(".slipway-restore-")), [], "the restore left its staging folder");
+      assert.equal(fs.statSync(path.join(dir, "home/alice/notes.txt")).uid, 1001, "alice's file keeps uid 1000 instead of alice's new 1001");
       assert.equal(fs.statSync(path.join(dir, "home/alice/notes.txt")).ino, fs.statSync(path.join(dir, "home/alice/notes-hardlink.txt")).ino, "the hard link became a copy");
       return describeTree(dir, accounts(dir), PATHS);
     });
     for (const p of PATHS) assert.equal(after.get(p), before.get(p), `${p} differs after the restore`);
     // The ACL named bob by uid 1001 on the old system; on the new one bob is 1000.
     assert.match(after.get("home/alice/notes.txt")!, /acl=.*user:bob:r--/);
+  }
 
-    const capture = history.body.events.find((e: any) => e.step.startsWith("0 ") && e.state === "succeeded");
-    assert.match(capture?.message ?? "", /captured \d+ files/, JSON.stringify(history.body.events.map((e: any) => `${e.step} ${e.state} ${e.message ?? ""}`)));
-    assert.ok(!JSON.stringify(history.body).includes(canary), "the run's history holds a user's file content");
-    const assoc = await admin("GET", `/api/v1/associations?device=${m.name}`);
-    assert.equal(assoc.body.length, 1, assoc.text);
-    assert.equal(assoc.body[0].kind, "refresh");
-    assert.equal(assoc.body[0].state, "restored");
-    assert.equal(Date.parse(assoc.body[0].deleteAt) - Date.parse(assoc.body[0].restoredAt), 24 * 3600_000);
-
+  /** The canary is nowhere in the site's data folder (state store, database) or its log. */
+  function assertCanaryNowhere(canary: string): void {
     const needles = [canary, Buffer.from(canary).toString("hex"), Buffer.from(canary).toString("base64").slice(0, 32)];
     const files = fs.readdirSync(dataDir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => path.join(e.parentPath, e.name));
     assert.ok(files.some((f) => f.includes(`${path.sep}state${path.sep}`)), "nothing was stored in DATA/state");
@@ -238,5 +256,64 @@ describe("user state: a machine refreshed in place keeps its users' files", () =
       for (const n of needles) assert.ok(!text.includes(n), `${f} holds the canary`);
     }
     for (const n of needles) assert.ok(!site.log().includes(n), "the server's log holds the canary");
+  }
+
+  it("captures, re-images and restores: the files come back identical, owned by the same names", { timeout: DEPLOY_TIMEOUT_MS + 120_000 }, async (t) => {
+    const m = { name: "refresh-pc", mac: "52:54:00:84:00:01", uuid: "5f1c0d3e-8a4b-4c2d-9e1f-000000840001" };
+    const r = await admin("POST", "/api/v1/devices", { name: m.name, macs: [m.mac], smbiosUuid: m.uuid, state: "approved", collections: ["Lab"] });
+    assert.equal(r.status, 201, r.text);
+    const canary = `canary-${randomBytes(16).toString("hex")}`;
+    const disk = path.join(srv.dir, `${m.name}.disk`);
+    await makeOldSystem(disk, canary);
+    const before = await withMounted(disk, async (dir) => describeTree(dir, accounts(dir), PATHS));
+    await deploy(m, disk, t);
+    const history = await runSteps(m.name);
+    await assertRestored(disk, before, history.steps);
+    const capture = history.body.events.find((e: any) => e.step.startsWith("0 ") && e.state === "succeeded");
+    assert.match(capture?.message ?? "", /captured \d+ files/, history.steps);
+    assert.ok(!JSON.stringify(history.body).includes(canary), "the run's history holds a user's file content");
+    const assoc = await admin("GET", `/api/v1/associations?device=${m.name}`);
+    assert.equal(assoc.body.length, 1, assoc.text);
+    assert.equal(assoc.body[0].kind, "refresh");
+    assert.equal(assoc.body[0].state, "restored");
+    assert.equal(Date.parse(assoc.body[0].deleteAt) - Date.parse(assoc.body[0].restoredAt), 24 * 3600_000);
+    assertCanaryNowhere(canary);
+  });
+
+  it("a replace: the old machine captures, a new machine with an empty disk restores", { timeout: 2 * DEPLOY_TIMEOUT_MS + 120_000 }, async (t) => {
+    const oldPc = { name: "old-pc", mac: "52:54:00:84:00:02", uuid: "5f1c0d3e-8a4b-4c2d-9e1f-000000840002" };
+    const newPc = { name: "new-pc", mac: "52:54:00:84:00:03", uuid: "5f1c0d3e-8a4b-4c2d-9e1f-000000840003" };
+    for (const [coll, ts] of [["Old machines", CAPTURE_ONLY], ["New machines", INSTALL_AND_RESTORE]] as const) {
+      assert.equal((await admin("POST", "/api/v1/collections", { name: coll })).status, 201);
+      const doc = await admin("POST", "/api/v1/task-sequences", { document: ts, format: "yaml" });
+      assert.equal(doc.status, 201, doc.text);
+      const dep = await admin("POST", "/api/v1/deployments", { name: coll, taskSequence: doc.body.name, collection: coll, purpose: "required", bootPaths: ["pxe"] });
+      assert.equal(dep.status, 201, dep.text);
+    }
+    for (const [m, coll] of [[oldPc, "Old machines"], [newPc, "New machines"]] as const) {
+      const r = await admin("POST", "/api/v1/devices", { name: m.name, macs: [m.mac], smbiosUuid: m.uuid, state: "approved", collections: [coll] });
+      assert.equal(r.status, 201, r.text);
+    }
+    const made = await admin("POST", "/api/v1/associations", { source: oldPc.name, destination: newPc.name });
+    assert.equal(made.status, 201, made.text);
+
+    const canary = `canary-${randomBytes(16).toString("hex")}`;
+    const oldDisk = path.join(srv.dir, `${oldPc.name}.disk`);
+    await makeOldSystem(oldDisk, canary);
+    const before = await withMounted(oldDisk, async (dir) => describeTree(dir, accounts(dir), PATHS));
+    await deploy(oldPc, oldDisk, t);
+    assert.equal((await admin("GET", `/api/v1/associations/${made.body.id}`)).body.state, "captured");
+
+    const newDisk = path.join(srv.dir, `${newPc.name}.disk`);
+    fs.writeFileSync(newDisk, "");
+    fs.truncateSync(newDisk, 1024 ** 3);
+    await deploy(newPc, newDisk, t);
+    await assertRestored(newDisk, before, (await runSteps(newPc.name)).steps);
+    const a = (await admin("GET", `/api/v1/associations/${made.body.id}`)).body;
+    assert.equal(a.kind, "replace");
+    assert.equal(a.state, "restored");
+    // The old machine's disk still holds its old system: a replace only reads it.
+    await withMounted(oldDisk, async (dir) => assert.ok(fs.readFileSync(path.join(dir, "etc/os-release"), "utf8").includes("Old system")));
+    assertCanaryNowhere(canary);
   });
 });
