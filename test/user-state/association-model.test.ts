@@ -360,10 +360,14 @@ for (const database of databasesUnderTest()) describe(`computer associations on 
                 assocs.push(a);
               }
               if (!a) want = auto ? 200 : 409;
-              else if (act === "capture") {
-                const storeComplete = a.finalIndex !== null && [...Array(a.finalIndex + 1).keys()].every((i) => a!.stored.has(i));
-                want = a.src !== o.dev || a.state !== "pending" || storeComplete ? 409 : 200;
-              } else want = a.dst !== o.dev || (a.state !== "captured" && a.state !== "restored") ? 409 : 200;
+              // A new capture grant clears what a pending association holds (even a complete,
+              // unconfirmed attempt); a refresh restores only to the enrollment that captured it.
+              else if (act === "capture") want = a.src !== o.dev || a.state !== "pending" ? 409 : 200;
+              else {
+                const refresh = a.src === a.dst;
+                const capturedBy = a.captureRun ? runs.get(a.captureRun)?.gen : undefined;
+                want = a.dst !== o.dev || (a.state !== "captured" && a.state !== "restored") || (refresh && capturedBy !== D.gen) ? 409 : 200;
+              }
               if (r.status === 200 && want === 200 && a) {
                 assert.equal(r.body.association, a.id, fail("the key of another association"));
                 sameKey(a, r.body.dataKey, "grant");
