@@ -34,11 +34,8 @@ const LINUX = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
 const NEW_PASSWD = "root:x:0:0:root:/root:/bin/sh\\nbob:x:1000:1000::/home/bob:/bin/sh\\nalice:x:1001:1001::/home/alice:/bin/sh\\n";
 const NEW_GROUP = "root:x:0:\\nbob:x:1000:\\nalice:x:1001:\\nprojects:x:3000:alice\\n";
 
-const TASK_SEQUENCE = `
-name: Refresh with user state
-steps:
-  - name: Capture user state
-    type: capture-user-state
+/** After the capture: a new system with the same users (other ids), then its users' files back. */
+const INSTALL_AND_RESTORE_STEPS = `
   - name: Partition
     type: partition-disk
     with: { disk: "0", scheme: gpt-bios }
@@ -55,31 +52,14 @@ steps:
     type: restore-user-state
 `;
 
-const CAPTURE_ONLY = `
-name: Capture before replacement
-steps:
+const CAPTURE_STEP = `
   - name: Capture user state
     type: capture-user-state
 `;
 
-const INSTALL_AND_RESTORE = `
-name: Install and restore user state
-steps:
-  - name: Partition
-    type: partition-disk
-    with: { disk: "0", scheme: gpt-bios }
-  - name: Format root
-    type: format
-    with: { partition: "0:2", filesystem: ext4, label: root }
-  - name: Apply the test OS
-    type: apply-image
-    with: { image: test-os }
-  - name: The new system's users
-    type: run-command
-    with: { command: "mkdir -p $SLIPWAY_TARGET/etc && printf '${NEW_PASSWD}' > $SLIPWAY_TARGET/etc/passwd && printf '${NEW_GROUP}' > $SLIPWAY_TARGET/etc/group" }
-  - name: Restore user state
-    type: restore-user-state
-`;
+const TASK_SEQUENCE = `name: Refresh with user state\nsteps:${CAPTURE_STEP}${INSTALL_AND_RESTORE_STEPS}`;
+const CAPTURE_ONLY = `name: Capture before replacement\nsteps:${CAPTURE_STEP}`;
+const INSTALL_AND_RESTORE = `name: Install and restore user state\nsteps:${INSTALL_AND_RESTORE_STEPS}`;
 
 /**
  * Partition 2 of a disk image as a loop device of its own (offset and size from the partition
